@@ -1,0 +1,460 @@
+//! The cluster config: the sites Fanout serves and how it routes and checks
+//! cache nodes. This is the state the control plane will distribute; until
+//! then each proxy and cache node reads it from a file.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::units::{Size, Span};
+use crate::validate::Validator;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Sites in match order (exact host before wildcard, longest path prefix
+    /// first; the order here breaks no ties because ties are refused).
+    pub sites: Vec<Site>,
+    /// Name of the site that answers requests for hosts no site lists. Without
+    /// it such requests get 404.
+    #[serde(default)]
+    pub default_site: Option<String>,
+    #[serde(default)]
+    pub hashing: Hashing,
+    #[serde(default)]
+    pub health: HealthCheck,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    /// Short name used in cache keys, metrics and logs.
+    pub name: String,
+    /// `example.com` or `*.example.com` (any subdomain, not the apex).
+    pub hosts: Vec<HostPattern>,
+    #[serde(default = "root_prefix")]
+    pub path_prefixes: Vec<String>,
+    pub origin: OriginPool,
+    #[serde(default)]
+    pub cache: CachePolicy,
+}
+
+fn root_prefix() -> Vec<String> {
+    vec!["/".to_string()]
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginPool {
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// `host:port` of each origin server; requests are spread across them.
+    pub addresses: Vec<HostPort>,
+    /// Host header sent to the origin; default: the client's Host.
+    #[serde(default)]
+    pub host_header: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Span,
+    /// Time allowed for the origin's response headers.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Span,
+}
+
+fn default_connect_timeout() -> Span {
+    Span::from_secs(1)
+}
+fn default_response_timeout() -> Span {
+    Span::from_secs(10)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Http,
+    Https,
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CachePolicy {
+    /// Freshness lifetime for responses whose origin gives none.
+    #[serde(default = "default_ttl")]
+    pub default_ttl: Span,
+    /// Larger responses are passed through, not stored.
+    #[serde(default = "default_max_object_size")]
+    pub max_object_size: Size,
+    #[serde(default)]
+    pub query: QueryPolicy,
+}
+
+fn default_ttl() -> Span {
+    Span::from_secs(10)
+}
+fn default_max_object_size() -> Size {
+    Size::mib(64)
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            default_ttl: default_ttl(),
+            max_object_size: default_max_object_size(),
+            query: QueryPolicy::default(),
+        }
+    }
+}
+
+/// How the query string takes part in the cache key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryPolicy {
+    #[serde(default)]
+    pub mode: QueryMode,
+    /// Parameters removed from the key first (tracking ids, session tokens).
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueryMode {
+    /// The query as sent, in its order.
+    #[default]
+    Keep,
+    /// Parameters sorted, so `?a=1&b=2` and `?b=2&a=1` share an entry.
+    Sort,
+    /// No query in the key at all.
+    Ignore,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hashing {
+    /// Points on the ring per unit of node weight.
+    #[serde(default = "default_vnodes")]
+    pub vnodes: u32,
+    /// Bounded-load factor c: a node takes at most c × the average in-flight
+    /// load before keys spill to the next node.
+    #[serde(default = "default_load_factor")]
+    pub load_factor: f64,
+}
+
+fn default_vnodes() -> u32 {
+    160
+}
+fn default_load_factor() -> f64 {
+    1.25
+}
+
+impl Default for Hashing {
+    fn default() -> Self {
+        Hashing {
+            vnodes: default_vnodes(),
+            load_factor: default_load_factor(),
+        }
+    }
+}
+
+/// Active health probes of cache nodes by each proxy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "default_interval")]
+    pub interval: Span,
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: Span,
+    /// Consecutive good probes before a down node is used again.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Consecutive failed probes before a node is marked down.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_interval() -> Span {
+    Span::from_secs(1)
+}
+fn default_probe_timeout() -> Span {
+    Span::from_millis(500)
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            interval: default_interval(),
+            timeout: default_probe_timeout(),
+            rise: default_rise(),
+            fall: default_fall(),
+        }
+    }
+}
+
+/// A host name (`live.example.com`) or a wildcard for its subdomains
+/// (`*.example.com`), lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub enum HostPattern {
+    Exact(String),
+    /// Holds the suffix with its leading dot: `.example.com`.
+    Wildcard(String),
+}
+
+const HOST_ALLOWED: &str = "a host name like live.example.com, or *.example.com for its subdomains";
+
+impl TryFrom<String> for HostPattern {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let lower = s.to_ascii_lowercase();
+        let (wild, name) = match lower.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, lower.as_str()),
+        };
+        let valid_label = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        };
+        if name.is_empty() || name.len() > 253 || !name.split('.').all(valid_label) {
+            return Err(format!(
+                "invalid host pattern {s:?}; expected {HOST_ALLOWED}"
+            ));
+        }
+        Ok(if wild {
+            HostPattern::Wildcard(format!(".{name}"))
+        } else {
+            HostPattern::Exact(name.to_string())
+        })
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
+/// `host:port` where host is a name or an IP address (IPv6 in brackets).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl TryFrom<String> for HostPort {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid address {s:?}; expected host:port, like 127.0.0.1:9000, origin.internal:80 or [::1]:80")
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() || port == 0 || host.contains(['/', ' ']) {
+            return Err(bad());
+        }
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub(crate) fn validate(&self, at: &str, v: &mut Validator) {
+        if self.sites.is_empty() {
+            v.error(
+                &v.join(at, "sites"),
+                "no sites",
+                "at least one site with hosts and an origin",
+            );
+        }
+        let mut names: Vec<(String, String)> = Vec::new();
+        let mut routes: Vec<(String, String, String)> = Vec::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            let sp = v.join(at, &format!("sites[{i}]"));
+            site.validate(&sp, v);
+            v.unique(&mut names, &site.name, &v.join(&sp, "name"), "site name");
+            for (h, host) in site.hosts.iter().enumerate() {
+                for prefix in &site.path_prefixes {
+                    let route = (host.to_string(), prefix.clone());
+                    if let Some((_, _, first)) = routes
+                        .iter()
+                        .find(|(h2, p2, _)| (h2, p2) == (&route.0, &route.1))
+                    {
+                        v.error(
+                            &v.join(&sp, &format!("hosts[{h}]")),
+                            format!("host {host} with path prefix {prefix:?} is already routed by {first}"),
+                            "each host and path prefix pair in one site only",
+                        );
+                    } else {
+                        routes.push((route.0, route.1, sp.clone()));
+                    }
+                }
+            }
+        }
+        if let Some(d) = &self.default_site {
+            if !self.sites.iter().any(|s| &s.name == d) {
+                let known: Vec<&str> = self.sites.iter().map(|s| s.name.as_str()).collect();
+                v.error(
+                    &v.join(at, "default_site"),
+                    format!("no site is named {d:?}"),
+                    format!("one of the site names: {}", known.join(", ")),
+                );
+            }
+        }
+        let hp = v.join(at, "hashing");
+        if self.hashing.vnodes == 0 || self.hashing.vnodes > 4096 {
+            v.error(
+                &v.join(&hp, "vnodes"),
+                format!("{} is out of range", self.hashing.vnodes),
+                "1 to 4096 (default 160)",
+            );
+        }
+        if !(self.hashing.load_factor >= 1.0 && self.hashing.load_factor <= 100.0) {
+            v.error(
+                &v.join(&hp, "load_factor"),
+                format!("{} is out of range", self.hashing.load_factor),
+                "a number from 1.0 (perfectly even) to 100 (default 1.25)",
+            );
+        }
+        let h = &self.health;
+        let hp = v.join(at, "health");
+        if h.interval.get().is_zero() {
+            v.error(
+                &v.join(&hp, "interval"),
+                "interval is zero",
+                "a positive duration such as 1s",
+            );
+        }
+        if h.timeout.get().is_zero() || h.timeout >= h.interval {
+            v.error(
+                &v.join(&hp, "timeout"),
+                format!(
+                    "timeout {} must be positive and shorter than interval {}",
+                    h.timeout, h.interval
+                ),
+                "a duration between 0 and the probe interval",
+            );
+        }
+        for (name, n) in [("rise", h.rise), ("fall", h.fall)] {
+            if n == 0 || n > 100 {
+                v.error(
+                    &v.join(&hp, name),
+                    format!("{n} is out of range"),
+                    "1 to 100 consecutive probes",
+                );
+            }
+        }
+    }
+}
+
+impl Site {
+    fn validate(&self, at: &str, v: &mut Validator) {
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !name_ok {
+            v.error(
+                &v.join(at, "name"),
+                format!("invalid site name {:?}", self.name),
+                "1 to 64 letters, digits, '-' or '_'",
+            );
+        }
+        if self.hosts.is_empty() {
+            v.error(
+                &v.join(at, "hosts"),
+                "no hosts",
+                "at least one host name or *.wildcard",
+            );
+        }
+        if self.path_prefixes.is_empty() {
+            v.error(
+                &v.join(at, "path_prefixes"),
+                "no path prefixes",
+                "leave it out for \"/\", or list prefixes starting with /",
+            );
+        }
+        for (i, p) in self.path_prefixes.iter().enumerate() {
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                v.error(
+                    &v.join(at, &format!("path_prefixes[{i}]")),
+                    format!("invalid path prefix {p:?}"),
+                    "a path that starts with / and has no query, fragment or spaces",
+                );
+            }
+        }
+        let op = v.join(at, "origin");
+        if self.origin.addresses.is_empty() {
+            v.error(
+                &v.join(&op, "addresses"),
+                "empty origin pool",
+                "at least one origin address as host:port",
+            );
+        }
+        for (name, t) in [
+            ("connect_timeout", self.origin.connect_timeout),
+            ("response_timeout", self.origin.response_timeout),
+        ] {
+            if t.get().is_zero() {
+                v.error(
+                    &v.join(&op, name),
+                    "timeout is zero",
+                    "a positive duration such as 2s",
+                );
+            }
+        }
+        let cp = v.join(at, "cache");
+        if self.cache.max_object_size.bytes() == 0 {
+            v.error(
+                &v.join(&cp, "max_object_size"),
+                "0 bytes would store nothing",
+                "a positive size such as 64MiB",
+            );
+        }
+        if self.cache.query.mode == QueryMode::Ignore && !self.cache.query.drop.is_empty() {
+            v.error(
+                &v.join(&cp, "query.drop"),
+                "drop has no effect when mode is ignore",
+                "remove drop, or use mode keep or sort",
+            );
+        }
+    }
+}

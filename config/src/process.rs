@@ -1,0 +1,187 @@
+//! The files that start one process each: `kind: proxy` and `kind: cache`.
+//! Each names the cluster file it serves; the loader resolves that into a
+//! [`ProxyConfig`] or [`CacheNodeConfig`], the values the components run on.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::cluster::{ClusterConfig, HostPort};
+use crate::units::Size;
+use crate::validate::Validator;
+
+/// `kind: proxy` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyFile {
+    pub id: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Path of the cluster file, relative to this file.
+    pub cluster: PathBuf,
+    pub cache_nodes: Vec<CacheNodeRef>,
+}
+
+/// A cache node as a proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheNodeRef {
+    pub id: String,
+    pub address: HostPort,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+pub(crate) fn default_weight() -> u32 {
+    1
+}
+
+/// `kind: cache` as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheNodeFile {
+    pub id: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Bytes of response bodies and headers the node keeps in memory.
+    #[serde(default = "default_capacity")]
+    pub capacity: Size,
+    pub cluster: PathBuf,
+}
+
+pub(crate) fn default_capacity() -> Size {
+    Size::mib(256)
+}
+
+/// What a proxy runs on: its own settings and the cluster it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub cache_nodes: Vec<CacheNodeRef>,
+    pub cluster: ClusterConfig,
+}
+
+/// What a cache node runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheNodeConfig {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub admin_listen: Option<SocketAddr>,
+    pub capacity: Size,
+    pub cluster: ClusterConfig,
+}
+
+pub(crate) fn validate_id(id: &str, path: &str, v: &mut Validator) {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        v.error(
+            path,
+            format!("invalid id {id:?}"),
+            "1 to 64 letters, digits, '-', '_' or '.'",
+        );
+    }
+}
+
+pub(crate) fn validate_weight(weight: u32, path: &str, v: &mut Validator) {
+    if weight == 0 || weight > 1000 {
+        v.error(
+            path,
+            format!("weight {weight} is out of range"),
+            "1 to 1000 (relative share of keys; default 1)",
+        );
+    }
+}
+
+pub(crate) fn validate_capacity(capacity: Size, path: &str, v: &mut Validator) {
+    if capacity.bytes() < 1024 * 1024 {
+        v.error(
+            path,
+            format!("capacity {capacity} is below 1 MiB"),
+            "at least 1MiB, such as 256MiB or 4GiB",
+        );
+    }
+}
+
+/// Every listener of one process or one `up` cluster must be distinct; an
+/// unspecified address (0.0.0.0) clashes with every address on its port.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    seen: Vec<(SocketAddr, String)>,
+}
+
+impl Listeners {
+    pub fn add(&mut self, addr: SocketAddr, path: &str, v: &mut Validator) {
+        let clash = self.seen.iter().find(|(a, _)| {
+            a.port() == addr.port()
+                && addr.port() != 0
+                && (a.ip() == addr.ip() || a.ip().is_unspecified() || addr.ip().is_unspecified())
+        });
+        if let Some((a, first)) = clash {
+            let first = first.clone();
+            v.error(
+                path,
+                format!("{addr} is already used by {first} ({a})"),
+                "a distinct address:port for every listener",
+            );
+        } else {
+            self.seen.push((addr, path.to_string()));
+        }
+    }
+}
+
+impl ProxyFile {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        validate_id(&self.id, "id", v);
+        let mut l = Listeners::default();
+        l.add(self.listen, "listen", v);
+        if let Some(a) = self.admin_listen {
+            l.add(a, "admin_listen", v);
+        }
+        validate_cache_refs(&self.cache_nodes, "cache_nodes", v);
+    }
+}
+
+pub(crate) fn validate_cache_refs(nodes: &[CacheNodeRef], at: &str, v: &mut Validator) {
+    if nodes.is_empty() {
+        v.error(
+            at,
+            "no cache nodes",
+            "at least one cache node with id and address",
+        );
+    }
+    let mut ids = Vec::new();
+    let mut addrs = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let p = format!("{at}[{i}]");
+        validate_id(&n.id, &format!("{p}.id"), v);
+        v.unique(&mut ids, &n.id, &format!("{p}.id"), "cache node id");
+        v.unique(
+            &mut addrs,
+            &n.address,
+            &format!("{p}.address"),
+            "cache node address",
+        );
+        validate_weight(n.weight, &format!("{p}.weight"), v);
+    }
+}
+
+impl CacheNodeFile {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        validate_id(&self.id, "id", v);
+        validate_capacity(self.capacity, "capacity", v);
+        let mut l = Listeners::default();
+        l.add(self.listen, "listen", v);
+        if let Some(a) = self.admin_listen {
+            l.add(a, "admin_listen", v);
+        }
+    }
+}

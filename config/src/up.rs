@@ -1,0 +1,230 @@
+//! `kind: up`: a whole local cluster in one file, for `fanout up`.
+
+use std::net::SocketAddr;
+
+use serde::Deserialize;
+
+use crate::cluster::{ClusterConfig, HostPort};
+use crate::origin::OriginConfig;
+use crate::process::{
+    default_capacity, default_weight, validate_capacity, validate_id, validate_weight,
+    CacheNodeConfig, CacheNodeRef, Listeners, ProxyConfig,
+};
+use crate::units::{Size, Span};
+use crate::validate::Validator;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpConfig {
+    /// The synthetic origin; leave it out to put the cluster in front of a
+    /// real origin named in the sites.
+    #[serde(default)]
+    pub origin: Option<OriginConfig>,
+    pub cluster: ClusterConfig,
+    pub cache_nodes: Vec<UpCacheNode>,
+    pub proxies: Vec<UpProxy>,
+    #[serde(default)]
+    pub demo: Demo,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpCacheNode {
+    pub id: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    #[serde(default = "default_capacity")]
+    pub capacity: Size,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpProxy {
+    pub id: String,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// The short built-in load that `fanout up --demo` runs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Demo {
+    /// Simulated live viewers, all watching one stream.
+    #[serde(default = "default_viewers")]
+    pub viewers: u32,
+    #[serde(default = "default_demo_duration")]
+    pub duration: Span,
+    /// Viewers join spread over this time.
+    #[serde(default = "default_ramp")]
+    pub ramp: Span,
+    /// Live stream to watch; default: the origin's first.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Host header to send; default: the first site's first exact host.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn default_viewers() -> u32 {
+    300
+}
+fn default_demo_duration() -> Span {
+    Span::from_secs(20)
+}
+fn default_ramp() -> Span {
+    Span::from_secs(5)
+}
+
+impl Default for Demo {
+    fn default() -> Self {
+        Demo {
+            viewers: default_viewers(),
+            duration: default_demo_duration(),
+            ramp: default_ramp(),
+            stream: None,
+            host: None,
+        }
+    }
+}
+
+impl UpConfig {
+    pub(crate) fn validate(&self, v: &mut Validator) {
+        self.cluster.validate("cluster", v);
+        let mut listeners = Listeners::default();
+        if let Some(o) = &self.origin {
+            o.validate("origin", v);
+            listeners.add(o.listen, "origin.listen", v);
+        }
+        if self.cache_nodes.is_empty() {
+            v.error(
+                "cache_nodes",
+                "no cache nodes",
+                "at least one cache node with id and listen",
+            );
+        }
+        if self.proxies.is_empty() {
+            v.error(
+                "proxies",
+                "no proxies",
+                "at least one proxy with id and listen",
+            );
+        }
+        let mut ids = Vec::new();
+        let nodes = self
+            .cache_nodes
+            .iter()
+            .map(|n| (&n.id, n.listen, n.admin_listen, "cache_nodes"));
+        let proxies = self
+            .proxies
+            .iter()
+            .map(|p| (&p.id, p.listen, p.admin_listen, "proxies"));
+        let mut counts = std::collections::HashMap::new();
+        for (id, listen, admin, list) in nodes.chain(proxies) {
+            let i = counts.entry(list).or_insert(0usize);
+            let p = format!("{list}[{i}]");
+            *i += 1;
+            validate_id(id, &format!("{p}.id"), v);
+            v.unique(&mut ids, id, &format!("{p}.id"), "id");
+            if listen.port() == 0 {
+                v.error(
+                    &format!("{p}.listen"),
+                    "port 0",
+                    "a fixed port: the other parts of the cluster must know where to connect",
+                );
+            }
+            listeners.add(listen, &format!("{p}.listen"), v);
+            if let Some(a) = admin {
+                listeners.add(a, &format!("{p}.admin_listen"), v);
+            }
+        }
+        for (i, n) in self.cache_nodes.iter().enumerate() {
+            validate_capacity(n.capacity, &format!("cache_nodes[{i}].capacity"), v);
+            validate_weight(n.weight, &format!("cache_nodes[{i}].weight"), v);
+        }
+        let d = &self.demo;
+        if d.viewers == 0 || d.viewers > 1_000_000 {
+            v.error(
+                "demo.viewers",
+                format!("{} is out of range", d.viewers),
+                "1 to 1000000 viewers",
+            );
+        }
+        if d.duration.get().is_zero() {
+            v.error(
+                "demo.duration",
+                "duration is zero",
+                "a positive duration such as 20s",
+            );
+        }
+        if d.ramp > d.duration {
+            v.error(
+                "demo.ramp",
+                format!("ramp {} is longer than duration {}", d.ramp, d.duration),
+                "a ramp no longer than the demo",
+            );
+        }
+        let live: Vec<&str> = self
+            .origin
+            .iter()
+            .flat_map(|o| o.live.iter().map(|s| s.name.as_str()))
+            .collect();
+        match &d.stream {
+            Some(s) if !live.contains(&s.as_str()) => v.error(
+                "demo.stream",
+                format!("the origin has no live stream named {s:?}"),
+                if live.is_empty() {
+                    "a stream of origin.live (there are none)".to_string()
+                } else {
+                    format!("one of: {}", live.join(", "))
+                },
+            ),
+            _ => {}
+        }
+    }
+
+    /// The cache nodes as every proxy of this cluster addresses them.
+    pub fn cache_node_refs(&self) -> Vec<CacheNodeRef> {
+        self.cache_nodes
+            .iter()
+            .map(|n| CacheNodeRef {
+                id: n.id.clone(),
+                address: HostPort {
+                    host: n.listen.ip().to_string(),
+                    port: n.listen.port(),
+                },
+                weight: n.weight,
+            })
+            .collect()
+    }
+
+    pub fn proxy_configs(&self) -> Vec<ProxyConfig> {
+        let nodes = self.cache_node_refs();
+        self.proxies
+            .iter()
+            .map(|p| ProxyConfig {
+                id: p.id.clone(),
+                listen: p.listen,
+                admin_listen: p.admin_listen,
+                cache_nodes: nodes.clone(),
+                cluster: self.cluster.clone(),
+            })
+            .collect()
+    }
+
+    pub fn cache_node_configs(&self) -> Vec<CacheNodeConfig> {
+        self.cache_nodes
+            .iter()
+            .map(|n| CacheNodeConfig {
+                id: n.id.clone(),
+                listen: n.listen,
+                admin_listen: n.admin_listen,
+                capacity: n.capacity,
+                cluster: self.cluster.clone(),
+            })
+            .collect()
+    }
+}

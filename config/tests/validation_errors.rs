@@ -1,0 +1,284 @@
+//! Every kind of configuration error, with the exact text a user sees.
+
+use std::path::Path;
+
+use fanout_config::{load_any, load_str, AnyConfig, ConfigErrors};
+
+fn errors(yaml: &str) -> Vec<String> {
+    match load_str(Path::new("site.yaml"), yaml) {
+        Ok(c) => panic!("expected errors, got a valid {:?} config", c.kind()),
+        Err(ConfigErrors(e)) => e.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn one_error(yaml: &str) -> String {
+    let e = errors(yaml);
+    assert_eq!(e.len(), 1, "expected exactly one error, got {e:#?}");
+    e.into_iter().next().unwrap()
+}
+
+const CLUSTER: &str = "\
+kind: cluster
+sites:
+  - name: live
+    hosts: [live.example.com]
+    origin:
+      addresses: ['127.0.0.1:9000']
+";
+
+#[test]
+fn a_valid_cluster_loads_with_defaults() {
+    let AnyConfig::Cluster(c) = load_str(Path::new("site.yaml"), CLUSTER).unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.sites[0].path_prefixes, ["/"]);
+    assert_eq!(c.hashing.vnodes, 160);
+    assert_eq!(c.hashing.load_factor, 1.25);
+    assert_eq!(c.sites[0].cache.default_ttl.get().as_secs(), 10);
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_position() {
+    let e = one_error("kind: cluster\nsites: [\n  - a: b\n");
+    assert!(e.starts_with("site.yaml:3:3: invalid YAML: "), "{e}");
+}
+
+#[test]
+fn missing_or_unknown_kind() {
+    assert_eq!(
+        one_error("sites: []\n"),
+        "site.yaml:1:1: missing `kind`; allowed: a mapping that starts with kind: cluster, proxy, cache, origin or up"
+    );
+    assert_eq!(
+        one_error("kind: clustr\n"),
+        "site.yaml:1:7: kind: unknown kind \"clustr\"; allowed: kind: cluster, proxy, cache, origin or up"
+    );
+}
+
+#[test]
+fn unknown_fields_point_at_the_key_and_suggest_the_closest_name() {
+    let yaml = CLUSTER.replace("    hosts:", "    hots:");
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:4:5: sites[0].hots: unknown field `hots` (did you mean `hosts`?); \
+         allowed: name, hosts, path_prefixes, origin, cache"
+    );
+}
+
+#[test]
+fn unknown_fields_without_a_close_match_list_what_is_allowed() {
+    let yaml = format!("{CLUSTER}hashing:\n  colour: blue\n");
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:8:3: hashing.colour: unknown field `colour`; allowed: vnodes, load_factor"
+    );
+}
+
+#[test]
+fn unknown_enum_values_suggest_the_closest() {
+    let yaml = format!("{CLUSTER}    cache:\n      query: {{ mode: sorted }}\n");
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:8:22: sites[0].cache.query.mode: unknown variant `sorted` (did you mean `sort`?); allowed: keep, sort, ignore"
+    );
+}
+
+#[test]
+fn wrong_types_say_what_was_expected() {
+    let yaml = format!("{CLUSTER}hashing:\n  vnodes: many\n");
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:8:11: hashing.vnodes: invalid type: string \"many\"; allowed: u32"
+    );
+}
+
+#[test]
+fn missing_required_fields_name_the_field() {
+    let yaml = CLUSTER.replace("    hosts: [live.example.com]\n", "");
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:3:5: sites[0].hosts: missing required field; allowed: add `hosts:` here"
+    );
+}
+
+#[test]
+fn bad_values_in_parsed_types_name_the_element() {
+    let yaml = CLUSTER.replace(
+        "['127.0.0.1:9000']",
+        "['127.0.0.1:9000', 'origin-without-port']",
+    );
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:6:37: sites[0].origin.addresses[1]: invalid address \"origin-without-port\"; \
+         allowed: host:port, like 127.0.0.1:9000, origin.internal:80 or [::1]:80"
+    );
+    let yaml = CLUSTER.replace("[live.example.com]", "['*.']");
+    assert!(one_error(&yaml).starts_with(
+        "site.yaml:4:13: sites[0].hosts[0]: invalid host pattern \"*.\"; allowed: a host name"
+    ));
+    let yaml = format!("{CLUSTER}    cache:\n      default_ttl: 30\n");
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:8:20: sites[0].cache.default_ttl: 30 has no unit; allowed: a duration with a unit, like 250ms, 2s, 1m30s"
+    );
+}
+
+#[test]
+fn empty_pools_are_refused() {
+    let yaml = CLUSTER.replace("['127.0.0.1:9000']", "[]");
+    assert_eq!(
+        one_error(&yaml),
+        "site.yaml:6:18: sites[0].origin.addresses: empty origin pool; allowed: at least one origin address as host:port"
+    );
+}
+
+#[test]
+fn impossible_values_are_refused_all_at_once() {
+    let yaml = format!(
+        "{CLUSTER}hashing:\n  vnodes: 0\n  load_factor: 0.5\nhealth:\n  interval: 1s\n  timeout: 2s\n  fall: 0\n"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "site.yaml:8:11: hashing.vnodes: 0 is out of range; allowed: 1 to 4096 (default 160)",
+            "site.yaml:9:16: hashing.load_factor: 0.5 is out of range; allowed: a number from 1.0 (perfectly even) to 100 (default 1.25)",
+            "site.yaml:12:12: health.timeout: timeout 2s must be positive and shorter than interval 1s; allowed: a duration between 0 and the probe interval",
+            "site.yaml:13:9: health.fall: 0 is out of range; allowed: 1 to 100 consecutive probes",
+        ]
+    );
+}
+
+#[test]
+fn duplicate_routes_and_names_are_refused() {
+    let yaml = format!(
+        "{CLUSTER}  - name: live\n    hosts: [LIVE.example.com]\n    origin: {{ addresses: ['127.0.0.1:9001'] }}\n"
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "site.yaml:7:11: sites[1].name: duplicate site name live (first used at sites[0].name); allowed: each site name once",
+            "site.yaml:8:13: sites[1].hosts[0]: host live.example.com with path prefix \"/\" is already routed by sites[0]; \
+             allowed: each host and path prefix pair in one site only",
+        ]
+    );
+}
+
+const UP: &str = "\
+kind: up
+cluster:
+  sites:
+    - name: live
+      hosts: [localhost]
+      origin: { addresses: ['127.0.0.1:9000'] }
+cache_nodes:
+  - { id: cache-1, listen: '127.0.0.1:8081' }
+  - { id: cache-2, listen: '127.0.0.1:8082' }
+proxies:
+  - { id: proxy-1, listen: '127.0.0.1:8080' }
+";
+
+#[test]
+fn duplicate_ids_and_ports_in_an_up_file() {
+    let yaml = UP.replace(
+        "id: cache-2, listen: '127.0.0.1:8082'",
+        "id: cache-1, listen: '0.0.0.0:8080'",
+    );
+    assert_eq!(
+        errors(&yaml),
+        [
+            "site.yaml:9:11: cache_nodes[1].id: duplicate id cache-1 (first used at cache_nodes[0].id); allowed: each id once",
+            "site.yaml:11:28: proxies[0].listen: 127.0.0.1:8080 is already used by cache_nodes[1].listen (0.0.0.0:8080); \
+             allowed: a distinct address:port for every listener",
+        ]
+    );
+}
+
+#[test]
+fn a_valid_up_file_loads() {
+    let AnyConfig::Up(u) = load_str(Path::new("up.yaml"), UP).unwrap() else {
+        panic!()
+    };
+    assert_eq!(u.proxy_configs()[0].cache_nodes.len(), 2);
+    assert_eq!(u.demo.viewers, 300);
+}
+
+#[test]
+fn a_file_of_the_wrong_kind_is_refused() {
+    let dir = tempdir();
+    let f = dir.join("c.yaml");
+    std::fs::write(&f, CLUSTER).unwrap();
+    let e = fanout_config::load_proxy(&f).unwrap_err().to_string();
+    assert_eq!(e, format!("{}: kind: this is a `kind: cluster` file, not `kind: proxy`; allowed: a file with kind: proxy", f.display()));
+}
+
+#[test]
+fn a_proxy_file_reports_errors_in_the_cluster_file_it_names() {
+    let dir = tempdir();
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        CLUSTER.replace("hosts:", "hosts_:"),
+    )
+    .unwrap();
+    let proxy = dir.join("proxy.yaml");
+    std::fs::write(
+        &proxy,
+        "kind: proxy\nid: p1\nlisten: 127.0.0.1:8080\ncluster: cluster.yaml\ncache_nodes:\n  - { id: c1, address: '127.0.0.1:8081' }\n",
+    )
+    .unwrap();
+    let e = load_any(&proxy).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "{}:4:5: sites[0].hosts_: unknown field",
+            dir.join("cluster.yaml").display()
+        )),
+        "{e}"
+    );
+
+    std::fs::remove_file(dir.join("cluster.yaml")).unwrap();
+    let e = load_any(&proxy).unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!("{}:4:10: cluster: cluster file", proxy.display())),
+        "{e}"
+    );
+}
+
+#[test]
+fn origin_files_are_checked() {
+    let yaml = "\
+kind: origin
+listen: 127.0.0.1:9000
+live:
+  - name: main
+    renditions: []
+objects:
+  - { prefix: /live/x/, count: 0, size: 1KiB }
+faults:
+  - { path: '/live/**', error_rate: 1.5 }
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "site.yaml:5:17: live[0].renditions: no renditions; allowed: at least one rendition with name and bandwidth",
+            "site.yaml:7:15: objects[0].prefix: prefix \"/live/x/\" overlaps the reserved /live/; allowed: a prefix outside /live/, /vod/ and /_origin/",
+            "site.yaml:7:32: objects[0].count: count 0; allowed: at least 1 object",
+            "site.yaml:9:37: faults[0].error_rate: 1.5 is out of range; allowed: a share from 0.0 to 1.0",
+        ]
+    );
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "fanout-config-test-{}-{}",
+        std::process::id(),
+        fastrand_u64()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u8(0);
+    h.finish()
+}
