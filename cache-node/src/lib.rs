@@ -1,1 +1,94 @@
+//! Fanout's cache node: an HTTP cache in front of the origins of every site
+//! in the cluster config.
+//!
+//! Owns: the store (moka, weighted by bytes), the rules for what may be
+//! stored and for how long ([`freshness`]), fetching from origins, and the
+//! `Cache-Status` / `Age` it reports. Public surface: [`run`].
+//!
+//! Walking-skeleton scope: fresh hits and misses of whole responses with a
+//! known length. Collapsing of concurrent misses, streaming fills,
+//! revalidation, stale serving, Vary, ranges and purges come next; until
+//! then, responses this node cannot serve correctly are passed through
+//! unstored rather than served wrong.
 
+pub mod freshness;
+mod handler;
+mod metrics;
+mod origin;
+mod store;
+
+use std::sync::Arc;
+
+use fanout_config::{CacheNodeConfig, SiteTable};
+use fanout_server::{bind, serve, serve_admin, Readiness, ServeOptions};
+use tokio_util::sync::CancellationToken;
+
+pub use origin::UnsupportedScheme;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cache node {node}: {source}")]
+    Listen {
+        node: String,
+        source: std::io::Error,
+    },
+    #[error("cache node {node}: {source}")]
+    Origin {
+        node: String,
+        source: UnsupportedScheme,
+    },
+}
+
+/// Serves as a cache node until `shutdown` is cancelled, then drains.
+pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let node = config.id.clone();
+    let readiness = Readiness::default();
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            serve_admin(
+                &format!("cache node {node}"),
+                addr,
+                readiness.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|source| Error::Listen {
+                node: node.clone(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let listener = bind("listener", config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            node: node.clone(),
+            source,
+        })?;
+    let store = store::Store::new(config.capacity.bytes());
+    let origins = origin::Origins::new(&config.cluster).map_err(|source| Error::Origin {
+        node: node.clone(),
+        source,
+    })?;
+    let state = Arc::new(handler::CacheNode {
+        name: format!("fanout-{node}"),
+        sites: SiteTable::new(&config.cluster),
+        metrics: metrics::Metrics::new(&node, &store),
+        store,
+        origins,
+    });
+    tracing::info!(node = %node, listen = %config.listen, capacity = %config.capacity, "cache node serving");
+    readiness.set(true);
+    serve(
+        listener,
+        move |req, _| state.clone().handle(req),
+        shutdown,
+        ServeOptions::default(),
+    )
+    .await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    tracing::info!(node = %node, "cache node stopped");
+    Ok(())
+}

@@ -1,1 +1,95 @@
+//! Fanout's edge proxy: stateless, it matches each request to a site,
+//! computes its cache key and forwards it to the cache node that owns the
+//! key on a consistent-hash ring.
+//!
+//! Owns: the ring ([`ring`]), routing state swapped whole through `ArcSwap`
+//! so lookups take no lock, and forwarding with streamed bodies. Public
+//! surface: [`run`] and the ring.
+//!
+//! Walking-skeleton scope: static node list from the config, plain HTTP/1.1
+//! and h2c. Health checks, bounded loads, retries, fail-open to the origin,
+//! TLS and hot reload come next.
 
+mod forward;
+pub mod ring;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use fanout_config::{ProxyConfig, SiteTable};
+use fanout_server::{bind, serve, serve_admin, Readiness, ServeOptions};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+#[error("proxy {proxy}: {source}")]
+pub struct Error {
+    proxy: String,
+    source: std::io::Error,
+}
+
+/// Serves as a proxy until `shutdown` is cancelled, then drains.
+pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let id = config.id.clone();
+    let err = |source| Error {
+        proxy: id.clone(),
+        source,
+    };
+    let readiness = Readiness::default();
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            serve_admin(
+                &format!("proxy {id}"),
+                addr,
+                readiness.clone(),
+                shutdown.clone(),
+            )
+            .await
+            .map_err(err)?,
+        ),
+        None => None,
+    };
+    let listener = bind("listener", config.listen).await.map_err(err)?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(1)));
+    let client = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(connector);
+    // A cache node answers within the slowest origin's budget; past that it
+    // is stuck, not slow.
+    let upstream_timeout = config
+        .cluster
+        .sites
+        .iter()
+        .map(|s| s.origin.connect_timeout.get() + s.origin.response_timeout.get())
+        .max()
+        .unwrap_or(Duration::from_secs(10))
+        + Duration::from_secs(1);
+    let proxy = Arc::new(forward::Proxy {
+        routing: ArcSwap::from_pointee(forward::Routing {
+            sites: SiteTable::new(&config.cluster),
+            ring: ring::Ring::new(&config.cache_nodes, config.cluster.hashing.vnodes),
+        }),
+        client,
+        upstream_timeout,
+        metrics: forward::Metrics::new(&id),
+    });
+    tracing::info!(proxy = %id, listen = %config.listen, cache_nodes = config.cache_nodes.len(), "proxy serving");
+    readiness.set(true);
+    serve(
+        listener,
+        move |req, conn| proxy.clone().handle(req, conn),
+        shutdown,
+        ServeOptions::default(),
+    )
+    .await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
+    tracing::info!(proxy = %id, "proxy stopped");
+    Ok(())
+}

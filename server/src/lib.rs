@@ -1,1 +1,22 @@
+//! How Fanout's components listen.
+//!
+//! Owns: the accept loop every HTTP listener uses (HTTP/1.1 and h2c on one
+//! port, a connection cap, back-off on accept errors, graceful drain on
+//! shutdown), the admin listener with `/healthz`, `/readyz` and `/metrics`,
+//! the body type responses are built from, and the HTTP message rules every
+//! forwarding component shares (hop-by-hop headers).
+//!
+//! Does not own: what any request means. Components hand it a service.
+//! Metrics are rendered from the Prometheus default registry, which the
+//! binary connects to the OpenTelemetry SDK; this crate never configures
+//! telemetry.
 
+mod admin;
+mod body;
+mod hop;
+mod listener;
+
+pub use admin::{serve_admin, Readiness};
+pub use body::{empty, full, text, BoxError, ResponseBody};
+pub use hop::remove_hop_by_hop;
+pub use listener::{bind, serve, ConnInfo, ServeOptions};
