@@ -1,1 +1,146 @@
-fn main() {}
+//! The `fanout` binary: parses the command line, sets up logging and
+//! metrics, loads configuration and calls a component's `run`.
+//!
+//! Exit status: 0 on success, 1 when something fails at run time, 2 when a
+//! configuration file or the command line is invalid (nothing is started).
+
+mod cli;
+mod telemetry;
+mod up;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fanout_config::ConfigErrors;
+use tokio_util::sync::CancellationToken;
+
+use cli::{Cli, Command};
+
+/// Exit status for invalid configuration, as `fanout check` and every
+/// component report it.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format, cli.log.as_deref());
+
+    if let Command::Check { files } = &cli.command {
+        return check(files);
+    }
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = cli.workers {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fanout: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main(cli.command))
+}
+
+async fn async_main(command: Command) -> ExitCode {
+    let _metrics = match telemetry::init_metrics() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("fanout: cannot set up metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = shutdown_on_signal();
+    let result = match command {
+        Command::Up { file, demo } => return up::run(file.as_deref(), demo, shutdown).await,
+        Command::Proxy { file } => match fanout_config::load_proxy(&file) {
+            Ok(c) => fanout_proxy::run(c, shutdown)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => return config_failed(&e),
+        },
+        Command::Cache { file } => match fanout_config::load_cache_node(&file) {
+            Ok(c) => fanout_cache_node::run(c, shutdown)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => return config_failed(&e),
+        },
+        Command::Origin { file } => match fanout_config::load_origin(&file) {
+            Ok(c) => fanout_loadtest::origin::run(c, shutdown)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => return config_failed(&e),
+        },
+        Command::Check { .. } => unreachable!("handled before the runtime starts"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fanout: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(files: &[std::path::PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match fanout_config::load_any(Path::new(file)) {
+            Ok(c) => println!("{}: ok (kind: {})", file.display(), c.kind()),
+            Err(e) => {
+                eprintln!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_CONFIG)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub(crate) fn config_failed(errors: &ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    eprintln!("fanout: invalid configuration; nothing was started");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+/// A token cancelled on the first Ctrl-C or SIGTERM. A second signal ends
+/// the process at once, for when a drain is taking too long.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down; send the signal again to exit at once");
+        t.cancel();
+        wait_for_signal().await;
+        std::process::exit(130);
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP client side of the load: one GET, timed, its body drained and
+//! counted, its cache status read from the response.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+
+pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// What one request saw.
+#[derive(Debug)]
+pub struct Fetched {
+    pub status: StatusCode,
+    /// `Some(true)` for a hit, `Some(false)` for any other cache status,
+    /// `None` when the response carried none.
+    pub hit: Option<bool>,
+    pub body: Bytes,
+    pub total: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Connect(hyper_util::client::legacy::Error),
+    #[error("response body: {0}")]
+    Body(hyper::Error),
+    #[error("bad request: {0}")]
+    Request(http::Error),
+}
+
+/// GETs `path` from `target` with `host` as the Host header.
+pub async fn get(
+    client: &HttpClient,
+    target: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<Fetched, FetchError> {
+    let started = Instant::now();
+    let req = Request::get(format!("http://{target}{path}"))
+        .header(header::HOST, host)
+        .body(Empty::new())
+        .map_err(FetchError::Request)?;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(FetchError::Connect)?;
+        let status = resp.status();
+        let hit = cache_hit(resp.headers());
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(FetchError::Body)?
+            .to_bytes();
+        Ok(Fetched {
+            status,
+            hit,
+            body,
+            total: started.elapsed(),
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| FetchError::Timeout(timeout))?
+}
+
+/// Reads the nearest cache's verdict: the last `Cache-Status` entry (RFC
+/// 9211 lists caches from origin to client), or `X-Cache` as Varnish and
+/// many CDNs send it.
+fn cache_hit(headers: &http::HeaderMap) -> Option<bool> {
+    if let Some(last) = headers.get_all("cache-status").iter().next_back() {
+        let v = last.to_str().ok()?;
+        let last_entry = v.rsplit(',').next()?;
+        return Some(last_entry.split(';').skip(1).any(|p| p.trim() == "hit"));
+    }
+    let x = headers.get("x-cache")?.to_str().ok()?;
+    Some(x.to_ascii_uppercase().starts_with("HIT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    fn hit(pairs: &[(&'static str, &'static str)]) -> Option<bool> {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(*n, HeaderValue::from_static(v));
+        }
+        cache_hit(&h)
+    }
+
+    #[test]
+    fn reads_the_cache_nearest_the_client() {
+        assert_eq!(
+            hit(&[("cache-status", "fanout-cache-1; hit; ttl=3")]),
+            Some(true)
+        );
+        assert_eq!(
+            hit(&[("cache-status", "fanout-cache-1; fwd=miss; stored")]),
+            Some(false)
+        );
+        assert_eq!(
+            hit(&[("cache-status", "origin-cache; hit, edge; fwd=miss")]),
+            Some(false)
+        );
+        assert_eq!(hit(&[("x-cache", "HIT from varnish")]), Some(true));
+        assert_eq!(hit(&[]), None);
+    }
+}

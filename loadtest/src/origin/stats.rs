@@ -1,0 +1,65 @@
+//! Counts of every request the origin received, per path, served at
+//! `/_origin/stats` so that offload and collapsing can be measured from
+//! outside: "how many times did the origin see this segment?".
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+/// Distinct paths tracked; past this, requests are counted in `other_paths`
+/// so a long-tail load cannot grow the origin's memory without bound.
+const MAX_PATHS: usize = 200_000;
+
+#[derive(Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    body_bytes: AtomicU64,
+    paths: Mutex<HashMap<String, u64>>,
+    other_paths: AtomicU64,
+}
+
+/// The JSON served at `/_origin/stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub body_bytes: u64,
+    pub paths: HashMap<String, u64>,
+    pub other_paths: u64,
+}
+
+impl Stats {
+    pub fn count(&self, path: &str) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = paths.get_mut(path) {
+            *n += 1;
+        } else if paths.len() < MAX_PATHS {
+            paths.insert(path.to_string(), 1);
+        } else {
+            self.other_paths.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn add_body_bytes(&self, n: u64) {
+        self.body_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            body_bytes: self.body_bytes.load(Ordering::Relaxed),
+            paths: self.paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            other_paths: self.other_paths.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn reset(&self) {
+        let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
+        paths.clear();
+        self.requests.store(0, Ordering::Relaxed);
+        self.body_bytes.store(0, Ordering::Relaxed);
+        self.other_paths.store(0, Ordering::Relaxed);
+    }
+}
