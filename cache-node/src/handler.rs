@@ -58,13 +58,13 @@ impl CacheNode {
         if let Some(stored) = self.store.get(key.as_str()) {
             if !stored.remaining_ttl(now).is_zero() {
                 self.metrics.request(Outcome::Hit);
-                return self.from_store(&stored, now, &method, "hit");
+                return self.serve_stored(&stored, now, &method, "hit");
             }
         }
         self.miss(&site, key, req).await
     }
 
-    fn from_store(
+    fn serve_stored(
         &self,
         stored: &StoredResponse,
         now: Instant,
@@ -81,8 +81,8 @@ impl CacheNode {
         *resp.status_mut() = stored.status;
         let headers = resp.headers_mut();
         headers.clone_from(&stored.headers);
-        headers.insert(header::AGE, HeaderValue::from(stored.age(now).as_secs()));
-        let ttl = stored.remaining_ttl(now).as_secs();
+        let (age, ttl) = stored.age_and_ttl_secs(now);
+        headers.insert(header::AGE, HeaderValue::from(age));
         self.set_cache_status(headers, &format!("{status}; ttl={ttl}"));
         resp
     }
@@ -149,7 +149,7 @@ impl CacheNode {
                 });
                 self.store.insert(key.as_str().to_string(), stored.clone());
                 self.metrics.request(Outcome::Miss);
-                self.from_store(&stored, Instant::now(), &parts.method, "fwd=miss; stored")
+                self.serve_stored(&stored, Instant::now(), &parts.method, "fwd=miss; stored")
             }
             _ => {
                 // Not storable (or unknown length): stream it through as is.

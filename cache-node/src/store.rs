@@ -34,6 +34,13 @@ impl StoredResponse {
         self.lifetime.saturating_sub(self.age(now))
     }
 
+    /// `Age` and the `ttl` of `Cache-Status`, in whole seconds that add up
+    /// to the freshness lifetime, as a client would check them.
+    pub fn age_and_ttl_secs(&self, now: Instant) -> (u64, u64) {
+        let age = self.age(now).as_secs();
+        (age, self.lifetime.as_secs().saturating_sub(age))
+    }
+
     /// What the entry costs against the capacity: body, headers and a fixed
     /// allowance for the entry itself and moka's bookkeeping.
     fn weight(&self) -> u32 {
@@ -88,5 +95,39 @@ impl Store {
 
     pub fn weighted_size(&self) -> u64 {
         self.cache.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn age_and_ttl_add_up_to_the_lifetime() {
+        let stored_at = Instant::now();
+        let r = StoredResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"x"),
+            stored_at,
+            initial_age: Duration::from_secs(5),
+            lifetime: Duration::from_secs(300),
+        };
+        assert_eq!(
+            r.age_and_ttl_secs(stored_at + Duration::from_micros(10)),
+            (5, 295)
+        );
+        assert_eq!(
+            r.age_and_ttl_secs(stored_at + Duration::from_millis(1500)),
+            (6, 294)
+        );
+        assert_eq!(
+            r.remaining_ttl(stored_at + Duration::from_secs(400)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            r.age_and_ttl_secs(stored_at + Duration::from_secs(400)),
+            (405, 0)
+        );
     }
 }
