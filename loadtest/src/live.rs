@@ -134,7 +134,7 @@ impl Summary {
             ("segments", &self.segment_latency),
             ("playlists", &self.playlist_latency),
         ] {
-            if h.len() > 0 {
+            if !h.is_empty() {
                 let _ = writeln!(
                     out,
                     "  {name:<16} p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   ({} requests)",

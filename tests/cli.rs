@@ -1,0 +1,114 @@
+//! The binary's contract with a user at the command line: invalid
+//! configuration is refused with file:line:column and exit status 2, and
+//! every example file stays valid.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn up_with_a_bad_file_exits_2_naming_file_line_and_column() {
+    let dir = temp_dir();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "kind: up\ncluster:\n  sites:\n    - name: live\n      hosts: [localhost]\n      origin: { addresses: [] }\n\
+         cache_nodes:\n  - { id: c1, listen: '127.0.0.1:1' }\nproxies:\n  - { id: p1, listen: '127.0.0.1:2', colour: red }\n",
+    )
+    .unwrap();
+    let out = run(&["up", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:10:38: proxies[0].colour: unknown field `colour`",
+            file.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was started"), "{stderr}");
+}
+
+#[test]
+fn up_reports_every_semantic_error_at_once() {
+    let dir = temp_dir();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "kind: up\ncluster:\n  sites:\n    - name: live\n      hosts: [localhost]\n      origin: { addresses: [] }\n\
+         cache_nodes:\n  - { id: c1, listen: '127.0.0.1:1' }\nproxies:\n  - { id: c1, listen: '127.0.0.1:1' }\n",
+    )
+    .unwrap();
+    let out = run(&["up", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = file.display();
+    for expected in [
+        format!("{f}:6:28: cluster.sites[0].origin.addresses: empty origin pool"),
+        format!("{f}:10:11: proxies[0].id: duplicate id c1"),
+        format!(
+            "{f}:10:23: proxies[0].listen: 127.0.0.1:1 is already used by cache_nodes[0].listen"
+        ),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_accepts_every_example_and_refuses_a_broken_one() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<String> = Vec::new();
+    for entry in walk(&examples) {
+        if entry.extension().is_some_and(|e| e == "yaml") {
+            files.push(entry.to_string_lossy().into_owned());
+        }
+    }
+    assert!(
+        files.len() >= 5,
+        "examples/ should hold one file of each kind: {files:?}"
+    );
+    let mut args = vec!["check"];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for kind in ["cluster", "proxy", "cache", "origin", "up"] {
+        assert!(
+            stdout.contains(&format!("(kind: {kind})")),
+            "no {kind} example checked:\n{stdout}"
+        );
+    }
+
+    let dir = temp_dir();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: cluster\nsites: []\n").unwrap();
+    let out = run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!(
+            "{}:2:8: sites: no sites; allowed: at least one site with hosts and an origin\n",
+            bad.display()
+        )
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
