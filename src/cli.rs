@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     after_help = "Exit status: 0 success, 1 runtime failure, 2 invalid configuration or arguments."
 )]
 pub struct Cli {
-    /// Log format: `human` (default on a terminal) or `json` (one object per line).
+    /// Log format: `human` (default) or `json` (one object per line, for log shippers).
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
 

@@ -15,11 +15,7 @@ pub fn init_logging(format: Option<LogFormat>, filter: Option<&str>) {
         Some(f) => EnvFilter::new(f),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let json = match format {
-        Some(LogFormat::Json) => true,
-        Some(LogFormat::Human) => false,
-        None => !std::io::stderr().is_terminal() && std::env::var_os("FANOUT_LOG_JSON").is_some(),
-    };
+    let json = matches!(format, Some(LogFormat::Json));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

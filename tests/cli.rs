@@ -79,7 +79,7 @@ fn check_accepts_every_example_and_refuses_a_broken_one() {
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for kind in ["cluster", "proxy", "cache", "origin", "up"] {
+    for kind in ["cluster", "proxy", "cache", "origin", "up", "control"] {
         assert!(
             stdout.contains(&format!("(kind: {kind})")),
             "no {kind} example checked:\n{stdout}"

@@ -2,7 +2,7 @@
 //!
 //! Owns: the cluster config (sites, origins, cache policy, hashing, health
 //! checks) that the control plane distributes; the per-process files
-//! (`kind: proxy`, `cache`, `origin`, `up`); and the rules that turn a file
+//! (`kind: proxy`, `cache`, `origin`, `up`, `control`); and the rules that turn a file
 //! into these types or into errors of the form
 //! `file:line:column: field.path: what is wrong; allowed: what would be
 //! accepted`. It also owns the pure functions that interpret a site's
@@ -13,6 +13,7 @@
 
 mod cache_key;
 mod cluster;
+mod control;
 mod error;
 mod load;
 mod origin;
@@ -28,10 +29,11 @@ pub use cluster::{
     CachePolicy, ClusterConfig, Hashing, HealthCheck, HostPattern, HostPort, OriginPool, QueryMode,
     QueryPolicy, Scheme, Site,
 };
+pub use control::{ControlConfig, ControlPeer};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{
-    load_any, load_cache_node, load_cluster, load_origin, load_proxy, load_str, load_up, AnyConfig,
-    FileKind,
+    load_any, load_cache_node, load_cluster, load_control, load_origin, load_proxy, load_str,
+    load_up, AnyConfig, FileKind,
 };
 pub use origin::{Fault, LiveStream, ObjectGroup, OriginConfig, PathGlob, Rendition, VodLibrary};
 pub use process::{CacheNodeConfig, CacheNodeRef, ProxyConfig};

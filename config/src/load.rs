@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::cluster::ClusterConfig;
+use crate::control::ControlConfig;
 use crate::error::{ConfigError, ConfigErrors, Location};
 use crate::origin::OriginConfig;
 use crate::positions::Positions;
@@ -23,15 +24,17 @@ pub enum FileKind {
     Cache,
     Origin,
     Up,
+    Control,
 }
 
 impl FileKind {
-    const ALL: [FileKind; 5] = [
+    const ALL: [FileKind; 6] = [
         FileKind::Cluster,
         FileKind::Proxy,
         FileKind::Cache,
         FileKind::Origin,
         FileKind::Up,
+        FileKind::Control,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +44,7 @@ impl FileKind {
             FileKind::Cache => "cache",
             FileKind::Origin => "origin",
             FileKind::Up => "up",
+            FileKind::Control => "control",
         }
     }
 }
@@ -51,7 +55,7 @@ impl fmt::Display for FileKind {
     }
 }
 
-const KINDS_ALLOWED: &str = "kind: cluster, proxy, cache, origin or up";
+const KINDS_ALLOWED: &str = "kind: cluster, proxy, cache, origin, up or control";
 
 /// Any Fanout file, loaded and validated.
 #[derive(Debug, Clone)]
@@ -61,6 +65,7 @@ pub enum AnyConfig {
     Cache(CacheNodeConfig),
     Origin(OriginConfig),
     Up(Box<UpConfig>),
+    Control(ControlConfig),
 }
 
 impl AnyConfig {
@@ -71,6 +76,7 @@ impl AnyConfig {
             AnyConfig::Cache(_) => FileKind::Cache,
             AnyConfig::Origin(_) => FileKind::Origin,
             AnyConfig::Up(_) => FileKind::Up,
+            AnyConfig::Control(_) => FileKind::Control,
         }
     }
 }
@@ -322,6 +328,11 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
             let u: UpConfig = doc.typed()?;
             AnyConfig::Up(Box::new(validated(&doc, u, |u, v| u.validate(v))?))
         }
+        FileKind::Control => {
+            let c: ControlConfig = doc.typed()?;
+            let c = validated(&doc, c, |c, v| c.validate(v))?;
+            AnyConfig::Control(c.resolve(doc.file.parent().unwrap_or(Path::new("."))))
+        }
         FileKind::Proxy => {
             let p: ProxyFile = doc.typed()?;
             let p = validated(&doc, p, |p, v| p.validate(v))?;
@@ -402,6 +413,10 @@ loader!(
 loader!(
     /// Loads a `kind: up` file.
     load_up, Up, Box<UpConfig>
+);
+loader!(
+    /// Loads a `kind: control` file, its relative paths resolved.
+    load_control, Control, ControlConfig
 );
 
 #[cfg(test)]

@@ -47,11 +47,11 @@ fn yaml_syntax_errors_name_the_position() {
 fn missing_or_unknown_kind() {
     assert_eq!(
         one_error("sites: []\n"),
-        "site.yaml:1:1: missing `kind`; allowed: a mapping that starts with kind: cluster, proxy, cache, origin or up"
+        "site.yaml:1:1: missing `kind`; allowed: a mapping that starts with kind: cluster, proxy, cache, origin, up or control"
     );
     assert_eq!(
         one_error("kind: clustr\n"),
-        "site.yaml:1:7: kind: unknown kind \"clustr\"; allowed: kind: cluster, proxy, cache, origin or up"
+        "site.yaml:1:7: kind: unknown kind \"clustr\"; allowed: kind: cluster, proxy, cache, origin, up or control"
     );
 }
 
@@ -281,4 +281,39 @@ fn fastrand_u64() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);
     h.finish()
+}
+
+#[test]
+fn control_files_need_an_odd_group_that_includes_this_node() {
+    let yaml = "\
+kind: control
+id: 4
+listen: 127.0.0.1:7000
+data_dir: data/control-4
+cluster_secret_file: secret
+write_token_file: write.token
+peers:
+  - { id: 1, address: '127.0.0.1:7001' }
+  - { id: 1, address: '127.0.0.1:7002' }
+";
+    assert_eq!(
+        errors(yaml),
+        [
+            "site.yaml:8:3: peers: this node (id 4) is not among the peers; allowed: a list that includes this node's own id",
+            "site.yaml:8:3: peers: 2 members tolerate no more failures than 1; allowed: an odd number of members: 1, 3 or 5",
+            "site.yaml:9:11: peers[1].id: duplicate peer id 1 (first used at peers[0].id); allowed: each peer id once",
+        ]
+    );
+    let ok = yaml
+        .replace("id: 4\n", "id: 1\n")
+        .replace("  - { id: 1, address: '127.0.0.1:7002' }\n", "");
+    let AnyConfig::Control(c) = load_str(Path::new("/etc/fanout/control.yaml"), &ok).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        c.data_dir,
+        Path::new("/etc/fanout/data/control-4"),
+        "relative paths resolve against the file"
+    );
 }

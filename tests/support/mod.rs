@@ -239,3 +239,17 @@ pub async fn origin_count(origin: SocketAddr, path: &str) -> u64 {
     let stats: serde_json::Value = serde_json::from_slice(&r.body).expect("stats JSON");
     stats["paths"][path].as_u64().unwrap_or(0)
 }
+
+/// POSTs an empty body and returns the status.
+pub async fn post(addr: SocketAddr, path: &str) -> u16 {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let req = http::Request::post(format!("http://{addr}{path}"))
+        .body(Empty::new())
+        .unwrap();
+    client
+        .request(req)
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
