@@ -110,6 +110,12 @@ pub struct Fault {
     pub error_rate: f64,
     #[serde(default = "default_error_status")]
     pub error_status: u16,
+    /// Body bytes per second: a slow origin, so fills take time.
+    #[serde(default)]
+    pub throughput: Option<Size>,
+    /// Break the connection after this many body bytes (a crash mid-body).
+    #[serde(default)]
+    pub abort_after: Option<Size>,
 }
 
 fn default_error_status() -> u16 {
@@ -304,11 +310,22 @@ impl OriginConfig {
                     "an HTTP status from 400 to 599",
                 );
             }
-            if f.latency.is_none() && f.error_rate == 0.0 {
+            if f.throughput.is_some_and(|t| t.bytes() == 0) {
+                v.error(
+                    &v.join(&p, "throughput"),
+                    "throughput 0 would never finish",
+                    "bytes per second, such as 2MiB",
+                );
+            }
+            if f.latency.is_none()
+                && f.error_rate == 0.0
+                && f.throughput.is_none()
+                && f.abort_after.is_none()
+            {
                 v.error(
                     &p,
                     "this fault does nothing",
-                    "set latency, error_rate, or both",
+                    "set latency, error_rate, throughput or abort_after",
                 );
             }
         }

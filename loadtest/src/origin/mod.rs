@@ -10,6 +10,7 @@
 //! - `GET /_origin/stats` (JSON counts), `POST /_origin/reset`
 
 mod content;
+mod faults;
 mod hls;
 mod stats;
 
@@ -81,12 +82,12 @@ impl Origin {
             _ => {}
         }
         self.stats.count(path);
-        if let Some(fault) = self
+        let fault = self
             .config
             .faults
             .iter()
-            .find(|f| f.path.matcher.is_match(path))
-        {
+            .find(|f| f.path.matcher.is_match(path));
+        if let Some(fault) = fault {
             if let Some(latency) = fault.latency {
                 tokio::time::sleep(latency.get()).await;
             }
@@ -123,7 +124,18 @@ impl Origin {
                 self.stats.add_body_bytes(n);
             }
         }
-        resp
+        match fault {
+            Some(f) if f.throughput.is_some() || f.abort_after.is_some() => {
+                let (parts, body) = resp.into_parts();
+                let body = faults::shape(
+                    body,
+                    f.throughput.map(|t| t.bytes()),
+                    f.abort_after.map(|a| a.bytes()),
+                );
+                Response::from_parts(parts, body)
+            }
+            _ => resp,
+        }
     }
 
     fn stats_json(&self) -> Response<ResponseBody> {
