@@ -28,6 +28,7 @@ fn main() -> ExitCode {
     if let Command::Check { files } = &cli.command {
         return check(files);
     }
+    raise_open_file_limit();
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -99,6 +100,20 @@ fn check(files: &[std::path::PathBuf]) -> ExitCode {
         ExitCode::from(EXIT_CONFIG)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Every client and upstream connection is a file descriptor, and a flash
+/// crowd opens thousands at once: a soft limit of 1024 (a common default)
+/// would turn one into refused connections. Raise it to the hard limit.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < 16_384 => tracing::warn!(
+            limit = n,
+            "open-file limit is low; a flash crowd may exhaust it"
+        ),
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 

@@ -1,19 +1,26 @@
 //! One request through the cache node: find the site, look the key up, and
-//! answer from the store or from the origin, storing what may be stored.
+//! answer from the store, from a fill shared with other requests for the
+//! same key, or straight from the origin.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fanout_config::{CacheKey, Site, SiteTable};
-use fanout_server::{empty, full, text, ResponseBody};
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use fanout_server::{empty, full, remove_hop_by_hop, text, ResponseBody};
+use http::{header, request, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::collapse::{Failure, FinishGuard, Head, Inflight, Role, SharedHead};
 use crate::freshness::{origin_age, storable_lifetime};
 use crate::metrics::{Metrics, Outcome};
 use crate::origin::{FetchError, Origins};
 use crate::store::{Store, StoredResponse};
+
+/// How long a key whose response was not storable skips collapsing, so its
+/// requests go to the origin in parallel instead of queueing behind fills
+/// that would not be shared anyway.
+const HIT_FOR_PASS: Duration = Duration::from_secs(10);
 
 pub struct CacheNode {
     /// Names this cache in `Cache-Status` (RFC 9211 §2).
@@ -22,6 +29,16 @@ pub struct CacheNode {
     pub store: Store,
     pub origins: Origins,
     pub metrics: Metrics,
+    pub inflight: Inflight,
+    /// Keys recently answered with something not storable.
+    pub hit_for_pass: moka::sync::Cache<String, ()>,
+}
+
+pub fn hit_for_pass_marks() -> moka::sync::Cache<String, ()> {
+    moka::sync::Cache::builder()
+        .max_capacity(100_000)
+        .time_to_live(HIT_FOR_PASS)
+        .build()
 }
 
 static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
@@ -61,7 +78,14 @@ impl CacheNode {
                 return self.serve_stored(&stored, now, &method, "hit");
             }
         }
-        self.miss(&site, key, req).await
+        let (parts, _body) = req.into_parts();
+        if self.hit_for_pass.contains_key(key.as_str()) {
+            self.metrics.request(Outcome::HitForPass);
+            return self
+                .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
+                .await;
+        }
+        self.miss(site, key, parts).await
     }
 
     fn serve_stored(
@@ -87,31 +111,116 @@ impl CacheNode {
         resp
     }
 
+    /// A miss joins the fill in flight for its key, or leads a new one.
     async fn miss(
-        &self,
-        site: &Site,
+        self: Arc<Self>,
+        site: Arc<Site>,
         key: CacheKey,
-        req: Request<Incoming>,
+        parts: request::Parts,
     ) -> Response<ResponseBody> {
-        let (parts, _body) = req.into_parts();
-        let mut fill_headers = parts.headers.clone();
-        for h in &CONDITIONAL {
-            fill_headers.remove(h);
+        let key = key.as_str().to_string();
+        let (fill, role) = self.inflight.join_or_lead(&key);
+        if role == Role::Leader {
+            let fill_headers = without_conditionals(&parts.headers);
+            let path_and_query = parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            tokio::spawn(self.clone().run_fill(
+                site.clone(),
+                key.clone(),
+                path_and_query,
+                fill_headers,
+                fill.clone(),
+            ));
         }
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let outcome = if role == Role::Leader {
+            Outcome::Miss
+        } else {
+            Outcome::Collapsed
+        };
+        match fill.head().await {
+            Head::Failed(failure) => {
+                self.metrics.request(Outcome::OriginError);
+                self.with_status(failure_response(failure), "fwd=miss; detail=origin-error")
+            }
+            // Only the leader may take the private response: a follower that
+            // took it would drop it, and send the leader to the origin again.
+            Head::Private => match (role == Role::Leader)
+                .then(|| fill.take_private())
+                .flatten()
+            {
+                Some(resp) => {
+                    self.metrics.request(outcome);
+                    let (p, body) = resp.into_parts();
+                    let body = if parts.method == Method::HEAD {
+                        empty()
+                    } else {
+                        body.map_err(Into::into).boxed_unsync()
+                    };
+                    self.with_status(Response::from_parts(p, body), "fwd=miss")
+                }
+                // Not ours to share: ask the origin ourselves, in parallel.
+                None => {
+                    self.metrics.request(Outcome::HitForPass);
+                    self.direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
+                        .await
+                }
+            },
+            Head::Shared(head) => {
+                self.metrics.request(outcome);
+                let body = if parts.method == Method::HEAD {
+                    empty()
+                } else {
+                    fill.body()
+                };
+                let mut resp = Response::new(body);
+                *resp.status_mut() = head.status;
+                resp.headers_mut().clone_from(&head.headers);
+                let age = head.initial_age + head.received_at.elapsed();
+                let age_secs = age.as_secs();
+                resp.headers_mut()
+                    .insert(header::AGE, HeaderValue::from(age_secs));
+                let ttl = head.lifetime.as_secs().saturating_sub(age_secs);
+                let status = match role {
+                    Role::Leader => format!("fwd=miss; stored; ttl={ttl}"),
+                    Role::Follower => format!("fwd=miss; collapsed; stored; ttl={ttl}"),
+                };
+                self.with_status(resp, &status)
+            }
+        }
+    }
+
+    /// Fetches `key` from the origin for every request waiting on `fill`,
+    /// and stores it if it may be stored. Runs in its own task.
+    async fn run_fill(
+        self: Arc<Self>,
+        site: Arc<Site>,
+        key: String,
+        path_and_query: String,
+        headers: HeaderMap,
+        fill: Arc<crate::collapse::Fill>,
+    ) {
+        let _guard = FinishGuard(fill.clone());
         self.metrics.origin_fetch();
         let resp = match self
             .origins
-            .fetch(site, Method::GET, path_and_query, &fill_headers, empty())
+            .fetch(&site, Method::GET, &path_and_query, &headers, empty())
             .await
         {
             Ok(r) => r,
-            Err(e) => return self.origin_failed(site, e),
+            Err(e) => {
+                tracing::warn!(site = %site.name, key = %key, error = %e, "origin fetch failed");
+                fill.fail(failure_of(&e));
+                self.inflight.remove(&key, &fill);
+                return;
+            }
         };
         let received_at = Instant::now();
         let lifetime = storable_lifetime(
             &Method::GET,
-            &parts.headers,
+            &headers,
             resp.status(),
             resp.headers(),
             site.cache.default_ttl.get(),
@@ -122,46 +231,97 @@ impl CacheNode {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let max = site.cache.max_object_size.bytes();
-        let (mut resp_parts, body) = resp.into_parts();
-        fanout_server::remove_hop_by_hop(&mut resp_parts.headers);
-        match (lifetime, length) {
-            (Ok(lifetime), Some(len)) if len <= max && !lifetime.is_zero() => {
-                let body = match Limited::new(body, max as usize).collect().await {
-                    Ok(b) => b.to_bytes(),
-                    Err(e) => {
-                        tracing::warn!(site = %site.name, key = %key, error = %e, "origin body failed");
-                        self.metrics.request(Outcome::OriginError);
-                        return self.with_status(
-                            text(StatusCode::BAD_GATEWAY, "bad gateway\n"),
-                            "fwd=miss; detail=body",
-                        );
-                    }
-                };
-                let initial_age = origin_age(&resp_parts.headers);
-                resp_parts.headers.remove(header::AGE);
-                let stored = Arc::new(StoredResponse {
-                    status: resp_parts.status,
-                    headers: resp_parts.headers,
-                    body,
-                    stored_at: received_at,
-                    initial_age,
-                    lifetime,
-                });
-                self.store.insert(key.as_str().to_string(), stored.clone());
-                self.metrics.request(Outcome::Miss);
-                self.serve_stored(&stored, Instant::now(), &parts.method, "fwd=miss; stored")
-            }
+        let (mut parts, mut body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let lifetime = match lifetime {
+            Ok(l) if !l.is_zero() && length.is_none_or(|n| n <= max) => l,
             _ => {
-                // Not storable (or unknown length): stream it through as is.
-                self.metrics.request(Outcome::Miss);
-                let body = if parts.method == Method::HEAD {
-                    empty()
-                } else {
-                    body.map_err(Into::into).boxed_unsync()
-                };
-                let resp = Response::from_parts(resp_parts, body);
-                self.with_status(resp, "fwd=miss")
+                self.hit_for_pass.insert(key.clone(), ());
+                fill.set_private(Response::from_parts(parts, body));
+                self.inflight.remove(&key, &fill);
+                return;
             }
+        };
+        let initial_age = origin_age(&parts.headers);
+        parts.headers.remove(header::AGE);
+        let head = SharedHead {
+            status: parts.status,
+            headers: parts.headers,
+            received_at,
+            initial_age,
+            lifetime,
+        };
+        let (status, stored_headers) = (head.status, head.headers.clone());
+        fill.set_shared(head);
+
+        let mut too_large = false;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if fill.push(data) > max && !too_large {
+                        // Only possible without Content-Length: keep feeding
+                        // the waiters we have, take no more, store nothing.
+                        too_large = true;
+                        self.inflight.remove(&key, &fill);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(site = %site.name, key = %key, error = %e, "origin body broke off; not stored");
+                    self.metrics.origin_error();
+                    fill.finish(false);
+                    self.inflight.remove(&key, &fill);
+                    return;
+                }
+            }
+        }
+        if !too_large {
+            let stored = StoredResponse {
+                status,
+                headers: stored_headers,
+                body: fill.body_bytes(),
+                stored_at: received_at,
+                initial_age,
+                lifetime,
+            };
+            // Stored before the fill is retired, so no request finds neither.
+            self.store.insert(key.clone(), Arc::new(stored));
+        }
+        fill.finish(true);
+        self.inflight.remove(&key, &fill);
+    }
+
+    /// Straight to the origin for this request alone (hit-for-pass).
+    async fn direct(
+        &self,
+        site: &Site,
+        parts: &request::Parts,
+        status: &str,
+    ) -> Response<ResponseBody> {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.metrics.origin_fetch();
+        match self
+            .origins
+            .fetch(
+                site,
+                parts.method.clone(),
+                path_and_query,
+                &parts.headers,
+                empty(),
+            )
+            .await
+        {
+            Ok(resp) => {
+                let (mut p, body) = resp.into_parts();
+                remove_hop_by_hop(&mut p.headers);
+                self.with_status(
+                    Response::from_parts(p, body.map_err(Into::into).boxed_unsync()),
+                    status,
+                )
+            }
+            Err(e) => self.origin_failed(site, e),
         }
     }
 
@@ -184,7 +344,7 @@ impl CacheNode {
         {
             Ok(resp) => {
                 let (mut p, body) = resp.into_parts();
-                fanout_server::remove_hop_by_hop(&mut p.headers);
+                remove_hop_by_hop(&mut p.headers);
                 self.with_status(
                     Response::from_parts(p, body.map_err(Into::into).boxed_unsync()),
                     "fwd=method",
@@ -197,11 +357,10 @@ impl CacheNode {
     fn origin_failed(&self, site: &Site, e: FetchError) -> Response<ResponseBody> {
         tracing::warn!(site = %site.name, error = %e, "origin request failed");
         self.metrics.request(Outcome::OriginError);
-        let resp = match e {
-            FetchError::Timeout { .. } => text(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n"),
-            _ => text(StatusCode::BAD_GATEWAY, "origin unreachable\n"),
-        };
-        self.with_status(resp, "fwd=miss; detail=origin-error")
+        self.with_status(
+            failure_response(failure_of(&e)),
+            "fwd=miss; detail=origin-error",
+        )
     }
 
     fn with_status(
@@ -221,5 +380,27 @@ impl CacheNode {
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.append(&CACHE_STATUS, v);
         }
+    }
+}
+
+fn without_conditionals(headers: &HeaderMap) -> HeaderMap {
+    let mut h = headers.clone();
+    for c in &CONDITIONAL {
+        h.remove(c);
+    }
+    h
+}
+
+fn failure_of(e: &FetchError) -> Failure {
+    match e {
+        FetchError::Timeout { .. } => Failure::Timeout,
+        _ => Failure::Unreachable,
+    }
+}
+
+fn failure_response(f: Failure) -> Response<ResponseBody> {
+    match f {
+        Failure::Timeout => text(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n"),
+        Failure::Unreachable => text(StatusCode::BAD_GATEWAY, "origin unreachable\n"),
     }
 }

@@ -5,12 +5,15 @@
 //! stored and for how long ([`freshness`]), fetching from origins, and the
 //! `Cache-Status` / `Age` it reports. Public surface: [`run`].
 //!
-//! Walking-skeleton scope: fresh hits and misses of whole responses with a
-//! known length. Collapsing of concurrent misses, streaming fills,
-//! revalidation, stale serving, Vary, ranges and purges come next; until
-//! then, responses this node cannot serve correctly are passed through
-//! unstored rather than served wrong.
+//! Concurrent misses for one key collapse into one origin fetch whose body
+//! streams to every waiter as it arrives ([`collapse`]); responses that may
+//! not be shared go to each client alone (hit-for-pass).
+//!
+//! Not yet: revalidation, stale serving, Vary, ranges from cache and purges;
+//! responses this node cannot serve correctly are passed through unstored
+//! rather than served wrong.
 
+mod collapse;
 pub mod freshness;
 mod handler;
 mod metrics;
@@ -76,6 +79,8 @@ pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result
         metrics: metrics::Metrics::new(&node, &store),
         store,
         origins,
+        inflight: collapse::Inflight::default(),
+        hit_for_pass: handler::hit_for_pass_marks(),
     });
     tracing::info!(node = %node, listen = %config.listen, capacity = %config.capacity, "cache node serving");
     readiness.set(true);

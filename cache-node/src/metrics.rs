@@ -11,8 +11,12 @@ use crate::store::Store;
 pub enum Outcome {
     Hit,
     Miss,
+    /// A miss that joined a fill already in flight for its key.
+    Collapsed,
     /// Sent to the origin without a cache lookup (not GET/HEAD).
     Pass,
+    /// Sent to the origin alone because the key's last response was not storable.
+    HitForPass,
     UnknownSite,
     OriginError,
 }
@@ -22,15 +26,19 @@ impl Outcome {
         match self {
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
+            Outcome::Collapsed => "collapsed",
             Outcome::Pass => "pass",
+            Outcome::HitForPass => "hit_for_pass",
             Outcome::UnknownSite => "unknown_site",
             Outcome::OriginError => "origin_error",
         }
     }
-    const ALL: [Outcome; 5] = [
+    const ALL: [Outcome; 7] = [
         Outcome::Hit,
         Outcome::Miss,
+        Outcome::Collapsed,
         Outcome::Pass,
+        Outcome::HitForPass,
         Outcome::UnknownSite,
         Outcome::OriginError,
     ];
@@ -41,6 +49,7 @@ pub struct Metrics {
     /// Attribute sets built once per node, not per request.
     outcome_attrs: Vec<[KeyValue; 2]>,
     origin_fetches: Counter<u64>,
+    origin_errors: Counter<u64>,
     node: [KeyValue; 1],
     bytes_out: Counter<u64>,
 }
@@ -77,6 +86,10 @@ impl Metrics {
                 .u64_counter("fanout_cache_origin_fetches")
                 .with_description("Requests the cache node sent to origins")
                 .build(),
+            origin_errors: meter
+                .u64_counter("fanout_cache_origin_body_errors")
+                .with_description("Origin responses that broke off mid-body (never stored)")
+                .build(),
             bytes_out: meter
                 .u64_counter("fanout_cache_response_body_bytes")
                 .with_description("Body bytes of responses served from the store")
@@ -93,6 +106,10 @@ impl Metrics {
 
     pub fn origin_fetch(&self) {
         self.origin_fetches.add(1, &self.node);
+    }
+
+    pub fn origin_error(&self) {
+        self.origin_errors.add(1, &self.node);
     }
 
     pub fn served_from_store(&self, bytes: usize) {

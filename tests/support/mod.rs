@@ -78,6 +78,17 @@ origin:
   objects:
     - {{ prefix: /static/, count: 1000, size: 16KiB }}
     - {{ prefix: /nostore/, count: 10, size: 1KiB, cache_control: no-store }}
+    - {{ prefix: /crowd/, count: 10, size: 256KiB }}
+    - {{ prefix: /slow/, count: 10, size: 512KiB }}
+    - {{ prefix: /broken/, count: 10, size: 256KiB }}
+  faults:
+    # A new object that takes a while to come: the flash crowd's segment.
+    - {{ path: '/crowd/*', latency: 200ms }}
+    # A slow origin: a fill takes about half a second.
+    - {{ path: '/slow/*', throughput: 1MiB }}
+    # An origin that dies mid-body.
+    - {{ path: '/broken/*', abort_after: 64KiB, throughput: 1MiB }}
+    - {{ path: '/nostore/*', latency: 100ms }}
 cluster:
   sites:
     - name: live

@@ -1,0 +1,300 @@
+//! Collapsed fills: concurrent misses for one key share one origin fetch,
+//! and the body streams to every waiting client as it arrives
+//! (read-while-fill). A client that joins mid-fill gets the bytes already
+//! received, then the rest.
+//!
+//! The fetch runs in its own task, not in the request that started it, so
+//! the first viewer hanging up does not break the response for the
+//! thousands who joined behind it. The shared state is a chunk list behind
+//! a mutex that is never held across an `.await`; a `watch` channel wakes
+//! the readers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fanout_server::{BoxError, ResponseBody};
+use futures_util::stream;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tokio::sync::watch;
+
+/// Whether this request started the fill or joined one in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+}
+
+/// The origin's response head, as every waiter of a shared fill sends it.
+#[derive(Debug)]
+pub struct SharedHead {
+    pub status: StatusCode,
+    /// Hop-by-hop fields and `Age` removed.
+    pub headers: HeaderMap,
+    pub received_at: Instant,
+    pub initial_age: Duration,
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Timeout,
+    Unreachable,
+}
+
+/// What a fill turned out to be, once the origin's headers arrived.
+#[derive(Debug, Clone)]
+pub enum Head {
+    /// Storable: streamed to every waiter and stored when complete.
+    Shared(Arc<SharedHead>),
+    /// Not storable: only the leader may see it (it may be private to that
+    /// client); followers go to the origin on their own, in parallel.
+    Private,
+    /// No response from the origin.
+    Failed(Failure),
+}
+
+#[derive(Default)]
+struct State {
+    head: Option<Head>,
+    chunks: Vec<Bytes>,
+    received: u64,
+    /// `Some(true)` complete, `Some(false)` broken.
+    done: Option<bool>,
+    private: Option<Response<Incoming>>,
+}
+
+pub struct Fill {
+    state: Mutex<State>,
+    changed: watch::Sender<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the origin response broke off mid-body")]
+pub struct Broken;
+
+impl Fill {
+    fn new() -> Arc<Fill> {
+        Arc::new(Fill {
+            state: Mutex::new(State::default()),
+            changed: watch::Sender::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn update(&self, f: impl FnOnce(&mut State)) {
+        f(&mut self.lock());
+        // Always bumps the version, even with no receiver yet: a reader
+        // that subscribes later checks the state before it waits.
+        self.changed.send_modify(|_| {});
+    }
+
+    /// Waits for the origin's headers (or the fill's failure).
+    pub async fn head(&self) -> Head {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if let Some(h) = self.lock().head.clone() {
+                return h;
+            }
+            // The sender lives as long as `self`, so this cannot fail.
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// The leader's private response, once.
+    pub fn take_private(&self) -> Option<Response<Incoming>> {
+        self.lock().private.take()
+    }
+
+    pub fn set_shared(&self, head: SharedHead) {
+        self.update(|s| s.head = Some(Head::Shared(Arc::new(head))));
+    }
+
+    pub fn set_private(&self, response: Response<Incoming>) {
+        self.update(|s| {
+            s.private = Some(response);
+            s.head = Some(Head::Private);
+            s.done = Some(true);
+        });
+    }
+
+    pub fn fail(&self, failure: Failure) {
+        self.update(|s| {
+            s.head.get_or_insert(Head::Failed(failure));
+            s.done = Some(false);
+        });
+    }
+
+    /// Appends body bytes; returns the total received so far.
+    pub fn push(&self, chunk: Bytes) -> u64 {
+        let mut total = 0;
+        self.update(|s| {
+            s.received += chunk.len() as u64;
+            total = s.received;
+            s.chunks.push(chunk);
+        });
+        total
+    }
+
+    pub fn finish(&self, complete: bool) {
+        self.update(|s| {
+            s.done.get_or_insert(complete);
+        });
+    }
+
+    /// The whole body of a completed fill, in one buffer for the store.
+    pub fn body_bytes(&self) -> Bytes {
+        let s = self.lock();
+        match s.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => {
+                let mut buf = BytesMut::with_capacity(s.received as usize);
+                for c in many {
+                    buf.extend_from_slice(c);
+                }
+                buf.freeze()
+            }
+        }
+    }
+
+    /// A body that yields every chunk from the first, waits for more while
+    /// the fill runs, and ends in an error if the fill breaks, so a client
+    /// never mistakes a truncated body for a complete one.
+    pub fn body(self: &Arc<Self>) -> ResponseBody {
+        enum Step {
+            Chunk(Bytes),
+            End,
+            Broken,
+            Wait,
+        }
+        let rx = self.changed.subscribe();
+        let frames = stream::unfold(
+            (self.clone(), rx, 0usize),
+            |(fill, mut rx, next)| async move {
+                loop {
+                    let step = {
+                        let s = fill.lock();
+                        match (s.chunks.get(next), s.done) {
+                            (Some(c), _) => Step::Chunk(c.clone()),
+                            (None, Some(true)) => Step::End,
+                            (None, Some(false)) => Step::Broken,
+                            (None, None) => Step::Wait,
+                        }
+                    };
+                    match step {
+                        Step::Chunk(c) => return Some((Ok(Frame::data(c)), (fill, rx, next + 1))),
+                        Step::End => return None,
+                        Step::Broken => {
+                            return Some((Err(Box::new(Broken) as BoxError), (fill, rx, next)))
+                        }
+                        Step::Wait => {
+                            let _ = rx.changed().await;
+                        }
+                    }
+                }
+            },
+        );
+        StreamBody::new(frames).boxed_unsync()
+    }
+}
+
+/// Marks a fill broken if its task ends without finishing it (a panic, or
+/// the runtime shutting down), so no waiter waits forever.
+pub struct FinishGuard(pub Arc<Fill>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if self.0.lock().done.is_none() {
+            self.0.fail(Failure::Unreachable);
+        }
+    }
+}
+
+/// The fills in flight, by cache key.
+#[derive(Default)]
+pub struct Inflight {
+    fills: Mutex<HashMap<String, Arc<Fill>>>,
+}
+
+impl Inflight {
+    /// Joins the fill for `key`, or starts one: the caller with
+    /// `Role::Leader` must run it.
+    pub fn join_or_lead(&self, key: &str) -> (Arc<Fill>, Role) {
+        let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = fills.get(key) {
+            return (f.clone(), Role::Follower);
+        }
+        let f = Fill::new();
+        fills.insert(key.to_string(), f.clone());
+        (f, Role::Leader)
+    }
+
+    /// Stops new requests from joining `fill` (they will look in the store
+    /// or start a new fill).
+    pub fn remove(&self, key: &str, fill: &Arc<Fill>) {
+        let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+        if fills.get(key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
+            fills.remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn drain(body: ResponseBody) -> Result<Vec<u8>, String> {
+        body.collect()
+            .await
+            .map(|c| c.to_bytes().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn late_joiners_get_earlier_bytes_then_the_rest() {
+        let inflight = Inflight::default();
+        let (fill, role) = inflight.join_or_lead("k");
+        assert_eq!(role, Role::Leader);
+        fill.push(Bytes::from_static(b"hello "));
+        let (joined, role) = inflight.join_or_lead("k");
+        assert_eq!(role, Role::Follower);
+        assert!(Arc::ptr_eq(&fill, &joined));
+        let early = tokio::spawn(drain(fill.body()));
+        let late = joined.body();
+        fill.push(Bytes::from_static(b"world"));
+        fill.finish(true);
+        assert_eq!(early.await.unwrap().unwrap(), b"hello world");
+        assert_eq!(drain(late).await.unwrap(), b"hello world");
+        assert_eq!(&fill.body_bytes()[..], b"hello world");
+    }
+
+    #[tokio::test]
+    async fn a_broken_fill_ends_every_body_in_an_error() {
+        let inflight = Inflight::default();
+        let (fill, _) = inflight.join_or_lead("k");
+        let reader = tokio::spawn(drain(fill.body()));
+        fill.push(Bytes::from_static(b"partial"));
+        drop(FinishGuard(fill.clone()));
+        assert_eq!(reader.await.unwrap().unwrap_err(), Broken.to_string());
+    }
+
+    #[tokio::test]
+    async fn removed_fills_are_not_joined_again() {
+        let inflight = Inflight::default();
+        let (first, _) = inflight.join_or_lead("k");
+        inflight.remove("k", &first);
+        let (second, role) = inflight.join_or_lead("k");
+        assert_eq!(role, Role::Leader);
+        assert!(!Arc::ptr_eq(&first, &second));
+        // Removing a stale fill must not remove its successor.
+        inflight.remove("k", &first);
+        assert_eq!(inflight.join_or_lead("k").1, Role::Follower);
+    }
+}

@@ -1,0 +1,218 @@
+//! Collapsed misses through the real binary: one origin fetch however many
+//! clients ask at once, bytes streamed to all of them as they arrive, and
+//! neither unstorable nor broken responses shared or stored.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use support::*;
+
+async fn start_cluster(caches: usize, proxies: usize) -> (tempfile::TempDir, Cluster, Running) {
+    let dir = temp_dir();
+    let (file, cluster) = up_file(dir.path(), caches, proxies, "");
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, &mut process).await;
+    (dir, cluster, process)
+}
+
+/// Each client on its own connection, as viewers are.
+fn one_connection_client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(HttpConnector::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_crowd_makes_one_origin_request() {
+    let (_dir, cluster, _process) = start_cluster(3, 2).await;
+    const CLIENTS: usize = 500;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..CLIENTS {
+        let proxy = cluster.proxies[i % cluster.proxies.len()];
+        tasks.spawn(async move {
+            let client = one_connection_client();
+            let req = http::Request::get(format!("http://{proxy}/crowd/1"))
+                .header("host", "localhost")
+                .body(Empty::new())
+                .unwrap();
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            let status = resp.status();
+            let cache_status = resp
+                .headers()
+                .get("cache-status")
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((status, cache_status, body))
+        });
+    }
+    let mut bodies = std::collections::HashSet::new();
+    let mut collapsed = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (status, cache_status, body) = r.unwrap().unwrap();
+        assert_eq!(status, 200, "{cache_status}");
+        assert_eq!(body.len(), 256 * 1024);
+        collapsed += cache_status.contains("collapsed") as usize;
+        bodies.insert(body);
+    }
+    assert_eq!(bodies.len(), 1, "every client got the same bytes");
+    assert_eq!(
+        origin_count(cluster.origin, "/crowd/1").await,
+        1,
+        "one origin request for {CLIENTS} clients"
+    );
+    // The origin takes 200 ms: most clients arrive while the fill runs.
+    assert!(collapsed > 0, "no request joined the fill in flight");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_joins_mid_fill_gets_every_byte() {
+    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let proxy = cluster.proxies[0];
+    let client = one_connection_client();
+    let req = http::Request::get(format!("http://{proxy}/slow/2"))
+        .header("host", "localhost")
+        .body(Empty::new())
+        .unwrap();
+    let first = client.request(req).await.unwrap();
+    assert!(first.headers()["cache-status"]
+        .to_str()
+        .unwrap()
+        .contains("fwd=miss; stored"));
+    let mut first_body = first.into_body();
+    // Read the first bytes: the origin is sending at 1 MiB/s, so the fill
+    // has half a second to go.
+    let mut received = Vec::new();
+    while received.is_empty() {
+        let frame = first_body
+            .frame()
+            .await
+            .expect("more body")
+            .expect("no error");
+        if let Ok(data) = frame.into_data() {
+            received.extend_from_slice(&data);
+        }
+    }
+    assert!(
+        received.len() < 512 * 1024,
+        "the first client got bytes before the fill completed"
+    );
+
+    // A second client arrives mid-fill and is collapsed onto it.
+    let second = get(proxy, "localhost", "/slow/2", &[]).await.unwrap();
+    assert!(
+        second.header("cache-status").contains("collapsed"),
+        "{}",
+        second.header("cache-status")
+    );
+    received.extend_from_slice(&first_body.collect().await.unwrap().to_bytes());
+    assert_eq!(received.len(), 512 * 1024);
+    assert_eq!(
+        second.body.as_ref(),
+        &received[..],
+        "the late joiner got the bytes before it joined, then the rest"
+    );
+    assert_eq!(origin_count(cluster.origin, "/slow/2").await, 1);
+
+    let third = get(proxy, "localhost", "/slow/2", &[]).await.unwrap();
+    assert!(
+        third.header("cache-status").contains("; hit"),
+        "{}",
+        third.header("cache-status")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_failure_mid_body_breaks_every_waiter_and_is_not_stored() {
+    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let proxy = cluster.proxies[0];
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..5 {
+        tasks.spawn(async move {
+            let client = one_connection_client();
+            let req = http::Request::get(format!("http://{proxy}/broken/3"))
+                .header("host", "localhost")
+                .body(Empty::new())
+                .unwrap();
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            match resp.into_body().collect().await {
+                Ok(b) => Ok(b.to_bytes().len()),
+                Err(e) => Err(e.to_string()),
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        // Headers may or may not have been sent; either way no client may
+        // receive what looks like a complete 256 KiB body.
+        if let Ok(len) = r.unwrap() {
+            panic!("a client received a complete-looking body of {len} bytes");
+        }
+    }
+    assert_eq!(
+        origin_count(cluster.origin, "/broken/3").await,
+        1,
+        "the waiters shared the one fill"
+    );
+    let again = get(proxy, "localhost", "/broken/3", &[]).await;
+    assert!(
+        again.is_err(),
+        "still broken, and not served from cache: {again:?}"
+    );
+    assert_eq!(
+        origin_count(cluster.origin, "/broken/3").await,
+        2,
+        "nothing was stored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_responses_are_not_shared_and_later_requests_pass() {
+    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let proxy = cluster.proxies[0];
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        tasks.spawn(async move { get(proxy, "localhost", "/nostore/4", &[]).await.unwrap() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let r = r.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            !r.header("cache-status").contains("collapsed"),
+            "{}",
+            r.header("cache-status")
+        );
+        statuses.push(r.header("cache-status").to_string());
+    }
+    assert_eq!(
+        origin_count(cluster.origin, "/nostore/4").await,
+        10,
+        "each client got its own origin response"
+    );
+    assert!(
+        statuses.iter().any(|s| s.contains("hit-for-pass")),
+        "{statuses:?}"
+    );
+    let later = get(proxy, "localhost", "/nostore/4", &[]).await.unwrap();
+    assert!(
+        later
+            .header("cache-status")
+            .contains("fwd=bypass; detail=hit-for-pass"),
+        "{}",
+        later.header("cache-status")
+    );
+}
