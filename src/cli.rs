@@ -60,6 +60,11 @@ pub enum Command {
     /// Run the synthetic origin (HLS live and VOD, static objects) from a
     /// `kind: origin` file. Request counts are at /_origin/stats.
     Origin { file: PathBuf },
+    /// Load tools that work against any HTTP target (Fanout, NGINX, Varnish).
+    Loadtest {
+        #[command(subcommand)]
+        tool: LoadtestTool,
+    },
     /// Validate configuration files of any kind without starting anything.
     ///
     /// Prints `file:line:column: field: problem; allowed: ...` for every
@@ -74,4 +79,41 @@ pub enum Command {
 pub enum LogFormat {
     Human,
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoadtestTool {
+    /// CLIENTS clients, each on a connection opened beforehand, ask for one
+    /// object within SPREAD: the moment a new live segment appears.
+    ///
+    /// Latency runs from each client's scheduled send time to its last body
+    /// byte. With --origin, also reads the synthetic origin's counter to show
+    /// how many requests for the path reached it (a cache should send one).
+    ///
+    /// Example: fanout loadtest flash-crowd --target 127.0.0.1:8080 --path /live/main/720p/100.ts
+    FlashCrowd {
+        /// Address of the HTTP server under test.
+        #[arg(long, value_name = "HOST:PORT")]
+        target: std::net::SocketAddr,
+        /// Host header to send.
+        #[arg(long, default_value = "localhost")]
+        host: String,
+        /// Path (and query) to request.
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value_t = 1000)]
+        clients: usize,
+        /// Window the requests are spread over.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        spread: std::time::Duration,
+        /// Per-request limit, from its scheduled send time.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// The synthetic origin behind the target, to count origin requests.
+        #[arg(long, value_name = "HOST:PORT")]
+        origin: Option<std::net::SocketAddr>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }

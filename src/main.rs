@@ -5,6 +5,7 @@
 //! configuration file or the command line is invalid (nothing is started).
 
 mod cli;
+mod loadtest;
 mod telemetry;
 mod up;
 
@@ -74,6 +75,7 @@ async fn async_main(command: Command) -> ExitCode {
                 .map_err(anyhow::Error::from),
             Err(e) => return config_failed(&e),
         },
+        Command::Loadtest { tool } => return loadtest::run(tool, shutdown).await,
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
     };
     match result {

@@ -8,5 +8,6 @@
 //! runs against Fanout, Varnish or NGINX.
 
 mod client;
+pub mod flash;
 pub mod live;
 pub mod origin;
