@@ -148,6 +148,14 @@ impl Fill {
         });
     }
 
+    pub fn chunk_count(&self) -> usize {
+        self.lock().chunks.len()
+    }
+
+    pub fn received(&self) -> u64 {
+        self.lock().received
+    }
+
     /// The whole body of a completed fill, in one buffer for the store.
     pub fn body_bytes(&self) -> Bytes {
         let s = self.lock();

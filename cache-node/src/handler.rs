@@ -289,6 +289,7 @@ impl CacheNode {
             // Stored before the fill is retired, so no request finds neither.
             self.store.insert(key.clone(), Arc::new(stored));
         }
+        tracing::debug!(key = %key, chunks = fill.chunk_count(), bytes = fill.received(), "fill complete");
         fill.finish(true);
         self.inflight.remove(&key, &fill);
     }

@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# Flash-crowd benchmark: CLIENTS clients, each on a connection opened
+# beforehand, ask for one new object within 100 ms while the origin takes
+# 200 ms to answer: the moment a new live segment appears.
+#
+# For each target it prints p50/p99/max latency (scheduled send -> last body
+# byte) and how many requests reached the origin (a cache should send one),
+# then each p99 as a ratio to NGINX's. Targets, all in front of the same
+# synthetic origin, in one run on this machine:
+#   fanout-cache    a Fanout cache node alone
+#   fanout-cluster  a Fanout proxy + cache node (one `fanout up` process)
+#   nginx           NGINX proxy_cache with proxy_cache_lock on
+#   varnish         Varnish with its default request coalescing
+# The server under test is pinned to core 1, the load generator and origin to
+# core 0 (`taskset`), so neither steals the other's CPU.
+#
+# Usage: loadtest/bench/flash_crowd.sh        (env: CLIENTS=1000 ROUNDS=3 SIZES="1KiB 1MiB")
+# Needs root for apt-get when nginx or varnish is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CLIENTS=${CLIENTS:-1000}
+ROUNDS=${ROUNDS:-3}
+SIZES=${SIZES:-"1KiB 1MiB"}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v varnishd >/dev/null || need+=(varnish)
+command -v taskset >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  echo "installing ${need[*]} from Debian packages..."
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo build --release --quiet
+FANOUT=$PWD/target/release/fanout
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # addr path
+  for _ in $(seq 200); do
+    curl -s -o /dev/null -H 'Host: localhost' "http://$1$2" && return 0
+    sleep 0.05
+  done
+  echo "nothing answers at $1" >&2; exit 1
+}
+
+ORIGIN=127.0.0.1:$(free_port)
+CACHE=127.0.0.1:$(free_port)
+UP_PROXY=127.0.0.1:$(free_port)
+UP_CACHE=127.0.0.1:$(free_port)
+NGINX=127.0.0.1:$(free_port)
+VARNISH=127.0.0.1:$(free_port)
+
+objects=""
+faults=""
+for size in $SIZES; do
+  objects+="  - { prefix: /$size/, count: 10000, size: $size, cache_control: 'public, max-age=300' }"$'\n'
+  faults+="  - { path: '/$size/*', latency: 200ms }"$'\n'
+done
+cat > "$work/origin.yaml" <<YAML
+kind: origin
+listen: '$ORIGIN'
+objects:
+$objects
+faults:
+$faults
+YAML
+cat > "$work/cluster.yaml" <<YAML
+kind: cluster
+sites:
+  - name: bench
+    hosts: [localhost]
+    origin: { addresses: ['$ORIGIN'], response_timeout: 30s }
+YAML
+cat > "$work/cache.yaml" <<YAML
+kind: cache
+id: bench-cache
+listen: '$CACHE'
+capacity: 4GiB
+cluster: cluster.yaml
+YAML
+cat > "$work/up.yaml" <<YAML
+kind: up
+cluster:
+  sites:
+    - name: bench
+      hosts: [localhost]
+      origin: { addresses: ['$ORIGIN'], response_timeout: 30s }
+cache_nodes:
+  - { id: c1, listen: '$UP_CACHE', capacity: 4GiB }
+proxies:
+  - { id: p1, listen: '$UP_PROXY' }
+YAML
+mkdir -p "$work/nginx-cache"
+cat > "$work/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  proxy_cache_path $work/nginx-cache levels=1:2 keys_zone=bench:32m max_size=4g inactive=10m use_temp_path=off;
+  upstream origin { server $ORIGIN; keepalive 64; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache bench;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 30s;
+      proxy_cache_lock_age 30s;
+    }
+  }
+}
+CONF
+
+ulimit -n 65536 2>/dev/null || true
+taskset -c 0 "$FANOUT" --log warn --workers 1 origin "$work/origin.yaml" & pids+=($!)
+taskset -c 1 "$FANOUT" --log warn --workers 1 cache "$work/cache.yaml" & pids+=($!)
+taskset -c 1 "$FANOUT" --log warn --workers 1 up "$work/up.yaml" >/dev/null & pids+=($!)
+taskset -c 1 nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
+taskset -c 1 varnishd -F -n "$work/varnish" -a "$VARNISH" -b "$ORIGIN" -s malloc,4G \
+  -p thread_pool_min=200 -p thread_pool_max=5000 >/dev/null 2>"$work/varnish.log" & pids+=($!)
+wait_http "$ORIGIN" /_origin/stats
+for t in "$CACHE" "$UP_PROXY" "$NGINX" "$VARNISH"; do wait_http "$t" /; done
+
+targets=("fanout-cache $CACHE" "fanout-cluster $UP_PROXY" "nginx $NGINX" "varnish $VARNISH")
+results=$work/results.jsonl
+n=0
+echo "flash crowd: $CLIENTS clients within 100 ms, origin latency 200 ms, $ROUNDS rounds after a warm-up"
+for size in $SIZES; do
+  for round in $(seq 0 "$ROUNDS"); do
+    for t in "${targets[@]}"; do
+      read -r name addr <<<"$t"
+      n=$((n + 1))
+      path="/$size/$n"
+      line=$(taskset -c 0 "$FANOUT" --log warn loadtest flash-crowd --target "$addr" --path "$path" \
+        --clients "$CLIENTS" --spread 100ms --origin "$ORIGIN" --json || true)
+      # Round 0 warms connection pools and is not counted.
+      if [ "$round" -gt 0 ]; then
+        echo "{\"target\":\"$name\",\"size\":\"$size\",\"result\":$line}" >>"$results"
+      fi
+      printf '.'
+    done
+  done
+done
+echo
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+table = {}
+for r in rows:
+    table.setdefault((r["size"], r["target"]), []).append(r["result"])
+print(f"{'size':<6} {'target':<15} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'origin reqs':>12} {'failed':>7} {'p99/nginx':>10}")
+for size in dict.fromkeys(r["size"] for r in rows):
+    med = lambda t, k: statistics.median(x[k] for x in table[(size, t)])
+    ref = med("nginx", "p99_ms")
+    for target in dict.fromkeys(r["target"] for r in rows):
+        res = table[(size, target)]
+        origin = "/".join(str(x["origin_requests"]) for x in res)
+        failed = sum(x["errors"] for x in res)
+        print(f"{size:<6} {target:<15} {med(target,'p50_ms'):>8.1f} {med(target,'p99_ms'):>8.1f} {max(x['max_ms'] for x in res):>8.1f} {origin:>12} {failed:>7} {med(target,'p99_ms')/ref:>10.2f}")
+print("p50/p99: medians over rounds; origin reqs: per round (1 is ideal); ratio < 1 is faster than NGINX")
+PY
