@@ -14,7 +14,8 @@ pub fn init_logging(format: Option<LogFormat>, filter: Option<&str>) {
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
         // The OpenTelemetry SDK announces itself at info; that is noise to an operator.
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn")),
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn")),
     };
     let json = matches!(format, Some(LogFormat::Json));
     let builder = tracing_subscriber::fmt()

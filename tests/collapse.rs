@@ -216,3 +216,88 @@ async fn unstorable_responses_are_not_shared_and_later_requests_pass() {
         later.header("cache-status")
     );
 }
+
+/// Many concurrent GETs through the proxy; returns (status, Cache-Status) of each.
+async fn crowd(proxy: std::net::SocketAddr, path: &str, clients: usize) -> Vec<(u16, String)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let path = path.to_string();
+        tasks.spawn(async move {
+            let r = get(proxy, "localhost", &path, &[]).await.unwrap();
+            (r.status, r.header("cache-status").to_string())
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_requested_before_it_exists_still_collapses_once_published() {
+    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let proxy = cluster.proxies[0];
+    let playlist = get(cluster.origin, "localhost", "/live/main/hi/index.m3u8", &[])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&playlist.body).into_owned();
+    let latest = text
+        .lines()
+        .rev()
+        .find(|l| l.ends_with(".ts"))
+        .unwrap()
+        .trim_end_matches(".ts")
+        .parse::<u64>()
+        .unwrap();
+    let path = format!("/live/main/hi/{}.ts", latest + 3);
+
+    // A player asks too early: 404, which the origin allows to be cached for 1 s.
+    let early = get(proxy, "localhost", &path, &[]).await.unwrap();
+    assert_eq!(early.status, 404);
+
+    // Wait for the origin to publish it (and the 1 s 404 to expire).
+    let started = std::time::Instant::now();
+    while get(cluster.origin, "localhost", &path, &[])
+        .await
+        .unwrap()
+        .status
+        != 200
+    {
+        assert!(started.elapsed() < DEADLINE, "segment never published");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let before = origin_count(cluster.origin, &path).await;
+    let results = crowd(proxy, &path, 30).await;
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    assert!(
+        !results.iter().any(|(_, c)| c.contains("hit-for-pass")),
+        "{results:?}"
+    );
+    assert_eq!(
+        origin_count(cluster.origin, &path).await - before,
+        1,
+        "the crowd made one origin request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_server_errors_are_shared_by_the_fill_and_not_passed() {
+    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let proxy = cluster.proxies[0];
+    let results = crowd(proxy, "/err/1", 20).await;
+    assert!(results.iter().all(|(s, _)| *s == 503), "{results:?}");
+    assert_eq!(
+        origin_count(cluster.origin, "/err/1").await,
+        1,
+        "one origin request for 20 clients"
+    );
+    let (status, cache_status) = crowd(proxy, "/err/1", 1).await.remove(0);
+    assert_eq!(status, 503);
+    assert!(!cache_status.contains("hit-for-pass"), "{cache_status}");
+    assert_eq!(
+        origin_count(cluster.origin, "/err/1").await,
+        2,
+        "errors are not stored either"
+    );
+}

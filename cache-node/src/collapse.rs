@@ -36,19 +36,23 @@ pub struct SharedHead {
     pub headers: HeaderMap,
     pub received_at: Instant,
     pub initial_age: Duration,
-    pub lifetime: Duration,
+    /// `None`: shared with this fill's waiters but not stored.
+    pub lifetime: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
     Timeout,
     Unreachable,
+    /// The origin answered with this server error.
+    Status(StatusCode),
 }
 
 /// What a fill turned out to be, once the origin's headers arrived.
 #[derive(Debug, Clone)]
 pub enum Head {
-    /// Storable: streamed to every waiter and stored when complete.
+    /// Public: streamed to every waiter, and stored when complete if it
+    /// has a lifetime.
     Shared(Arc<SharedHead>),
     /// Not storable: only the leader may see it (it may be private to that
     /// client); followers go to the origin on their own, in parallel.

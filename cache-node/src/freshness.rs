@@ -49,57 +49,90 @@ fn directives(headers: &HeaderMap) -> Directives {
     d
 }
 
-/// Why a response is passed through instead of stored.
+/// Why a response may not be shared with other clients at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotStored {
     Method,
-    Status,
     NoStore,
     Private,
     Authorization,
     SetCookie,
     Vary,
-    NoCache,
 }
 
-/// Freshness lifetime (§4.2.1) of a storable response, or why it is not
-/// storable. `default_ttl` applies when the origin states no lifetime.
-pub fn storable_lifetime(
+/// What a cache may do with an origin response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Storability {
+    /// Store it, fresh for this long.
+    Store(Duration),
+    /// Do not store it, but it is public: the requests collapsed onto the
+    /// same fill may share it (a 404 without freshness, `max-age=0`).
+    Transient,
+    /// Only the client that asked may see it.
+    Private(NotStored),
+}
+
+/// Status codes a cache may store without explicit permission from the
+/// response (RFC 9110 §15.1). Fanout stores them only with explicit
+/// freshness: a heuristic lifetime on a 404 would keep a live segment
+/// "missing" after it is published.
+const HEURISTICALLY_CACHEABLE: [u16; 10] = [203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// What a shared cache may do with a response (RFC 9111 §3, §4.2.1).
+/// `default_ttl` is the lifetime of a 200 whose origin states none.
+pub fn classify(
     method: &Method,
     request: &HeaderMap,
     status: StatusCode,
     response: &HeaderMap,
     default_ttl: Duration,
-) -> Result<Duration, NotStored> {
+) -> Storability {
     if method != Method::GET {
-        return Err(NotStored::Method);
-    }
-    if status != StatusCode::OK {
-        return Err(NotStored::Status);
+        return Storability::Private(NotStored::Method);
     }
     let d = directives(response);
     if d.no_store {
-        return Err(NotStored::NoStore);
+        return Storability::Private(NotStored::NoStore);
     }
     if d.private {
-        return Err(NotStored::Private);
+        return Storability::Private(NotStored::Private);
     }
     // §3.5: a shared cache stores a response to a request with Authorization
     // only when the response explicitly allows it.
     if request.contains_key(header::AUTHORIZATION) && !(d.public || d.s_maxage.is_some()) {
-        return Err(NotStored::Authorization);
+        return Storability::Private(NotStored::Authorization);
     }
     if response.contains_key(header::SET_COOKIE) {
-        return Err(NotStored::SetCookie);
+        return Storability::Private(NotStored::SetCookie);
     }
+    // Until secondary keys exist, a varying response is this client's only.
     if response.contains_key(header::VARY) {
-        return Err(NotStored::Vary);
+        return Storability::Private(NotStored::Vary);
     }
     if d.no_cache {
-        return Err(NotStored::NoCache);
+        return Storability::Transient;
     }
+    let lifetime = match explicit_lifetime(&d, response) {
+        Some(l)
+            if status == StatusCode::OK || HEURISTICALLY_CACHEABLE.contains(&status.as_u16()) =>
+        {
+            l
+        }
+        Some(_) => return Storability::Transient,
+        None if status == StatusCode::OK => default_ttl,
+        None => return Storability::Transient,
+    };
+    if lifetime.is_zero() {
+        Storability::Transient
+    } else {
+        Storability::Store(lifetime)
+    }
+}
+
+/// `s-maxage` > `max-age` > `Expires` − `Date` (§4.2.1).
+fn explicit_lifetime(d: &Directives, response: &HeaderMap) -> Option<Duration> {
     if let Some(s) = d.s_maxage.or(d.max_age) {
-        return Ok(Duration::from_secs(s));
+        return Some(Duration::from_secs(s));
     }
     let date = |name| {
         response
@@ -110,12 +143,12 @@ pub fn storable_lifetime(
     if response.contains_key(header::EXPIRES) {
         // An invalid Expires (such as "0") means already expired (§5.3).
         let Some(expires) = date(header::EXPIRES) else {
-            return Ok(Duration::ZERO);
+            return Some(Duration::ZERO);
         };
         let base = date(header::DATE).unwrap_or_else(SystemTime::now);
-        return Ok(expires.duration_since(base).unwrap_or(Duration::ZERO));
+        return Some(expires.duration_since(base).unwrap_or(Duration::ZERO));
     }
-    Ok(default_ttl)
+    None
 }
 
 /// The origin's `Age` value, if valid (§5.1).
@@ -133,82 +166,120 @@ mod tests {
     use http::HeaderValue;
 
     const TTL: Duration = Duration::from_secs(10);
-
-    fn lifetime(pairs: &[(header::HeaderName, &str)]) -> Result<Duration, NotStored> {
-        lifetime_with(&HeaderMap::new(), pairs)
+    const fn secs(n: u64) -> Storability {
+        Storability::Store(Duration::from_secs(n))
     }
 
-    fn lifetime_with(
+    fn classify_with(
         req: &HeaderMap,
+        status: u16,
         pairs: &[(header::HeaderName, &str)],
-    ) -> Result<Duration, NotStored> {
+    ) -> Storability {
         let mut h = HeaderMap::new();
         for (n, v) in pairs {
             h.append(n.clone(), HeaderValue::from_str(v).unwrap());
         }
-        storable_lifetime(&Method::GET, req, StatusCode::OK, &h, TTL)
+        classify(
+            &Method::GET,
+            req,
+            StatusCode::from_u16(status).unwrap(),
+            &h,
+            TTL,
+        )
+    }
+
+    fn ok(pairs: &[(header::HeaderName, &str)]) -> Storability {
+        classify_with(&HeaderMap::new(), 200, pairs)
     }
 
     #[test]
     fn s_maxage_beats_max_age_beats_expires_beats_default() {
         use header::*;
+        assert_eq!(ok(&[(CACHE_CONTROL, "max-age=60, s-maxage=5")]), secs(5));
         assert_eq!(
-            lifetime(&[(CACHE_CONTROL, "max-age=60, s-maxage=5")]),
-            Ok(Duration::from_secs(5))
-        );
-        assert_eq!(
-            lifetime(&[
+            ok(&[
                 (CACHE_CONTROL, "max-age=60"),
                 (EXPIRES, "Thu, 01 Jan 2099 00:00:00 GMT")
             ]),
-            Ok(Duration::from_secs(60))
+            secs(60)
         );
         assert_eq!(
-            lifetime(&[
+            ok(&[
                 (DATE, "Thu, 01 Jan 2026 00:00:00 GMT"),
                 (EXPIRES, "Thu, 01 Jan 2026 00:00:30 GMT")
             ]),
-            Ok(Duration::from_secs(30))
+            secs(30)
         );
-        assert_eq!(lifetime(&[(EXPIRES, "0")]), Ok(Duration::ZERO));
-        assert_eq!(lifetime(&[]), Ok(TTL));
+        assert_eq!(ok(&[]), Storability::Store(TTL));
+    }
+
+    #[test]
+    fn zero_or_invalid_lifetimes_are_shared_but_not_stored() {
+        use header::*;
+        assert_eq!(ok(&[(EXPIRES, "0")]), Storability::Transient);
         assert_eq!(
-            lifetime(&[(CACHE_CONTROL, "max-age=oops")]),
-            Ok(Duration::ZERO)
+            ok(&[(CACHE_CONTROL, "max-age=oops")]),
+            Storability::Transient
+        );
+        assert_eq!(ok(&[(CACHE_CONTROL, "max-age=0")]), Storability::Transient);
+        assert_eq!(ok(&[(CACHE_CONTROL, "no-cache")]), Storability::Transient);
+    }
+
+    #[test]
+    fn other_statuses_are_stored_only_with_explicit_freshness() {
+        use header::*;
+        let none = HeaderMap::new();
+        assert_eq!(
+            classify_with(&none, 404, &[(CACHE_CONTROL, "max-age=1")]),
+            secs(1)
+        );
+        assert_eq!(
+            classify_with(&none, 404, &[]),
+            Storability::Transient,
+            "no heuristic 404s"
+        );
+        assert_eq!(
+            classify_with(&none, 301, &[(CACHE_CONTROL, "max-age=60")]),
+            secs(60)
+        );
+        assert_eq!(
+            classify_with(&none, 302, &[(CACHE_CONTROL, "max-age=60")]),
+            Storability::Transient
+        );
+        assert_eq!(
+            classify_with(&none, 206, &[(CACHE_CONTROL, "max-age=60")]),
+            Storability::Transient
         );
     }
 
     #[test]
-    fn what_a_shared_cache_must_not_store() {
+    fn what_a_shared_cache_must_not_share() {
         use header::*;
+        use Storability::Private;
         assert_eq!(
-            lifetime(&[(CACHE_CONTROL, "public, no-store")]),
-            Err(NotStored::NoStore)
+            ok(&[(CACHE_CONTROL, "public, no-store")]),
+            Private(NotStored::NoStore)
         );
         assert_eq!(
-            lifetime(&[(CACHE_CONTROL, "private, max-age=60")]),
-            Err(NotStored::Private)
+            ok(&[(CACHE_CONTROL, "private, max-age=60")]),
+            Private(NotStored::Private)
         );
-        assert_eq!(lifetime(&[(SET_COOKIE, "a=b")]), Err(NotStored::SetCookie));
-        assert_eq!(lifetime(&[(VARY, "accept-encoding")]), Err(NotStored::Vary));
+        assert_eq!(ok(&[(SET_COOKIE, "a=b")]), Private(NotStored::SetCookie));
+        assert_eq!(ok(&[(VARY, "accept-encoding")]), Private(NotStored::Vary));
         let mut auth = HeaderMap::new();
         auth.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert_eq!(
-            lifetime_with(&auth, &[(CACHE_CONTROL, "max-age=60")]),
-            Err(NotStored::Authorization)
+            classify_with(&auth, 200, &[(CACHE_CONTROL, "max-age=60")]),
+            Private(NotStored::Authorization)
         );
         assert_eq!(
-            lifetime_with(&auth, &[(CACHE_CONTROL, "s-maxage=60")]),
-            Ok(Duration::from_secs(60))
+            classify_with(&auth, 200, &[(CACHE_CONTROL, "s-maxage=60")]),
+            secs(60)
         );
         let h = HeaderMap::new();
         assert_eq!(
-            storable_lifetime(&Method::POST, &h, StatusCode::OK, &h, TTL),
-            Err(NotStored::Method)
-        );
-        assert_eq!(
-            storable_lifetime(&Method::GET, &h, StatusCode::NOT_FOUND, &h, TTL),
-            Err(NotStored::Status)
+            classify(&Method::POST, &h, StatusCode::OK, &h, TTL),
+            Private(NotStored::Method)
         );
     }
 }

@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::collapse::{Failure, FinishGuard, Head, Inflight, Role, SharedHead};
-use crate::freshness::{origin_age, storable_lifetime};
+use crate::freshness::{classify, origin_age, Storability};
 use crate::metrics::{Metrics, Outcome};
 use crate::origin::{FetchError, Origins};
 use crate::store::{Store, StoredResponse};
@@ -178,14 +178,20 @@ impl CacheNode {
                 let mut resp = Response::new(body);
                 *resp.status_mut() = head.status;
                 resp.headers_mut().clone_from(&head.headers);
-                let age = head.initial_age + head.received_at.elapsed();
-                let age_secs = age.as_secs();
+                let age = (head.initial_age + head.received_at.elapsed()).as_secs();
                 resp.headers_mut()
-                    .insert(header::AGE, HeaderValue::from(age_secs));
-                let ttl = head.lifetime.as_secs().saturating_sub(age_secs);
-                let status = match role {
-                    Role::Leader => format!("fwd=miss; stored; ttl={ttl}"),
-                    Role::Follower => format!("fwd=miss; collapsed; stored; ttl={ttl}"),
+                    .insert(header::AGE, HeaderValue::from(age));
+                let collapsed = if role == Role::Follower {
+                    "; collapsed"
+                } else {
+                    ""
+                };
+                let status = match head.lifetime {
+                    Some(lifetime) => format!(
+                        "fwd=miss{collapsed}; stored; ttl={}",
+                        lifetime.as_secs().saturating_sub(age)
+                    ),
+                    None => format!("fwd=miss{collapsed}"),
                 };
                 self.with_status(resp, &status)
             }
@@ -218,7 +224,15 @@ impl CacheNode {
             }
         };
         let received_at = Instant::now();
-        let lifetime = storable_lifetime(
+        if resp.status().is_server_error() {
+            // Shared with every waiter as a failure, and no hit-for-pass: an
+            // origin in trouble must not also lose its cache's collapsing.
+            tracing::warn!(site = %site.name, key = %key, status = %resp.status(), "origin answered with a server error");
+            fill.fail(Failure::Status(resp.status()));
+            self.inflight.remove(&key, &fill);
+            return;
+        }
+        let storability = classify(
             &Method::GET,
             &headers,
             resp.status(),
@@ -233,9 +247,12 @@ impl CacheNode {
         let max = site.cache.max_object_size.bytes();
         let (mut parts, mut body) = resp.into_parts();
         remove_hop_by_hop(&mut parts.headers);
-        let lifetime = match lifetime {
-            Ok(l) if !l.is_zero() && length.is_none_or(|n| n <= max) => l,
-            _ => {
+        let lifetime = match storability {
+            Storability::Store(l) if length.is_none_or(|n| n <= max) => Some(l),
+            Storability::Transient => None,
+            // Private, or too large to store: this key's requests go to the
+            // origin on their own for a while.
+            Storability::Store(_) | Storability::Private(_) => {
                 self.hit_for_pass.insert(key.clone(), ());
                 fill.set_private(Response::from_parts(parts, body));
                 self.inflight.remove(&key, &fill);
@@ -277,7 +294,7 @@ impl CacheNode {
                 }
             }
         }
-        if !too_large {
+        if let (false, Some(lifetime)) = (too_large, lifetime) {
             let stored = StoredResponse {
                 status,
                 headers: stored_headers,
@@ -401,6 +418,7 @@ fn failure_of(e: &FetchError) -> Failure {
 
 fn failure_response(f: Failure) -> Response<ResponseBody> {
     match f {
+        Failure::Status(status) => text(status, "origin error\n"),
         Failure::Timeout => text(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n"),
         Failure::Unreachable => text(StatusCode::BAD_GATEWAY, "origin unreachable\n"),
     }

@@ -81,6 +81,7 @@ origin:
     - {{ prefix: /crowd/, count: 10, size: 256KiB }}
     - {{ prefix: /slow/, count: 10, size: 512KiB }}
     - {{ prefix: /broken/, count: 10, size: 256KiB }}
+    - {{ prefix: /err/, count: 10, size: 1KiB }}
   faults:
     # A new object that takes a while to come: the flash crowd's segment.
     - {{ path: '/crowd/*', latency: 200ms }}
@@ -89,6 +90,8 @@ origin:
     # An origin that dies mid-body.
     - {{ path: '/broken/*', abort_after: 64KiB, throughput: 1MiB }}
     - {{ path: '/nostore/*', latency: 100ms }}
+    # An origin in trouble: every request fails after a while.
+    - {{ path: '/err/*', latency: 100ms, error_rate: 1.0, error_status: 503 }}
 cluster:
   sites:
     - name: live
