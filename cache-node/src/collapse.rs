@@ -180,39 +180,60 @@ impl Fill {
     /// the fill runs, and ends in an error if the fill breaks, so a client
     /// never mistakes a truncated body for a complete one.
     pub fn body(self: &Arc<Self>) -> ResponseBody {
+        self.body_range(0, u64::MAX)
+    }
+
+    /// Bytes `[from, to)` of the body, as they arrive.
+    pub fn body_range(self: &Arc<Self>, from: u64, to: u64) -> ResponseBody {
         enum Step {
             Chunk(Bytes),
             End,
             Broken,
             Wait,
         }
+        /// Reader position: index of the next chunk and its byte offset.
+        struct Cursor {
+            next: usize,
+            offset: u64,
+        }
         let rx = self.changed.subscribe();
-        let frames = stream::unfold(
-            (self.clone(), rx, 0usize),
-            |(fill, mut rx, next)| async move {
-                loop {
-                    let step = {
-                        let s = fill.lock();
-                        match (s.chunks.get(next), s.done) {
-                            (Some(c), _) => Step::Chunk(c.clone()),
-                            (None, Some(true)) => Step::End,
-                            (None, Some(false)) => Step::Broken,
-                            (None, None) => Step::Wait,
-                        }
-                    };
-                    match step {
-                        Step::Chunk(c) => return Some((Ok(Frame::data(c)), (fill, rx, next + 1))),
-                        Step::End => return None,
-                        Step::Broken => {
-                            return Some((Err(Box::new(Broken) as BoxError), (fill, rx, next)))
-                        }
-                        Step::Wait => {
-                            let _ = rx.changed().await;
+        let start = (self.clone(), rx, Cursor { next: 0, offset: 0 });
+        let frames = stream::unfold(start, move |(fill, mut rx, mut at)| async move {
+            loop {
+                if at.offset >= to {
+                    return None;
+                }
+                let step = {
+                    let s = fill.lock();
+                    match (s.chunks.get(at.next), s.done) {
+                        (Some(c), _) => Step::Chunk(c.clone()),
+                        (None, Some(true)) => Step::End,
+                        (None, Some(false)) => Step::Broken,
+                        (None, None) => Step::Wait,
+                    }
+                };
+                match step {
+                    Step::Chunk(c) => {
+                        let (chunk_start, chunk_end) = (at.offset, at.offset + c.len() as u64);
+                        at.next += 1;
+                        at.offset = chunk_end;
+                        let (lo, hi) = (from.max(chunk_start), to.min(chunk_end));
+                        if lo < hi {
+                            let piece =
+                                c.slice((lo - chunk_start) as usize..(hi - chunk_start) as usize);
+                            return Some((Ok(Frame::data(piece)), (fill, rx, at)));
                         }
                     }
+                    Step::End => return None,
+                    Step::Broken => {
+                        return Some((Err(Box::new(Broken) as BoxError), (fill, rx, at)))
+                    }
+                    Step::Wait => {
+                        let _ = rx.changed().await;
+                    }
                 }
-            },
-        );
+            }
+        });
         StreamBody::new(frames).boxed_unsync()
     }
 }
@@ -285,6 +306,12 @@ mod tests {
         assert_eq!(early.await.unwrap().unwrap(), b"hello world");
         assert_eq!(drain(late).await.unwrap(), b"hello world");
         assert_eq!(&fill.body_bytes()[..], b"hello world");
+        assert_eq!(
+            drain(fill.body_range(4, 8)).await.unwrap(),
+            b"o wo",
+            "a range across chunks"
+        );
+        assert_eq!(drain(fill.body_range(6, 11)).await.unwrap(), b"world");
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fanout_config::{CacheKey, Site, SiteTable};
-use fanout_server::{empty, full, remove_hop_by_hop, text, ResponseBody};
+use fanout_server::{empty, remove_hop_by_hop, text, ResponseBody};
 use http::{header, request, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -15,6 +15,7 @@ use crate::collapse::{Failure, FinishGuard, Head, Inflight, Role, SharedHead};
 use crate::freshness::{classify, origin_age, Storability};
 use crate::metrics::{Metrics, Outcome};
 use crate::origin::{FetchError, Origins};
+use crate::respond::{respond, Representation, Source};
 use crate::store::{Store, StoredResponse};
 
 /// How long a key whose response was not storable skips collapsing, so its
@@ -75,7 +76,7 @@ impl CacheNode {
         if let Some(stored) = self.store.get(key.as_str()) {
             if !stored.remaining_ttl(now).is_zero() {
                 self.metrics.request(Outcome::Hit);
-                return self.serve_stored(&stored, now, &method, "hit");
+                return self.serve_stored(&method, req.headers(), &stored, now, "hit");
             }
         }
         let (parts, _body) = req.into_parts();
@@ -90,25 +91,28 @@ impl CacheNode {
 
     fn serve_stored(
         &self,
+        method: &Method,
+        request: &HeaderMap,
         stored: &StoredResponse,
         now: Instant,
-        method: &Method,
         status: &str,
     ) -> Response<ResponseBody> {
-        let body = if method == Method::HEAD {
-            empty()
-        } else {
+        let (age_secs, ttl) = stored.age_and_ttl_secs(now);
+        let resp = respond(
+            method,
+            request,
+            Representation {
+                status: stored.status,
+                headers: &stored.headers,
+                len: Some(stored.body.len() as u64),
+                source: Source::Stored(&stored.body),
+                age_secs,
+            },
+        );
+        if method != Method::HEAD && resp.status().is_success() {
             self.metrics.served_from_store(stored.body.len());
-            full(stored.body.clone())
-        };
-        let mut resp = Response::new(body);
-        *resp.status_mut() = stored.status;
-        let headers = resp.headers_mut();
-        headers.clone_from(&stored.headers);
-        let (age, ttl) = stored.age_and_ttl_secs(now);
-        headers.insert(header::AGE, HeaderValue::from(age));
-        self.set_cache_status(headers, &format!("{status}; ttl={ttl}"));
-        resp
+        }
+        self.with_status(resp, &format!("{status}; ttl={ttl}"))
     }
 
     /// A miss joins the fill in flight for its key, or leads a new one.
@@ -170,17 +174,20 @@ impl CacheNode {
             },
             Head::Shared(head) => {
                 self.metrics.request(outcome);
-                let body = if parts.method == Method::HEAD {
-                    empty()
-                } else {
-                    fill.body()
-                };
-                let mut resp = Response::new(body);
-                *resp.status_mut() = head.status;
-                resp.headers_mut().clone_from(&head.headers);
                 let age = (head.initial_age + head.received_at.elapsed()).as_secs();
-                resp.headers_mut()
-                    .insert(header::AGE, HeaderValue::from(age));
+                let len = head
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                let representation = Representation {
+                    status: head.status,
+                    headers: &head.headers,
+                    len,
+                    source: Source::Fill(&fill),
+                    age_secs: age,
+                };
+                let resp = respond(&parts.method, &parts.headers, representation);
                 let collapsed = if role == Role::Follower {
                     "; collapsed"
                 } else {

@@ -18,6 +18,7 @@ pub mod freshness;
 mod handler;
 mod metrics;
 mod origin;
+mod respond;
 mod store;
 
 use std::sync::Arc;

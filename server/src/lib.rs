@@ -4,7 +4,8 @@
 //! port, a connection cap, back-off on accept errors, graceful drain on
 //! shutdown), the admin listener with `/healthz`, `/readyz` and `/metrics`,
 //! the body type responses are built from, and the HTTP message rules every
-//! forwarding component shares (hop-by-hop headers).
+//! forwarding component shares (hop-by-hop headers, conditional requests
+//! and byte ranges).
 //!
 //! Does not own: what any request means. Components hand it a service.
 //! Metrics are rendered from the Prometheus default registry, which the
@@ -13,6 +14,7 @@
 
 mod admin;
 mod body;
+pub mod conditional;
 mod hop;
 mod listener;
 

@@ -1,11 +1,12 @@
 //! Object bodies and the HTTP rules for serving them: deterministic bytes
 //! (the same path always yields the same bytes, so a cache that corrupts
-//! or mixes objects is caught), validators, conditional requests (RFC 9110
-//! §13) and single byte ranges (§14).
+//! or mixes objects is caught) with validators; conditional requests and
+//! ranges follow the rules in `fanout_server::conditional`.
 
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use fanout_server::conditional::{self, Answer};
 use fanout_server::{empty, ResponseBody};
 use futures_util::stream;
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
@@ -111,25 +112,16 @@ pub fn respond(
     );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
-    if not_modified(req, &etag, obj.last_modified) {
-        return build(StatusCode::NOT_MODIFIED, headers, empty());
-    }
     let len = obj.text.as_ref().map_or(obj.len, |t| t.len() as u64);
-    let range = match req.get(header::RANGE).and_then(|r| r.to_str().ok()) {
-        Some(r) if if_range_holds(req, &etag) => parse_range(r, len),
-        _ => RangeRequest::Full,
-    };
-    let (status, from, to) = match range {
-        RangeRequest::Full => (StatusCode::OK, 0, len),
-        RangeRequest::Partial(from, to) => {
-            headers.insert(
-                header::CONTENT_RANGE,
-                value(&format!("bytes {from}-{}/{len}", to - 1)),
-            );
-            (StatusCode::PARTIAL_CONTENT, from, to)
-        }
-        RangeRequest::Unsatisfiable => {
-            headers.insert(header::CONTENT_RANGE, value(&format!("bytes */{len}")));
+    let answer = conditional::answer(req, Some(&etag), Some(obj.last_modified), Some(len));
+    if let Some(cr) = conditional::content_range(answer, len) {
+        headers.insert(header::CONTENT_RANGE, cr);
+    }
+    let (status, from, to) = match answer {
+        Answer::NotModified => return build(StatusCode::NOT_MODIFIED, headers, empty()),
+        Answer::Full => (StatusCode::OK, 0, len),
+        Answer::Partial(from, to) => (StatusCode::PARTIAL_CONTENT, from, to),
+        Answer::Unsatisfiable => {
             headers.remove(header::CONTENT_TYPE);
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             return build(StatusCode::RANGE_NOT_SATISFIABLE, headers, empty());
@@ -164,94 +156,9 @@ fn build(status: StatusCode, headers: HeaderMap, body: ResponseBody) -> Response
     r
 }
 
-/// RFC 9110 §13.1.2 and §13.1.3: If-None-Match (weak comparison) decides
-/// when present; otherwise If-Modified-Since.
-fn not_modified(req: &HeaderMap, etag: &str, last_modified: SystemTime) -> bool {
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        let ours = etag.trim_start_matches("W/");
-        return inm
-            .split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t.trim_start_matches("W/") == ours);
-    }
-    match req
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    {
-        // HTTP dates have one-second resolution.
-        Some(since) => {
-            let lm = httpdate::parse_http_date(&httpdate::fmt_http_date(last_modified))
-                .unwrap_or(last_modified);
-            lm <= since
-        }
-        None => false,
-    }
-}
-
-/// §13.1.5: a Range applies only if If-Range (when sent) matches strongly.
-fn if_range_holds(req: &HeaderMap, etag: &str) -> bool {
-    match req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        None => true,
-        Some(v) => v.trim() == etag,
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum RangeRequest {
-    Full,
-    /// Half-open `[from, to)`.
-    Partial(u64, u64),
-    Unsatisfiable,
-}
-
-/// One `bytes=` range; several ranges or other units get the full object,
-/// which §14.2 allows.
-fn parse_range(header: &str, len: u64) -> RangeRequest {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Full;
-    };
-    if spec.contains(',') {
-        return RangeRequest::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeRequest::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let range = match (a.parse::<u64>(), b.parse::<u64>()) {
-        (Ok(first), Ok(last)) if first <= last => Some((first, last.saturating_add(1).min(len))),
-        (Ok(first), Err(_)) if b.is_empty() => Some((first, len)),
-        (Err(_), Ok(suffix)) if a.is_empty() => {
-            if suffix == 0 {
-                return RangeRequest::Unsatisfiable;
-            }
-            Some((len.saturating_sub(suffix), len))
-        }
-        _ => return RangeRequest::Full,
-    };
-    match range {
-        Some((from, to)) if from < len => RangeRequest::Partial(from, to),
-        _ => RangeRequest::Unsatisfiable,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges() {
-        use RangeRequest::*;
-        assert_eq!(parse_range("bytes=0-99", 1000), Partial(0, 100));
-        assert_eq!(parse_range("bytes=900-", 1000), Partial(900, 1000));
-        assert_eq!(parse_range("bytes=-100", 1000), Partial(900, 1000));
-        assert_eq!(parse_range("bytes=990-2000", 1000), Partial(990, 1000));
-        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
-        assert_eq!(parse_range("bytes=5-1", 1000), Full);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Full);
-        assert_eq!(parse_range("items=0-1", 1000), Full);
-    }
 
     #[test]
     fn chunks_are_deterministic_and_cover_the_range() {

@@ -1,0 +1,193 @@
+//! HTTP semantics a cache answers itself (RFC 9110 §13, §14): conditional
+//! requests, byte ranges (also on a miss, from the fill as it arrives) and
+//! HEAD, through the real binary.
+
+mod support;
+
+use support::*;
+
+async fn start_cluster() -> (tempfile::TempDir, Cluster, Running) {
+    let dir = temp_dir();
+    let (file, cluster) = up_file(dir.path(), 1, 1, "");
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, &mut process).await;
+    (dir, cluster, process)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditional_requests_are_answered_from_cache() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    let full = get(proxy, "localhost", "/static/20", &[]).await.unwrap();
+    let etag = full.header("etag").to_string();
+    let last_modified = full.header("last-modified").to_string();
+
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/20",
+        &[("if-none-match", &etag)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header("etag"), etag);
+    assert!(
+        r.header("cache-status").contains("; hit"),
+        "{}",
+        r.header("cache-status")
+    );
+    assert!(
+        r.header("content-type").is_empty(),
+        "a 304 carries no representation metadata"
+    );
+
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/20",
+        &[("if-none-match", "\"something-else\"")],
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 16 * 1024));
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/20",
+        &[("if-modified-since", &last_modified)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 304);
+    assert_eq!(
+        origin_count(cluster.origin, "/static/20").await,
+        1,
+        "all answered by the cache"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_are_answered_from_a_stored_object() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    let full = get(proxy, "localhost", "/static/21", &[]).await.unwrap();
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/21",
+        &[("range", "bytes=1000-1999")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 206);
+    assert_eq!(r.header("content-range"), "bytes 1000-1999/16384");
+    assert_eq!(r.header("content-length"), "1000");
+    assert_eq!(&r.body[..], &full.body[1000..2000]);
+    let r = get(proxy, "localhost", "/static/21", &[("range", "bytes=-16")])
+        .await
+        .unwrap();
+    assert_eq!(&r.body[..], &full.body[16384 - 16..]);
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/21",
+        &[("range", "bytes=20000-")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), "bytes */16384");
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/21",
+        &[("range", "bytes=0-9"), ("if-range", "\"stale\"")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (r.status, r.body.len()),
+        (200, 16384),
+        "If-Range that does not match gets the whole object"
+    );
+    assert_eq!(origin_count(cluster.origin, "/static/21").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_on_a_miss_fetches_the_whole_object_once_and_answers_from_the_fill() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    // /slow/ objects arrive at 1 MiB/s: the range is cut from the fill as it runs.
+    let r = get(
+        proxy,
+        "localhost",
+        "/slow/5",
+        &[("range", "bytes=300000-300099")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 206, "{}", r.header("cache-status"));
+    assert_eq!(r.header("content-range"), "bytes 300000-300099/524288");
+    assert_eq!(r.body.len(), 100);
+    assert!(
+        r.header("cache-status").contains("fwd=miss; stored"),
+        "{}",
+        r.header("cache-status")
+    );
+    // The range was answered before the fill finished, so the next request
+    // usually joins the fill still running; on a slow machine it may find
+    // the stored copy. Either way the origin sent the object once.
+    let whole = get(proxy, "localhost", "/slow/5", &[]).await.unwrap();
+    let status = whole.header("cache-status");
+    assert!(
+        status.contains("collapsed") || status.contains("; hit"),
+        "{status}"
+    );
+    assert_eq!(whole.body.len(), 524288);
+    assert_eq!(&whole.body[300000..300100], &r.body[..]);
+    assert_eq!(origin_count(cluster.origin, "/slow/5").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_answered_from_a_cached_get() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    get(proxy, "localhost", "/static/22", &[]).await.unwrap();
+    let r = head(proxy, "/static/22").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), "16384");
+    assert!(r.body.is_empty());
+    assert!(
+        r.header("cache-status").contains("; hit"),
+        "{}",
+        r.header("cache-status")
+    );
+    assert_eq!(origin_count(cluster.origin, "/static/22").await, 1);
+}
+
+async fn head(addr: std::net::SocketAddr, path: &str) -> Reply {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    let client: Client<HttpConnector, Empty<bytes::Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(HttpConnector::new());
+    let req = http::Request::head(format!("http://{addr}{path}"))
+        .header("host", "localhost")
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
