@@ -57,8 +57,21 @@ pub enum Head {
     /// Not storable: only the leader may see it (it may be private to that
     /// client); followers go to the origin on their own, in parallel.
     Private,
-    /// No response from the origin.
+    /// No usable response from the origin.
     Failed(Failure),
+    /// Answer from this stored response: refreshed by a 304, or stale
+    /// standing in for an origin that failed.
+    Stored(Arc<crate::store::StoredResponse>, Via),
+}
+
+/// How a fill came to answer from a stored response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The origin confirmed the stored copy with 304.
+    Revalidated,
+    /// The origin failed (with this status, if it answered at all) and the
+    /// stale copy may be served instead.
+    StaleOnError(Option<StatusCode>),
 }
 
 #[derive(Default)]
@@ -124,6 +137,13 @@ impl Fill {
         self.update(|s| {
             s.private = Some(response);
             s.head = Some(Head::Private);
+            s.done = Some(true);
+        });
+    }
+
+    pub fn set_stored(&self, stored: Arc<crate::store::StoredResponse>, via: Via) {
+        self.update(|s| {
+            s.head = Some(Head::Stored(stored, via));
             s.done = Some(true);
         });
     }

@@ -18,6 +18,9 @@ struct Directives {
     public: bool,
     s_maxage: Option<u64>,
     max_age: Option<u64>,
+    must_revalidate: bool,
+    stale_while_revalidate: Option<u64>,
+    stale_if_error: Option<u64>,
 }
 
 fn directives(headers: &HeaderMap) -> Directives {
@@ -42,6 +45,11 @@ fn directives(headers: &HeaderMap) -> Directives {
                 // stale; the first occurrence wins.
                 "s-maxage" => d.s_maxage = d.s_maxage.or(Some(seconds().unwrap_or(0))),
                 "max-age" => d.max_age = d.max_age.or(Some(seconds().unwrap_or(0))),
+                // §5.2.2.2 and §5.2.2.8: a stale copy may not be used at all.
+                "must-revalidate" | "proxy-revalidate" => d.must_revalidate = true,
+                // RFC 5861; an invalid value grants nothing.
+                "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
+                "stale-if-error" => d.stale_if_error = seconds(),
                 _ => {}
             }
         }
@@ -60,11 +68,35 @@ pub enum NotStored {
     Vary,
 }
 
+/// How long a stored response is fresh, and what the origin allows once
+/// it is stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub lifetime: Duration,
+    /// RFC 5861 §3: serve stale this long past `lifetime` while refreshing.
+    pub stale_while_revalidate: Duration,
+    /// RFC 5861 §4: serve stale this long past `lifetime` when the origin fails.
+    pub stale_if_error: Duration,
+    /// No stale use at all (`must-revalidate`, `proxy-revalidate`).
+    pub must_revalidate: bool,
+}
+
+impl Freshness {
+    pub const fn new(lifetime: Duration) -> Freshness {
+        Freshness {
+            lifetime,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+        }
+    }
+}
+
 /// What a cache may do with an origin response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Storability {
-    /// Store it, fresh for this long.
-    Store(Duration),
+    /// Store it.
+    Store(Freshness),
     /// Do not store it, but it is public: the requests collapsed onto the
     /// same fill may share it (a 404 without freshness, `max-age=0`).
     Transient,
@@ -123,10 +155,15 @@ pub fn classify(
         None => return Storability::Transient,
     };
     if lifetime.is_zero() {
-        Storability::Transient
-    } else {
-        Storability::Store(lifetime)
+        return Storability::Transient;
     }
+    let secs = |s: Option<u64>| Duration::from_secs(s.unwrap_or(0));
+    Storability::Store(Freshness {
+        lifetime,
+        stale_while_revalidate: secs(d.stale_while_revalidate),
+        stale_if_error: secs(d.stale_if_error),
+        must_revalidate: d.must_revalidate,
+    })
 }
 
 /// `s-maxage` > `max-age` > `Expires` − `Date` (§4.2.1).
@@ -167,7 +204,7 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(10);
     const fn secs(n: u64) -> Storability {
-        Storability::Store(Duration::from_secs(n))
+        Storability::Store(Freshness::new(Duration::from_secs(n)))
     }
 
     fn classify_with(
@@ -210,7 +247,44 @@ mod tests {
             ]),
             secs(30)
         );
-        assert_eq!(ok(&[]), Storability::Store(TTL));
+        assert_eq!(ok(&[]), Storability::Store(Freshness::new(TTL)));
+    }
+
+    #[test]
+    fn stale_directives_of_rfc_5861() {
+        use header::*;
+        let Storability::Store(f) = ok(&[(
+            CACHE_CONTROL,
+            "max-age=2, stale-while-revalidate=30, stale-if-error=600",
+        )]) else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                f.lifetime,
+                f.stale_while_revalidate,
+                f.stale_if_error,
+                f.must_revalidate
+            ),
+            (
+                Duration::from_secs(2),
+                Duration::from_secs(30),
+                Duration::from_secs(600),
+                false
+            )
+        );
+        let Storability::Store(f) = ok(&[(
+            CACHE_CONTROL,
+            "max-age=2, proxy-revalidate, stale-if-error=x",
+        )]) else {
+            panic!()
+        };
+        assert!(f.must_revalidate);
+        assert_eq!(
+            f.stale_if_error,
+            Duration::ZERO,
+            "an invalid value grants nothing"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use http::{header, request, HeaderMap, HeaderValue, Method, Request, Response, S
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
-use crate::collapse::{Failure, FinishGuard, Head, Inflight, Role, SharedHead};
-use crate::freshness::{classify, origin_age, Storability};
+use crate::collapse::{Failure, Head, Inflight, Role, Via};
+use crate::fill::FillJob;
 use crate::metrics::{Metrics, Outcome};
 use crate::origin::{FetchError, Origins};
 use crate::respond::{respond, Representation, Source};
@@ -73,11 +73,28 @@ impl CacheNode {
         }
         let key = CacheKey::new(&site, req.uri().path(), req.uri().query());
         let now = Instant::now();
+        let mut stale = None;
         if let Some(stored) = self.store.get(key.as_str()) {
-            if !stored.remaining_ttl(now).is_zero() {
+            if stored.is_fresh(now) {
                 self.metrics.request(Outcome::Hit);
                 return self.serve_stored(&method, req.headers(), &stored, now, "hit");
             }
+            if stored.may_serve_while_revalidating(now) {
+                // RFC 5861 §3: this client gets the stale copy at once, and
+                // one fill (however many requests see it stale) refreshes it.
+                self.metrics.request(Outcome::Stale);
+                let (parts, _body) = req.into_parts();
+                self.clone()
+                    .revalidate_in_background(site, key, &parts, stored.clone());
+                return self.serve_stored(
+                    &method,
+                    &parts.headers,
+                    &stored,
+                    now,
+                    "hit; detail=stale-while-revalidate",
+                );
+            }
+            stale = Some(stored);
         }
         let (parts, _body) = req.into_parts();
         if self.hit_for_pass.contains_key(key.as_str()) {
@@ -86,7 +103,43 @@ impl CacheNode {
                 .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
                 .await;
         }
-        self.miss(site, key, parts).await
+        self.miss(site, key, parts, stale).await
+    }
+
+    fn revalidate_in_background(
+        self: Arc<Self>,
+        site: Arc<Site>,
+        key: CacheKey,
+        parts: &request::Parts,
+        stale: Arc<StoredResponse>,
+    ) {
+        let (fill, role) = self.inflight.join_or_lead(key.as_str());
+        if role == Role::Leader {
+            let job = self.fill_job(site, key.as_str().to_string(), parts, Some(stale), fill);
+            tokio::spawn(self.clone().run_fill(job));
+        }
+    }
+
+    fn fill_job(
+        &self,
+        site: Arc<Site>,
+        key: String,
+        parts: &request::Parts,
+        stale: Option<Arc<StoredResponse>>,
+        fill: Arc<crate::collapse::Fill>,
+    ) -> FillJob {
+        FillJob {
+            site,
+            key,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            headers: without_conditionals(&parts.headers),
+            stale,
+            fill,
+        }
     }
 
     fn serve_stored(
@@ -115,36 +168,57 @@ impl CacheNode {
         self.with_status(resp, &format!("{status}; ttl={ttl}"))
     }
 
-    /// A miss joins the fill in flight for its key, or leads a new one.
+    /// A miss joins the fill in flight for its key, or leads a new one
+    /// (a revalidation when there is a stale copy).
     async fn miss(
         self: Arc<Self>,
         site: Arc<Site>,
         key: CacheKey,
         parts: request::Parts,
+        stale: Option<Arc<StoredResponse>>,
     ) -> Response<ResponseBody> {
         let key = key.as_str().to_string();
         let (fill, role) = self.inflight.join_or_lead(&key);
         if role == Role::Leader {
-            let fill_headers = without_conditionals(&parts.headers);
-            let path_and_query = parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            tokio::spawn(self.clone().run_fill(
-                site.clone(),
-                key.clone(),
-                path_and_query,
-                fill_headers,
-                fill.clone(),
-            ));
+            let job = self.fill_job(site.clone(), key.clone(), &parts, stale, fill.clone());
+            tokio::spawn(self.clone().run_fill(job));
         }
         let outcome = if role == Role::Leader {
             Outcome::Miss
         } else {
             Outcome::Collapsed
         };
+        let collapsed = if role == Role::Follower {
+            "; collapsed"
+        } else {
+            ""
+        };
         match fill.head().await {
+            Head::Stored(stored, via) => {
+                let status = match via {
+                    Via::Revalidated => {
+                        self.metrics.request(outcome);
+                        format!("fwd=stale; fwd-status=304{collapsed}; stored")
+                    }
+                    Via::StaleOnError(origin_status) => {
+                        self.metrics.request(Outcome::Stale);
+                        match origin_status {
+                            Some(s) => format!(
+                                "fwd=stale; fwd-status={}{collapsed}; detail=stale-if-error",
+                                s.as_u16()
+                            ),
+                            None => format!("fwd=stale{collapsed}; detail=stale-if-error"),
+                        }
+                    }
+                };
+                self.serve_stored(
+                    &parts.method,
+                    &parts.headers,
+                    &stored,
+                    Instant::now(),
+                    &status,
+                )
+            }
             Head::Failed(failure) => {
                 self.metrics.request(Outcome::OriginError);
                 self.with_status(failure_response(failure), "fwd=miss; detail=origin-error")
@@ -188,11 +262,6 @@ impl CacheNode {
                     age_secs: age,
                 };
                 let resp = respond(&parts.method, &parts.headers, representation);
-                let collapsed = if role == Role::Follower {
-                    "; collapsed"
-                } else {
-                    ""
-                };
                 let status = match head.lifetime {
                     Some(lifetime) => format!(
                         "fwd=miss{collapsed}; stored; ttl={}",
@@ -203,119 +272,6 @@ impl CacheNode {
                 self.with_status(resp, &status)
             }
         }
-    }
-
-    /// Fetches `key` from the origin for every request waiting on `fill`,
-    /// and stores it if it may be stored. Runs in its own task.
-    async fn run_fill(
-        self: Arc<Self>,
-        site: Arc<Site>,
-        key: String,
-        path_and_query: String,
-        headers: HeaderMap,
-        fill: Arc<crate::collapse::Fill>,
-    ) {
-        let _guard = FinishGuard(fill.clone());
-        self.metrics.origin_fetch();
-        let resp = match self
-            .origins
-            .fetch(&site, Method::GET, &path_and_query, &headers, empty())
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(site = %site.name, key = %key, error = %e, "origin fetch failed");
-                fill.fail(failure_of(&e));
-                self.inflight.remove(&key, &fill);
-                return;
-            }
-        };
-        let received_at = Instant::now();
-        if resp.status().is_server_error() {
-            // Shared with every waiter as a failure, and no hit-for-pass: an
-            // origin in trouble must not also lose its cache's collapsing.
-            tracing::warn!(site = %site.name, key = %key, status = %resp.status(), "origin answered with a server error");
-            fill.fail(Failure::Status(resp.status()));
-            self.inflight.remove(&key, &fill);
-            return;
-        }
-        let storability = classify(
-            &Method::GET,
-            &headers,
-            resp.status(),
-            resp.headers(),
-            site.cache.default_ttl.get(),
-        );
-        let length = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let max = site.cache.max_object_size.bytes();
-        let (mut parts, mut body) = resp.into_parts();
-        remove_hop_by_hop(&mut parts.headers);
-        let lifetime = match storability {
-            Storability::Store(l) if length.is_none_or(|n| n <= max) => Some(l),
-            Storability::Transient => None,
-            // Private, or too large to store: this key's requests go to the
-            // origin on their own for a while.
-            Storability::Store(_) | Storability::Private(_) => {
-                self.hit_for_pass.insert(key.clone(), ());
-                fill.set_private(Response::from_parts(parts, body));
-                self.inflight.remove(&key, &fill);
-                return;
-            }
-        };
-        let initial_age = origin_age(&parts.headers);
-        parts.headers.remove(header::AGE);
-        let head = SharedHead {
-            status: parts.status,
-            headers: parts.headers,
-            received_at,
-            initial_age,
-            lifetime,
-        };
-        let (status, stored_headers) = (head.status, head.headers.clone());
-        fill.set_shared(head);
-
-        let mut too_large = false;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    if fill.push(data) > max && !too_large {
-                        // Only possible without Content-Length: keep feeding
-                        // the waiters we have, take no more, store nothing.
-                        too_large = true;
-                        self.inflight.remove(&key, &fill);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(site = %site.name, key = %key, error = %e, "origin body broke off; not stored");
-                    self.metrics.origin_error();
-                    fill.finish(false);
-                    self.inflight.remove(&key, &fill);
-                    return;
-                }
-            }
-        }
-        if let (false, Some(lifetime)) = (too_large, lifetime) {
-            let stored = StoredResponse {
-                status,
-                headers: stored_headers,
-                body: fill.body_bytes(),
-                stored_at: received_at,
-                initial_age,
-                lifetime,
-            };
-            // Stored before the fill is retired, so no request finds neither.
-            self.store.insert(key.clone(), Arc::new(stored));
-        }
-        tracing::debug!(key = %key, chunks = fill.chunk_count(), bytes = fill.received(), "fill complete");
-        fill.finish(true);
-        self.inflight.remove(&key, &fill);
     }
 
     /// Straight to the origin for this request alone (hit-for-pass).

@@ -14,6 +14,7 @@
 //! rather than served wrong.
 
 mod collapse;
+mod fill;
 pub mod freshness;
 mod handler;
 mod metrics;

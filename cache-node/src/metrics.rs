@@ -13,6 +13,8 @@ pub enum Outcome {
     Miss,
     /// A miss that joined a fill already in flight for its key.
     Collapsed,
+    /// Answered with a stale copy (while revalidating, or for a failed origin).
+    Stale,
     /// Sent to the origin without a cache lookup (not GET/HEAD).
     Pass,
     /// Sent to the origin alone because the key's last response was not storable.
@@ -27,16 +29,18 @@ impl Outcome {
             Outcome::Hit => "hit",
             Outcome::Miss => "miss",
             Outcome::Collapsed => "collapsed",
+            Outcome::Stale => "stale",
             Outcome::Pass => "pass",
             Outcome::HitForPass => "hit_for_pass",
             Outcome::UnknownSite => "unknown_site",
             Outcome::OriginError => "origin_error",
         }
     }
-    const ALL: [Outcome; 7] = [
+    const ALL: [Outcome; 8] = [
         Outcome::Hit,
         Outcome::Miss,
         Outcome::Collapsed,
+        Outcome::Stale,
         Outcome::Pass,
         Outcome::HitForPass,
         Outcome::UnknownSite,

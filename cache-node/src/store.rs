@@ -10,6 +10,12 @@ use http::{HeaderMap, StatusCode};
 use moka::sync::Cache;
 use moka::Expiry;
 
+use crate::freshness::Freshness;
+
+/// How long an expired response is kept, beyond any stale window, so its
+/// validators can turn the next fetch into a cheap 304.
+pub const REVALIDATION_KEEP: Duration = Duration::from_secs(60);
+
 /// A stored response. Immutable once stored: a refresh stores a new one.
 #[derive(Debug)]
 pub struct StoredResponse {
@@ -20,7 +26,9 @@ pub struct StoredResponse {
     pub stored_at: Instant,
     /// Age already accumulated upstream when it was received.
     pub initial_age: Duration,
-    pub lifetime: Duration,
+    pub freshness: Freshness,
+    /// The site's window for serving stale when the origin fails.
+    pub stale_on_error: Duration,
 }
 
 impl StoredResponse {
@@ -31,14 +39,49 @@ impl StoredResponse {
     }
 
     pub fn remaining_ttl(&self, now: Instant) -> Duration {
-        self.lifetime.saturating_sub(self.age(now))
+        self.freshness.lifetime.saturating_sub(self.age(now))
     }
 
-    /// `Age` and the `ttl` of `Cache-Status`, in whole seconds that add up
-    /// to the freshness lifetime, as a client would check them.
-    pub fn age_and_ttl_secs(&self, now: Instant) -> (u64, u64) {
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        !self.remaining_ttl(now).is_zero()
+    }
+
+    fn staleness(&self, now: Instant) -> Duration {
+        self.age(now).saturating_sub(self.freshness.lifetime)
+    }
+
+    /// RFC 5861 §3: may be served while one request refreshes it.
+    pub fn may_serve_while_revalidating(&self, now: Instant) -> bool {
+        !self.freshness.must_revalidate
+            && self.staleness(now) < self.freshness.stale_while_revalidate
+    }
+
+    /// RFC 5861 §4, or the site's own window: may stand in for an origin
+    /// that failed.
+    pub fn may_serve_on_error(&self, now: Instant) -> bool {
+        !self.freshness.must_revalidate
+            && self.staleness(now) < self.freshness.stale_if_error.max(self.stale_on_error)
+    }
+
+    /// How long past its lifetime the entry stays in the store.
+    fn keep(&self) -> Duration {
+        let f = &self.freshness;
+        let stale_use = if f.must_revalidate {
+            Duration::ZERO
+        } else {
+            f.stale_while_revalidate
+                .max(f.stale_if_error)
+                .max(self.stale_on_error)
+        };
+        stale_use + REVALIDATION_KEEP
+    }
+
+    /// `Age` and the `ttl` of `Cache-Status` in whole seconds that add up to
+    /// the freshness lifetime, as a client would check them; `ttl` is
+    /// negative once stale (RFC 9211 §2.5).
+    pub fn age_and_ttl_secs(&self, now: Instant) -> (u64, i64) {
         let age = self.age(now).as_secs();
-        (age, self.lifetime.as_secs().saturating_sub(age))
+        (age, self.freshness.lifetime.as_secs() as i64 - age as i64)
     }
 
     /// What the entry costs against the capacity: body, headers and a fixed
@@ -62,7 +105,7 @@ impl Expiry<String, Arc<StoredResponse>> for ExpireWhenStale {
         value: &Arc<StoredResponse>,
         created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.remaining_ttl(created_at))
+        Some((value.freshness.lifetime + value.keep()).saturating_sub(value.age(created_at)))
     }
 }
 
@@ -89,6 +132,10 @@ impl Store {
         self.cache.insert(key, value);
     }
 
+    pub fn remove(&self, key: &str) {
+        self.cache.invalidate(key);
+    }
+
     pub fn entry_count(&self) -> u64 {
         self.cache.entry_count()
     }
@@ -111,7 +158,8 @@ mod tests {
             body: Bytes::from_static(b"x"),
             stored_at,
             initial_age: Duration::from_secs(5),
-            lifetime: Duration::from_secs(300),
+            freshness: Freshness::new(Duration::from_secs(300)),
+            stale_on_error: Duration::ZERO,
         };
         assert_eq!(
             r.age_and_ttl_secs(stored_at + Duration::from_micros(10)),
@@ -127,7 +175,37 @@ mod tests {
         );
         assert_eq!(
             r.age_and_ttl_secs(stored_at + Duration::from_secs(400)),
-            (405, 0)
+            (405, -105)
         );
+    }
+
+    #[test]
+    fn stale_windows() {
+        let stored_at = Instant::now();
+        let mut r = StoredResponse {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            stored_at,
+            initial_age: Duration::ZERO,
+            freshness: Freshness {
+                lifetime: Duration::from_secs(2),
+                stale_while_revalidate: Duration::from_secs(5),
+                stale_if_error: Duration::from_secs(60),
+                must_revalidate: false,
+            },
+            stale_on_error: Duration::from_secs(10),
+        };
+        let at = |s: u64| stored_at + Duration::from_secs(s);
+        assert!(r.is_fresh(at(1)) && !r.is_fresh(at(2)));
+        assert!(r.may_serve_while_revalidating(at(6)) && !r.may_serve_while_revalidating(at(7)));
+        assert!(
+            r.may_serve_on_error(at(61)) && !r.may_serve_on_error(at(62)),
+            "stale-if-error beats the site's 10 s"
+        );
+        assert_eq!(r.keep(), Duration::from_secs(60) + REVALIDATION_KEEP);
+        r.freshness.must_revalidate = true;
+        assert!(!r.may_serve_while_revalidating(at(3)) && !r.may_serve_on_error(at(3)));
+        assert_eq!(r.keep(), REVALIDATION_KEEP);
     }
 }

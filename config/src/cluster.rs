@@ -95,6 +95,15 @@ pub struct CachePolicy {
     pub max_object_size: Size,
     #[serde(default)]
     pub query: QueryPolicy,
+    /// How long past its freshness a stored response may still be served
+    /// when the origin fails (errors, times out or refuses), on top of any
+    /// `stale-if-error` the origin grants. Never for `must-revalidate`.
+    #[serde(default = "default_stale_on_error")]
+    pub stale_on_error: Span,
+}
+
+fn default_stale_on_error() -> Span {
+    Span::from_secs(10)
 }
 
 fn default_ttl() -> Span {
@@ -110,6 +119,7 @@ impl Default for CachePolicy {
             default_ttl: default_ttl(),
             max_object_size: default_max_object_size(),
             query: QueryPolicy::default(),
+            stale_on_error: default_stale_on_error(),
         }
     }
 }

@@ -1,0 +1,266 @@
+//! The origin side of a fill: fetch the key once for every request waiting
+//! on it, decide what may be stored and shared, stream the body into the
+//! shared fill, and store the result. With a stale copy in hand, the fetch
+//! is a revalidation (RFC 9111 §4.3): a 304 refreshes the stored headers,
+//! and an origin failure may be answered with the stale copy (RFC 5861).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use fanout_config::Site;
+use fanout_server::{empty, remove_hop_by_hop};
+use http::{header, HeaderMap, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+
+use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, Via};
+use crate::freshness::{classify, origin_age, Storability};
+use crate::handler::CacheNode;
+use crate::origin::FetchError;
+use crate::store::StoredResponse;
+
+/// One fill: what to fetch, and the stale copy to revalidate, if any.
+pub struct FillJob {
+    pub site: Arc<Site>,
+    pub key: String,
+    pub path_and_query: String,
+    /// The client's headers without its own conditionals.
+    pub headers: HeaderMap,
+    pub stale: Option<Arc<StoredResponse>>,
+    pub fill: Arc<Fill>,
+}
+
+impl CacheNode {
+    /// Runs `job` to the end. Spawned as its own task, so the request that
+    /// started it may go away without breaking it for the others.
+    pub async fn run_fill(self: Arc<Self>, job: FillJob) {
+        let FillJob {
+            site,
+            key,
+            path_and_query,
+            headers,
+            stale,
+            fill,
+        } = job;
+        let _guard = FinishGuard(fill.clone());
+        let mut request_headers = headers.clone();
+        if let Some(stale) = &stale {
+            add_validators(&mut request_headers, &stale.headers);
+        }
+        self.metrics.origin_fetch();
+        let fetched = self
+            .origins
+            .fetch(
+                &site,
+                Method::GET,
+                &path_and_query,
+                &request_headers,
+                empty(),
+            )
+            .await;
+        let received_at = Instant::now();
+        let resp = match fetched {
+            Ok(r) if !r.status().is_server_error() => r,
+            failed => {
+                let (failure, status) = match &failed {
+                    Ok(r) => (Failure::Status(r.status()), Some(r.status())),
+                    Err(FetchError::Timeout { .. }) => (Failure::Timeout, None),
+                    Err(_) => (Failure::Unreachable, None),
+                };
+                match &failed {
+                    Ok(r) => {
+                        tracing::warn!(site = %site.name, key = %key, status = %r.status(), "origin answered with a server error")
+                    }
+                    Err(e) => {
+                        tracing::warn!(site = %site.name, key = %key, error = %e, "origin fetch failed")
+                    }
+                }
+                // An origin in trouble gets neither hit-for-pass (which would
+                // end collapsing) nor a stored error.
+                match stale.filter(|s| s.may_serve_on_error(received_at)) {
+                    Some(s) => fill.set_stored(s, Via::StaleOnError(status)),
+                    None => fill.fail(failure),
+                }
+                self.inflight.remove(&key, &fill);
+                return;
+            }
+        };
+        if let (StatusCode::NOT_MODIFIED, Some(stale)) = (resp.status(), &stale) {
+            let refreshed = self.refresh(&site, &key, &headers, stale, resp.headers(), received_at);
+            fill.set_stored(refreshed, Via::Revalidated);
+            self.inflight.remove(&key, &fill);
+            return;
+        }
+        let storability = classify(
+            &Method::GET,
+            &headers,
+            resp.status(),
+            resp.headers(),
+            site.cache.default_ttl.get(),
+        );
+        let length = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let max = site.cache.max_object_size.bytes();
+        let (mut parts, mut body) = resp.into_parts();
+        remove_hop_by_hop(&mut parts.headers);
+        let freshness = match storability {
+            Storability::Store(f) if length.is_none_or(|n| n <= max) => Some(f),
+            Storability::Transient => None,
+            // Private, or too large to store: this key's requests go to the
+            // origin on their own for a while.
+            Storability::Store(_) | Storability::Private(_) => {
+                self.hit_for_pass.insert(key.clone(), ());
+                fill.set_private(Response::from_parts(parts, body));
+                self.inflight.remove(&key, &fill);
+                return;
+            }
+        };
+        let initial_age = origin_age(&parts.headers);
+        parts.headers.remove(header::AGE);
+        let (status, stored_headers) = (parts.status, parts.headers.clone());
+        fill.set_shared(SharedHead {
+            status: parts.status,
+            headers: parts.headers,
+            received_at,
+            initial_age,
+            lifetime: freshness.map(|f| f.lifetime),
+        });
+
+        let mut too_large = false;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if fill.push(data) > max && !too_large {
+                        // Only possible without Content-Length: keep feeding
+                        // the waiters we have, take no more, store nothing.
+                        too_large = true;
+                        self.inflight.remove(&key, &fill);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(site = %site.name, key = %key, error = %e, "origin body broke off; not stored");
+                    self.metrics.origin_error();
+                    fill.finish(false);
+                    self.inflight.remove(&key, &fill);
+                    return;
+                }
+            }
+        }
+        if let (false, Some(freshness)) = (too_large, freshness) {
+            let stored = StoredResponse {
+                status,
+                headers: stored_headers,
+                body: fill.body_bytes(),
+                stored_at: received_at,
+                initial_age,
+                freshness,
+                stale_on_error: site.cache.stale_on_error.get(),
+            };
+            // Stored before the fill is retired, so no request finds neither.
+            self.store.insert(key.clone(), Arc::new(stored));
+        }
+        tracing::debug!(key = %key, chunks = fill.chunk_count(), bytes = fill.received(), "fill complete");
+        fill.finish(true);
+        self.inflight.remove(&key, &fill);
+    }
+
+    /// A 304 confirmed `stale`: store it again with the 304's fields
+    /// (RFC 9111 §4.3.4) and a freshness computed from them.
+    fn refresh(
+        &self,
+        site: &Site,
+        key: &str,
+        request: &HeaderMap,
+        stale: &StoredResponse,
+        not_modified: &HeaderMap,
+        received_at: Instant,
+    ) -> Arc<StoredResponse> {
+        let headers = refreshed_headers(&stale.headers, not_modified);
+        let storability = classify(
+            &Method::GET,
+            request,
+            stale.status,
+            &headers,
+            site.cache.default_ttl.get(),
+        );
+        let freshness = match storability {
+            Storability::Store(f) => f,
+            // The origin no longer allows storing it: answer the waiters
+            // with it once, as already expired, and keep nothing.
+            _ => crate::freshness::Freshness::new(std::time::Duration::ZERO),
+        };
+        let refreshed = Arc::new(StoredResponse {
+            status: stale.status,
+            headers,
+            body: stale.body.clone(),
+            stored_at: received_at,
+            initial_age: origin_age(not_modified),
+            freshness,
+            stale_on_error: site.cache.stale_on_error.get(),
+        });
+        if matches!(storability, Storability::Store(_)) {
+            self.store.insert(key.to_string(), refreshed.clone());
+        } else {
+            self.store.remove(key);
+        }
+        refreshed
+    }
+}
+
+/// Asks the origin whether `stored` is still current (§4.3.1).
+fn add_validators(request: &mut HeaderMap, stored: &HeaderMap) {
+    if let Some(etag) = stored.get(header::ETAG) {
+        request.insert(header::IF_NONE_MATCH, etag.clone());
+    }
+    if let Some(lm) = stored.get(header::LAST_MODIFIED) {
+        request.insert(header::IF_MODIFIED_SINCE, lm.clone());
+    }
+}
+
+/// The stored fields updated with those of a 304, except the ones that
+/// describe the 304 itself rather than the stored body (§3.2).
+fn refreshed_headers(stored: &HeaderMap, not_modified: &HeaderMap) -> HeaderMap {
+    let mut headers = stored.clone();
+    for name in not_modified.keys() {
+        if name == header::CONTENT_LENGTH || name == header::AGE {
+            continue;
+        }
+        headers.remove(name);
+        for v in not_modified.get_all(name) {
+            headers.append(name.clone(), v.clone());
+        }
+    }
+    remove_hop_by_hop(&mut headers);
+    headers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn a_304_replaces_fields_but_not_the_body_length() {
+        let mut stored = HeaderMap::new();
+        stored.insert(header::CONTENT_LENGTH, HeaderValue::from_static("1000"));
+        stored.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=1"));
+        stored.insert(header::ETAG, HeaderValue::from_static("\"a\""));
+        let mut nm = HeaderMap::new();
+        nm.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        nm.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        nm.insert(header::AGE, HeaderValue::from_static("3"));
+        let h = refreshed_headers(&stored, &nm);
+        assert_eq!(h[header::CACHE_CONTROL], "max-age=60");
+        assert_eq!(h[header::CONTENT_LENGTH], "1000");
+        assert_eq!(h[header::ETAG], "\"a\"");
+        assert!(!h.contains_key(header::AGE));
+    }
+}
