@@ -191,3 +191,158 @@ async fn head(addr: std::net::SocketAddr, path: &str) -> Reply {
         body,
     }
 }
+
+/// GETs `path` every 50 ms until `done` accepts a reply.
+async fn poll_until(
+    proxy: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    done: impl Fn(&Reply) -> bool,
+) -> Reply {
+    let started = std::time::Instant::now();
+    loop {
+        let r = get(proxy, "localhost", path, headers).await.unwrap();
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "condition not reached for {path}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_if_cached_and_no_store() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/30",
+        &[("cache-control", "only-if-cached")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 504);
+    assert_eq!(
+        origin_count(cluster.origin, "/static/30").await,
+        0,
+        "only-if-cached never reaches the origin"
+    );
+
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/30",
+        &[("cache-control", "no-store")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("cache-status").contains("detail=no-store"),
+        "{}",
+        r.header("cache-status")
+    );
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/30",
+        &[("cache-control", "only-if-cached")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        r.status, 504,
+        "a response to a no-store request was not stored"
+    );
+
+    get(proxy, "localhost", "/static/30", &[]).await.unwrap();
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/30",
+        &[("cache-control", "only-if-cached")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_does_not_reach_the_origin_but_max_age_and_min_fresh_revalidate() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    get(proxy, "localhost", "/static/31", &[]).await.unwrap();
+    for reload in ["no-cache", "max-age=0"] {
+        let r = get(
+            proxy,
+            "localhost",
+            "/static/31",
+            &[("cache-control", reload)],
+        )
+        .await
+        .unwrap();
+        assert!(
+            r.header("cache-status").contains("; hit"),
+            "{reload}: {}",
+            r.header("cache-status")
+        );
+    }
+    assert_eq!(origin_count(cluster.origin, "/static/31").await, 1);
+
+    // Once the copy is two seconds old, a client that accepts at most one
+    // second of age gets a revalidated copy (the origin answers 304).
+    poll_until(proxy, "/static/31", &[], |r| {
+        r.header("age").parse::<u64>().unwrap_or(0) >= 2
+    })
+    .await;
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/31",
+        &[("cache-control", "max-age=1")],
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.header("cache-status")
+            .contains("fwd=stale; fwd-status=304"),
+        "{}",
+        r.header("cache-status")
+    );
+    assert_eq!(r.header("age"), "0");
+    // max-age=300 leaves less than 400 s of freshness: revalidate again.
+    let r = get(
+        proxy,
+        "localhost",
+        "/static/31",
+        &[("cache-control", "min-fresh=400")],
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.header("cache-status").contains("fwd-status=304"),
+        "{}",
+        r.header("cache-status")
+    );
+    assert_eq!(origin_count(cluster.origin, "/static/31").await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_stale_accepts_a_stale_copy_without_the_origin() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    // Live media playlists are fresh for 1 s.
+    let path = "/live/main/hi/index.m3u8";
+    let first = get(proxy, "localhost", path, &[]).await.unwrap();
+    assert!(first.header("cache-control").contains("max-age=1"));
+    let r = poll_until(proxy, path, &[("cache-control", "max-stale=60")], |r| {
+        r.header("cache-status").contains("max-stale")
+    })
+    .await;
+    assert_eq!(r.body, first.body, "the stale copy, not a newer playlist");
+    assert_eq!(origin_count(cluster.origin, path).await, 1);
+}

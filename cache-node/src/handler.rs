@@ -15,6 +15,7 @@ use crate::collapse::{Failure, Head, Inflight, Role, Via};
 use crate::fill::FillJob;
 use crate::metrics::{Metrics, Outcome};
 use crate::origin::{FetchError, Origins};
+use crate::request_directives::RequestDirectives;
 use crate::respond::{respond, Representation, Source};
 use crate::store::{Store, StoredResponse};
 
@@ -73,13 +74,24 @@ impl CacheNode {
         }
         let key = CacheKey::new(&site, req.uri().path(), req.uri().query());
         let now = Instant::now();
+        let wants = RequestDirectives::parse(req.headers());
         let mut stale = None;
         if let Some(stored) = self.store.get(key.as_str()) {
-            if stored.is_fresh(now) {
+            if wants.accepts_fresh(&stored, now) {
                 self.metrics.request(Outcome::Hit);
                 return self.serve_stored(&method, req.headers(), &stored, now, "hit");
             }
-            if stored.may_serve_while_revalidating(now) {
+            if wants.accepts_stale(&stored, now) {
+                self.metrics.request(Outcome::Stale);
+                return self.serve_stored(
+                    &method,
+                    req.headers(),
+                    &stored,
+                    now,
+                    "hit; detail=max-stale",
+                );
+            }
+            if !wants.constrains_freshness() && stored.may_serve_while_revalidating(now) {
                 // RFC 5861 §3: this client gets the stale copy at once, and
                 // one fill (however many requests see it stale) refreshes it.
                 self.metrics.request(Outcome::Stale);
@@ -96,7 +108,20 @@ impl CacheNode {
             }
             stale = Some(stored);
         }
+        if wants.only_if_cached {
+            // §5.2.1.7: nothing usable is stored, and the origin is off limits.
+            return self.with_status(
+                text(StatusCode::GATEWAY_TIMEOUT, "not cached\n"),
+                "fwd=miss; detail=only-if-cached",
+            );
+        }
         let (parts, _body) = req.into_parts();
+        if wants.no_store {
+            self.metrics.request(Outcome::Pass);
+            return self
+                .direct(&site, &parts, "fwd=request; detail=no-store")
+                .await;
+        }
         if self.hit_for_pass.contains_key(key.as_str()) {
             self.metrics.request(Outcome::HitForPass);
             return self

@@ -19,6 +19,7 @@ pub mod freshness;
 mod handler;
 mod metrics;
 mod origin;
+mod request_directives;
 mod respond;
 mod store;
 
