@@ -346,3 +346,27 @@ async fn max_stale_accepts_a_stale_copy_without_the_origin() {
     assert_eq!(r.body, first.body, "the stale copy, not a newer playlist");
     assert_eq!(origin_count(cluster.origin, path).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_unsafe_request_invalidates_the_stored_copy() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    get(proxy, "localhost", "/static/41", &[]).await.unwrap();
+    assert!(get(proxy, "localhost", "/static/41", &[])
+        .await
+        .unwrap()
+        .header("cache-status")
+        .contains("; hit"));
+    assert_eq!(support::post(proxy, "/static/41").await, 204);
+    let after = get(proxy, "localhost", "/static/41", &[]).await.unwrap();
+    assert!(
+        after.header("cache-status").contains("fwd=miss"),
+        "{}",
+        after.header("cache-status")
+    );
+    assert_eq!(
+        origin_count(cluster.origin, "/static/41").await,
+        3,
+        "GET, POST, and the GET after it"
+    );
+}

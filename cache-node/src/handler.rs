@@ -331,12 +331,14 @@ impl CacheNode {
         }
     }
 
-    /// Methods a cache does not answer go to the origin, body and all.
+    /// Methods a cache does not answer go to the origin, body and all; a
+    /// successful unsafe one invalidates what it may have changed.
     async fn pass(&self, site: &Site, req: Request<Incoming>) -> Response<ResponseBody> {
         self.metrics.request(Outcome::Pass);
         let (parts, body) = req.into_parts();
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         self.metrics.origin_fetch();
+        let body = body.map_err(Into::into).boxed_unsync();
         match self
             .origins
             .fetch(
@@ -344,19 +346,55 @@ impl CacheNode {
                 parts.method.clone(),
                 path_and_query,
                 &parts.headers,
-                body.map_err(Into::into).boxed_unsync(),
+                body,
             )
             .await
         {
             Ok(resp) => {
                 let (mut p, body) = resp.into_parts();
                 remove_hop_by_hop(&mut p.headers);
+                if !parts.method.is_safe() && (p.status.is_success() || p.status.is_redirection()) {
+                    self.invalidate_after_unsafe(site, &parts, &p.headers);
+                }
                 self.with_status(
                     Response::from_parts(p, body.map_err(Into::into).boxed_unsync()),
                     "fwd=method",
                 )
             }
             Err(e) => self.origin_failed(site, e),
+        }
+    }
+
+    /// RFC 9111 §4.4: a non-error response to an unsafe request invalidates
+    /// the target URI, and the Location and Content-Location URIs when they
+    /// are on the same host. Only this node's copies: other keys may live on
+    /// other nodes, which a purge reaches and this cannot.
+    fn invalidate_after_unsafe(&self, site: &Site, request: &request::Parts, response: &HeaderMap) {
+        self.store
+            .remove(CacheKey::new(site, request.uri.path(), request.uri.query()).as_str());
+        let host = request
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(uri) = response
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<http::Uri>().ok())
+            else {
+                continue;
+            };
+            let same_host = uri
+                .authority()
+                .is_none_or(|a| a.as_str().eq_ignore_ascii_case(host));
+            if !same_host || uri.path().is_empty() {
+                continue;
+            }
+            if let Some(target) = self.sites.find(host, uri.path()) {
+                self.store
+                    .remove(CacheKey::new(target, uri.path(), uri.query()).as_str());
+            }
         }
     }
 

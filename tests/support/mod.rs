@@ -260,6 +260,7 @@ pub async fn post(addr: SocketAddr, path: &str) -> u16 {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let req = http::Request::post(format!("http://{addr}{path}"))
+        .header("host", "localhost")
         .body(Empty::new())
         .unwrap();
     client

@@ -8,6 +8,9 @@
 //!   `/vod/{title}/{rendition}/{n}.ts`
 //! - `{prefix}{n}` for each object group
 //! - `GET /_origin/stats` (JSON counts), `POST /_origin/reset`
+//!
+//! POST, PUT, PATCH and DELETE on an existing object get 204 and change
+//! nothing, so a cache in front sees successful unsafe requests.
 
 mod content;
 mod faults;
@@ -101,9 +104,20 @@ impl Origin {
             }
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
+            // Writes to an existing object are accepted and change nothing:
+            // enough for a cache to see a successful unsafe request.
+            let writable =
+                [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(req.method());
+            if writable && self.object(path).is_some() {
+                let mut r = Response::new(fanout_server::empty());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                return r;
+            }
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            r.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE"),
+            );
             return r;
         }
         let resp = match self.object(path) {
