@@ -370,3 +370,85 @@ async fn a_successful_unsafe_request_invalidates_the_stored_copy() {
         "GET, POST, and the GET after it"
     );
 }
+
+/// The bytes the synthetic origin sends for `path` to a client whose
+/// Accept-Language is `lang` (objects under /vary/ vary on it).
+fn variant_body(path: &str, lang: &str, len: usize) -> Vec<u8> {
+    let noise = fanout_loadtest::origin::Noise::new();
+    let variant = format!("{path}|{lang}");
+    (0..len as u64).map(|i| noise.byte(&variant, i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_variant_is_stored_under_its_own_secondary_key() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    let first_en = get(proxy, "localhost", "/vary/1", &en).await.unwrap();
+    assert_eq!(first_en.header("vary"), "accept-language");
+    assert_eq!(first_en.body.as_ref(), variant_body("/vary/1", "en", 8192));
+    let first_fr = get(proxy, "localhost", "/vary/1", &fr).await.unwrap();
+    assert!(
+        first_fr.header("cache-status").contains("fwd=miss"),
+        "{}",
+        first_fr.header("cache-status")
+    );
+    assert_eq!(first_fr.body.as_ref(), variant_body("/vary/1", "fr", 8192));
+    for (lang, body) in [(&en, &first_en.body), (&fr, &first_fr.body)] {
+        let r = get(proxy, "localhost", "/vary/1", lang).await.unwrap();
+        assert!(
+            r.header("cache-status").contains("; hit"),
+            "{}",
+            r.header("cache-status")
+        );
+        assert_eq!(&r.body, body);
+    }
+    assert_eq!(
+        origin_count(cluster.origin, "/vary/1").await,
+        2,
+        "one fetch per variant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_collapsed_before_the_vary_was_known_get_their_own_variant() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let lang = if i % 2 == 0 { "en" } else { "fr" };
+        tasks.spawn(async move {
+            let r = get(proxy, "localhost", "/vary/2", &[("accept-language", lang)])
+                .await
+                .unwrap();
+            (lang, r)
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (lang, r) = r.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body.as_ref(),
+            variant_body("/vary/2", lang, 8192),
+            "{lang}: {}",
+            r.header("cache-status")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_star_is_never_served_from_cache() {
+    let (_dir, cluster, _process) = start_cluster().await;
+    let proxy = cluster.proxies[0];
+    for _ in 0..3 {
+        let r = get(proxy, "localhost", "/varystar/1", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            !r.header("cache-status").contains("hit;"),
+            "{}",
+            r.header("cache-status")
+        );
+    }
+    assert_eq!(origin_count(cluster.origin, "/varystar/1").await, 3);
+}

@@ -38,6 +38,14 @@ pub struct SharedHead {
     pub initial_age: Duration,
     /// `None`: shared with this fill's waiters but not stored.
     pub lifetime: Option<Duration>,
+    /// What the response varies on, and the leader's values of it.
+    pub vary: Option<VaryCheck>,
+}
+
+#[derive(Debug)]
+pub struct VaryCheck {
+    pub names: Vec<http::HeaderName>,
+    pub secondary: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

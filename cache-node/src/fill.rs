@@ -12,16 +12,20 @@ use fanout_server::{empty, remove_hop_by_hop};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
-use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, Via};
+use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
 use crate::freshness::{classify, origin_age, Storability};
 use crate::handler::CacheNode;
 use crate::origin::FetchError;
 use crate::store::StoredResponse;
+use crate::vary::{secondary_key, storage_key, vary_names};
 
 /// One fill: what to fetch, and the stale copy to revalidate, if any.
 pub struct FillJob {
     pub site: Arc<Site>,
+    /// The key the fill is in flight under (and a revalidation stores under).
     pub key: String,
+    /// Site, path and query: what `Vary` adds a secondary key to.
+    pub primary: String,
     pub path_and_query: String,
     /// The client's headers without its own conditionals.
     pub headers: HeaderMap,
@@ -36,6 +40,7 @@ impl CacheNode {
         let FillJob {
             site,
             key,
+            primary,
             path_and_query,
             headers,
             stale,
@@ -119,6 +124,17 @@ impl CacheNode {
         };
         let initial_age = origin_age(&parts.headers);
         parts.headers.remove(header::AGE);
+        let names = vary_names(&parts.headers);
+        // Stored under the key its own Vary implies, which the index learns
+        // so that later lookups find it.
+        let store_key = storage_key(&primary, &names, &headers);
+        if freshness.is_some() {
+            self.vary.record(&primary, &names);
+        }
+        let vary = (!names.is_empty()).then(|| VaryCheck {
+            secondary: secondary_key(&names, &headers),
+            names,
+        });
         let (status, stored_headers) = (parts.status, parts.headers.clone());
         fill.set_shared(SharedHead {
             status: parts.status,
@@ -126,6 +142,7 @@ impl CacheNode {
             received_at,
             initial_age,
             lifetime: freshness.map(|f| f.lifetime),
+            vary,
         });
 
         let mut too_large = false;
@@ -162,7 +179,7 @@ impl CacheNode {
                 stale_on_error: site.cache.stale_on_error.get(),
             };
             // Stored before the fill is retired, so no request finds neither.
-            self.store.insert(key.clone(), Arc::new(stored));
+            self.store.insert(store_key, Arc::new(stored));
         }
         tracing::debug!(key = %key, chunks = fill.chunk_count(), bytes = fill.received(), "fill complete");
         fill.finish(true);

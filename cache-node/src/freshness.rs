@@ -137,8 +137,12 @@ pub fn classify(
     if response.contains_key(header::SET_COOKIE) {
         return Storability::Private(NotStored::SetCookie);
     }
-    // Until secondary keys exist, a varying response is this client's only.
-    if response.contains_key(header::VARY) {
+    // §4.1: `Vary: *` matches no other request, so it is never reused.
+    let vary_star = response.get_all(header::VARY).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |v| v.split(',').any(|n| n.trim() == "*"))
+    });
+    if vary_star {
         return Storability::Private(NotStored::Vary);
     }
     if d.no_cache {
@@ -339,7 +343,14 @@ mod tests {
             Private(NotStored::Private)
         );
         assert_eq!(ok(&[(SET_COOKIE, "a=b")]), Private(NotStored::SetCookie));
-        assert_eq!(ok(&[(VARY, "accept-encoding")]), Private(NotStored::Vary));
+        assert_eq!(
+            ok(&[(VARY, "accept-encoding, *")]),
+            Private(NotStored::Vary)
+        );
+        assert_eq!(
+            ok(&[(VARY, "accept-encoding")]),
+            Storability::Store(Freshness::new(TTL))
+        );
         let mut auth = HeaderMap::new();
         auth.insert(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert_eq!(

@@ -18,6 +18,7 @@ use crate::origin::{FetchError, Origins};
 use crate::request_directives::RequestDirectives;
 use crate::respond::{respond, Representation, Source};
 use crate::store::{Store, StoredResponse};
+use crate::vary::{secondary_key, VaryIndex};
 
 /// How long a key whose response was not storable skips collapsing, so its
 /// requests go to the origin in parallel instead of queueing behind fills
@@ -34,6 +35,14 @@ pub struct CacheNode {
     pub inflight: Inflight,
     /// Keys recently answered with something not storable.
     pub hit_for_pass: moka::sync::Cache<String, ()>,
+    pub vary: VaryIndex,
+}
+
+/// The keys of one request: the primary key (site, path, query) and the
+/// key it is looked up under, with its secondary key when the URL varies.
+pub struct Keys {
+    pub primary: String,
+    pub lookup: String,
 }
 
 pub fn hit_for_pass_marks() -> moka::sync::Cache<String, ()> {
@@ -72,11 +81,15 @@ impl CacheNode {
         if method != Method::GET && method != Method::HEAD {
             return self.pass(&site, req).await;
         }
-        let key = CacheKey::new(&site, req.uri().path(), req.uri().query());
+        let primary = CacheKey::new(&site, req.uri().path(), req.uri().query());
+        let key = Keys {
+            lookup: self.vary.lookup_key(primary.as_str(), req.headers()),
+            primary: primary.as_str().to_string(),
+        };
         let now = Instant::now();
         let wants = RequestDirectives::parse(req.headers());
         let mut stale = None;
-        if let Some(stored) = self.store.get(key.as_str()) {
+        if let Some(stored) = self.store.get(&key.lookup) {
             if wants.accepts_fresh(&stored, now) {
                 self.metrics.request(Outcome::Hit);
                 return self.serve_stored(&method, req.headers(), &stored, now, "hit");
@@ -122,7 +135,7 @@ impl CacheNode {
                 .direct(&site, &parts, "fwd=request; detail=no-store")
                 .await;
         }
-        if self.hit_for_pass.contains_key(key.as_str()) {
+        if self.hit_for_pass.contains_key(&key.primary) {
             self.metrics.request(Outcome::HitForPass);
             return self
                 .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
@@ -134,13 +147,13 @@ impl CacheNode {
     fn revalidate_in_background(
         self: Arc<Self>,
         site: Arc<Site>,
-        key: CacheKey,
+        key: Keys,
         parts: &request::Parts,
         stale: Arc<StoredResponse>,
     ) {
-        let (fill, role) = self.inflight.join_or_lead(key.as_str());
+        let (fill, role) = self.inflight.join_or_lead(&key.lookup);
         if role == Role::Leader {
-            let job = self.fill_job(site, key.as_str().to_string(), parts, Some(stale), fill);
+            let job = self.fill_job(site, key, parts, Some(stale), fill);
             tokio::spawn(self.clone().run_fill(job));
         }
     }
@@ -148,14 +161,15 @@ impl CacheNode {
     fn fill_job(
         &self,
         site: Arc<Site>,
-        key: String,
+        key: Keys,
         parts: &request::Parts,
         stale: Option<Arc<StoredResponse>>,
         fill: Arc<crate::collapse::Fill>,
     ) -> FillJob {
         FillJob {
             site,
-            key,
+            key: key.lookup,
+            primary: key.primary,
             path_and_query: parts
                 .uri
                 .path_and_query()
@@ -198,14 +212,13 @@ impl CacheNode {
     async fn miss(
         self: Arc<Self>,
         site: Arc<Site>,
-        key: CacheKey,
+        key: Keys,
         parts: request::Parts,
         stale: Option<Arc<StoredResponse>>,
     ) -> Response<ResponseBody> {
-        let key = key.as_str().to_string();
-        let (fill, role) = self.inflight.join_or_lead(&key);
+        let (fill, role) = self.inflight.join_or_lead(&key.lookup);
         if role == Role::Leader {
-            let job = self.fill_job(site.clone(), key.clone(), &parts, stale, fill.clone());
+            let job = self.fill_job(site.clone(), key, &parts, stale, fill.clone());
             tokio::spawn(self.clone().run_fill(job));
         }
         let outcome = if role == Role::Leader {
@@ -272,6 +285,15 @@ impl CacheNode {
                 }
             },
             Head::Shared(head) => {
+                // This request joined before anyone knew the response varies;
+                // if it differs from the leader's where it matters, the
+                // leader's variant is not its to have.
+                if let (Role::Follower, Some(vary)) = (role, &head.vary) {
+                    if secondary_key(&vary.names, &parts.headers) != vary.secondary {
+                        self.metrics.request(Outcome::Miss);
+                        return self.direct(&site, &parts, "fwd=vary-miss").await;
+                    }
+                }
                 self.metrics.request(outcome);
                 let age = (head.initial_age + head.received_at.elapsed()).as_secs();
                 let len = head

@@ -22,6 +22,7 @@ mod origin;
 mod request_directives;
 mod respond;
 mod store;
+mod vary;
 
 use std::sync::Arc;
 
@@ -84,6 +85,7 @@ pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result
         origins,
         inflight: collapse::Inflight::default(),
         hit_for_pass: handler::hit_for_pass_marks(),
+        vary: vary::VaryIndex::new(),
     });
     tracing::info!(node = %node, listen = %config.listen, capacity = %config.capacity, "cache node serving");
     readiness.set(true);

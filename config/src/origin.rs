@@ -92,6 +92,10 @@ pub struct ObjectGroup {
     pub size: Size,
     #[serde(default = "default_object_cache_control")]
     pub cache_control: String,
+    /// Request headers the objects vary on (`Vary`): each value gets its own
+    /// bytes. `*` varies on everything, so nothing may be cached.
+    #[serde(default)]
+    pub vary: Vec<String>,
 }
 
 fn default_object_cache_control() -> String {

@@ -82,6 +82,8 @@ origin:
     - {{ prefix: /slow/, count: 10, size: 512KiB }}
     - {{ prefix: /broken/, count: 10, size: 256KiB }}
     - {{ prefix: /err/, count: 10, size: 1KiB }}
+    - {{ prefix: /vary/, count: 10, size: 8KiB, vary: [accept-language] }}
+    - {{ prefix: /varystar/, count: 10, size: 1KiB, vary: ['*'] }}
   faults:
     # A new object that takes a while to come: the flash crowd's segment.
     - {{ path: '/crowd/*', latency: 200ms }}
@@ -92,6 +94,7 @@ origin:
     - {{ path: '/nostore/*', latency: 100ms }}
     # An origin in trouble: every request fails after a while.
     - {{ path: '/err/*', latency: 100ms, error_rate: 1.0, error_status: 503 }}
+    - {{ path: '/vary/*', latency: 200ms }}
 cluster:
   sites:
     - name: live

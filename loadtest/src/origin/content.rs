@@ -79,15 +79,32 @@ pub struct Object<'a> {
     pub version: u64,
     /// Text bodies (playlists); `None` means deterministic bytes.
     pub text: Option<String>,
+    /// Request headers this object varies on.
+    pub vary: &'a [String],
 }
 
 impl Object<'_> {
-    fn etag(&self) -> String {
+    fn etag(&self, variant: &str) -> String {
         format!(
             "\"{:016x}-{:x}\"",
-            xxh3_64(self.path.as_bytes()) ^ self.version,
+            xxh3_64(variant.as_bytes()) ^ self.version,
             self.len
         )
+    }
+
+    /// What the bytes derive from: the path, plus the values of the request
+    /// headers the object varies on, so each variant has its own bytes.
+    pub fn variant(&self, req: &HeaderMap) -> String {
+        let mut v = self.path.to_string();
+        for name in self.vary {
+            v.push('|');
+            v.push_str(
+                req.get(name.as_str())
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(""),
+            );
+        }
+        v
     }
 }
 
@@ -98,8 +115,12 @@ pub fn respond(
     req: &HeaderMap,
     obj: Object<'_>,
 ) -> Response<ResponseBody> {
-    let etag = obj.etag();
+    let variant = obj.variant(req);
+    let etag = obj.etag(&variant);
     let mut headers = HeaderMap::new();
+    if !obj.vary.is_empty() {
+        headers.insert(header::VARY, value(&obj.vary.join(", ")));
+    }
     headers.insert(header::CACHE_CONTROL, value(&obj.cache_control));
     headers.insert(header::ETAG, value(&etag));
     headers.insert(
@@ -135,7 +156,7 @@ pub fn respond(
         Some(t) => fanout_server::full(Bytes::from(t).slice(from as usize..to as usize)),
         None => {
             let frames = noise
-                .chunks(obj.path, from, to)
+                .chunks(&variant, from, to)
                 .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b)));
             StreamBody::new(stream::iter(frames))
                 .map_err(|never| match never {})

@@ -164,7 +164,7 @@ impl Origin {
         r
     }
 
-    fn object<'a>(&self, path: &'a str) -> Option<Object<'a>> {
+    fn object<'a>(&'a self, path: &'a str) -> Option<Object<'a>> {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
             ["live", stream, rest @ ..] => self.live(path, stream, rest),
@@ -173,7 +173,7 @@ impl Origin {
         }
     }
 
-    fn live<'a>(&self, path: &'a str, stream: &str, rest: &[&str]) -> Option<Object<'a>> {
+    fn live<'a>(&'a self, path: &'a str, stream: &str, rest: &[&str]) -> Option<Object<'a>> {
         let i = self.config.live.iter().position(|s| s.name == stream)?;
         let (s, clock) = (&self.config.live[i], &self.clocks[i]);
         let now = SystemTime::now();
@@ -215,7 +215,7 @@ impl Origin {
         }
     }
 
-    fn vod<'a>(&self, path: &'a str, title: &str, rest: &[&str]) -> Option<Object<'a>> {
+    fn vod<'a>(&'a self, path: &'a str, title: &str, rest: &[&str]) -> Option<Object<'a>> {
         let vod = self.config.vod.as_ref()?;
         // Every title has the same shape; only its existence is checked.
         title.parse::<u32>().ok().filter(|t| *t < vod.titles)?;
@@ -248,7 +248,7 @@ impl Origin {
         }
     }
 
-    fn static_object<'a>(&self, path: &'a str) -> Option<Object<'a>> {
+    fn static_object<'a>(&'a self, path: &'a str) -> Option<Object<'a>> {
         let group = self
             .config
             .objects
@@ -263,6 +263,7 @@ impl Origin {
             last_modified: self.started,
             version: 0,
             text: None,
+            vary: &group.vary,
         })
     }
 }
@@ -286,6 +287,7 @@ fn playlist(
         last_modified,
         version,
         text: Some(text),
+        vary: &[],
     }
 }
 
@@ -299,6 +301,7 @@ fn segment_object(path: &str, len: u64, last_modified: SystemTime) -> Object<'_>
         last_modified,
         version: 0,
         text: None,
+        vary: &[],
     }
 }
 
