@@ -19,6 +19,7 @@ pub mod freshness;
 mod handler;
 mod metrics;
 mod origin;
+pub mod purge;
 mod request_directives;
 mod respond;
 mod store;
@@ -27,13 +28,31 @@ mod vary;
 use std::sync::Arc;
 
 use fanout_config::{CacheNodeConfig, SiteTable};
-use fanout_server::{bind, serve, serve_admin, Readiness, ServeOptions};
+use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use origin::UnsupportedScheme;
 
+/// Reads a bearer token: the file's content without surrounding space.
+fn read_token(file: &std::path::Path) -> std::io::Result<String> {
+    let token = std::fs::read_to_string(file)?.trim().to_string();
+    if token.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the token file is empty",
+        ));
+    }
+    Ok(token)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("cache node {node}: admin token file {}: {source}", file.display())]
+    Token {
+        node: String,
+        file: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cache node {node}: {source}")]
     Listen {
         node: String,
@@ -49,37 +68,48 @@ pub enum Error {
 /// Serves as a cache node until `shutdown` is cancelled, then drains.
 pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let node = config.id.clone();
-    let readiness = Readiness::default();
-    let admin = match config.admin_listen {
-        Some(addr) => Some(
-            serve_admin(
-                &format!("cache node {node}"),
-                addr,
-                readiness.clone(),
-                shutdown.clone(),
-            )
-            .await
-            .map_err(|source| Error::Listen {
-                node: node.clone(),
-                source,
-            })?,
-        ),
+    let listen_err = |source| Error::Listen {
+        node: node.clone(),
+        source,
+    };
+    let token = match &config.admin_token_file {
+        Some(f) => Some(read_token(f).map_err(|source| Error::Token {
+            node: node.clone(),
+            file: f.clone(),
+            source,
+        })?),
         None => None,
     };
-    let listener = bind("listener", config.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            node: node.clone(),
-            source,
-        })?;
     let store = store::Store::new(config.capacity.bytes());
+    let sites = SiteTable::new(&config.cluster);
+    let readiness = Readiness::default();
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let purger = Arc::new(purge::Purger::new(store.clone(), sites.clone(), token));
+            let routes: AdminRoutes = Arc::new(move |req| Box::pin(purger.clone().handle(req)));
+            let what = format!("cache node {node}");
+            Some(
+                serve_admin(
+                    &what,
+                    addr,
+                    readiness.clone(),
+                    shutdown.clone(),
+                    Some(routes),
+                )
+                .await
+                .map_err(listen_err)?,
+            )
+        }
+        None => None,
+    };
+    let listener = bind("listener", config.listen).await.map_err(listen_err)?;
     let origins = origin::Origins::new(&config.cluster).map_err(|source| Error::Origin {
         node: node.clone(),
         source,
     })?;
     let state = Arc::new(handler::CacheNode {
         name: format!("fanout-{node}"),
-        sites: SiteTable::new(&config.cluster),
+        sites,
         metrics: metrics::Metrics::new(&node, &store),
         store,
         origins,

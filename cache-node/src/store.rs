@@ -42,6 +42,22 @@ impl StoredResponse {
         self.freshness.lifetime.saturating_sub(self.age(now))
     }
 
+    /// The same response, stale from `now` on: its stale windows start now.
+    pub fn expired_at(&self, now: Instant) -> StoredResponse {
+        StoredResponse {
+            status: self.status,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            stored_at: self.stored_at,
+            initial_age: self.initial_age,
+            freshness: Freshness {
+                lifetime: self.age(now),
+                ..self.freshness
+            },
+            stale_on_error: self.stale_on_error,
+        }
+    }
+
     pub fn is_fresh(&self, now: Instant) -> bool {
         !self.remaining_ttl(now).is_zero()
     }
@@ -130,6 +146,31 @@ impl Store {
 
     pub fn insert(&self, key: String, value: Arc<StoredResponse>) {
         self.cache.insert(key, value);
+    }
+
+    /// Removes (hard) or expires now (soft) every entry that matches;
+    /// returns how many. Walks the whole store: purges are rare, lookups
+    /// are not, so no index is kept for them.
+    pub fn purge_matching(
+        &self,
+        matches: impl Fn(&str, &StoredResponse) -> bool,
+        soft: bool,
+        now: Instant,
+    ) -> usize {
+        let mut n = 0;
+        for (key, value) in self.cache.iter() {
+            if !matches(&key, &value) {
+                continue;
+            }
+            n += 1;
+            if soft {
+                self.cache
+                    .insert(String::clone(&key), Arc::new(value.expired_at(now)));
+            } else {
+                self.cache.invalidate(key.as_str());
+            }
+        }
+        n
     }
 
     pub fn remove(&self, key: &str) {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::{header, HeaderMap, HeaderName};
 
 /// Separates the primary key from the secondary one; cannot occur in either.
-const SEPARATOR: char = '\u{1f}';
+pub const SEPARATOR: char = '\u{1f}';
 
 /// The header names a response varies on: lower-case, sorted, once each.
 pub fn vary_names(response: &HeaderMap) -> Vec<HeaderName> {

@@ -299,6 +299,11 @@ fn validated<T>(
     }
 }
 
+/// `path` as named in `file`: relative paths are relative to the file.
+fn relative_to(file: &Path, path: &Path) -> PathBuf {
+    file.parent().unwrap_or(Path::new(".")).join(path)
+}
+
 /// Loads the cluster file that a proxy or cache file names, relative to it.
 fn load_cluster_ref(doc: &Document, relative: &Path) -> Result<ClusterConfig, ConfigErrors> {
     let base = doc.file.parent().unwrap_or(Path::new("."));
@@ -325,7 +330,8 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
             AnyConfig::Origin(validated(&doc, o, |o, v| o.validate("", v))?)
         }
         FileKind::Up => {
-            let u: UpConfig = doc.typed()?;
+            let mut u: UpConfig = doc.typed()?;
+            u.admin_token_file = u.admin_token_file.map(|f| relative_to(&doc.file, &f));
             AnyConfig::Up(Box::new(validated(&doc, u, |u, v| u.validate(v))?))
         }
         FileKind::Control => {
@@ -355,6 +361,7 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
                 admin_listen: c.admin_listen,
                 capacity: c.capacity,
                 cluster,
+                admin_token_file: c.admin_token_file.map(|f| relative_to(&doc.file, &f)),
             })
         }
     })

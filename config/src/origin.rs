@@ -96,6 +96,9 @@ pub struct ObjectGroup {
     /// bytes. `*` varies on everything, so nothing may be cached.
     #[serde(default)]
     pub vary: Vec<String>,
+    /// Extra response headers, such as `surrogate-key: "match sport"`.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 fn default_object_cache_control() -> String {
@@ -289,6 +292,19 @@ impl OriginConfig {
             }
             if g.count == 0 {
                 v.error(&v.join(&p, "count"), "count 0", "at least 1 object");
+            }
+            for (name, value) in &g.headers {
+                let name_ok = !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                if !name_ok || value.bytes().any(|b| b.is_ascii_control()) {
+                    v.error(
+                        &v.join(&p, &format!("headers.{name}")),
+                        "invalid header",
+                        "a token name (letters, digits, -) and a printable value",
+                    );
+                }
             }
             if g.size.bytes() == 0 || g.size.bytes() > 1 << 30 {
                 v.error(

@@ -50,6 +50,10 @@ pub struct CacheNodeFile {
     #[serde(default = "default_capacity")]
     pub capacity: Size,
     pub cluster: PathBuf,
+    /// File holding the bearer token for admin writes (purges), relative to
+    /// this file. Without it, purging is disabled.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 pub(crate) fn default_capacity() -> Size {
@@ -74,6 +78,8 @@ pub struct CacheNodeConfig {
     pub admin_listen: Option<SocketAddr>,
     pub capacity: Size,
     pub cluster: ClusterConfig,
+    /// Absolute (resolved) path of the admin token file.
+    pub admin_token_file: Option<PathBuf>,
 }
 
 pub(crate) fn validate_id(id: &str, path: &str, v: &mut Validator) {

@@ -25,6 +25,10 @@ pub struct UpConfig {
     pub proxies: Vec<UpProxy>,
     #[serde(default)]
     pub demo: Demo,
+    /// Bearer token file for every part's admin writes (purges), relative
+    /// to this file. Without it, purging is disabled.
+    #[serde(default)]
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -224,6 +228,7 @@ impl UpConfig {
                 admin_listen: n.admin_listen,
                 capacity: n.capacity,
                 cluster: self.cluster.clone(),
+                admin_token_file: self.admin_token_file.clone(),
             })
             .collect()
     }

@@ -45,6 +45,7 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
                 addr,
                 readiness.clone(),
                 shutdown.clone(),
+                None,
             )
             .await
             .map_err(err)?,

@@ -2,16 +2,19 @@
 //! `/readyz` (it can do its job: listeners bound, config loaded) and
 //! `/metrics` (Prometheus text from the default registry).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use prometheus::Encoder;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{full, text};
+use crate::body::{full, text, ResponseBody};
 use crate::listener::{bind, serve, ServeOptions};
 
 /// Whether a component is ready for traffic; cheap to clone and share.
@@ -27,12 +30,21 @@ impl Readiness {
     }
 }
 
+/// A component's own admin routes, asked for any path the built-in ones
+/// do not answer (it answers 404 for paths it does not know either).
+pub type AdminRoutes = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Binds `addr` and serves the admin endpoints until `shutdown`.
 pub async fn serve_admin(
     what: &str,
     addr: SocketAddr,
     readiness: Readiness,
     shutdown: CancellationToken,
+    routes: Option<AdminRoutes>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let listener = bind(&format!("{what} admin"), addr).await?;
     let options = ServeOptions {
@@ -41,18 +53,23 @@ pub async fn serve_admin(
     };
     Ok(tokio::spawn(serve(
         listener,
-        move |req, _| {
+        move |req: Request<Incoming>, _| {
             let ready = readiness.is_ready();
+            let routes = routes.clone();
             async move {
-                if req.method() != Method::GET && req.method() != Method::HEAD {
-                    return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-                }
-                match req.uri().path() {
-                    "/healthz" => text(StatusCode::OK, "ok\n"),
-                    "/readyz" if ready => text(StatusCode::OK, "ready\n"),
-                    "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-                    "/metrics" => metrics(),
-                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                let read = req.method() == Method::GET || req.method() == Method::HEAD;
+                match (read, req.uri().path()) {
+                    (true, "/healthz") => text(StatusCode::OK, "ok\n"),
+                    (true, "/readyz") if ready => text(StatusCode::OK, "ready\n"),
+                    (true, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+                    (true, "/metrics") => metrics(),
+                    (false, "/healthz" | "/readyz" | "/metrics") => {
+                        text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+                    }
+                    _ => match routes {
+                        Some(routes) => routes(req).await,
+                        None => text(StatusCode::NOT_FOUND, "not found\n"),
+                    },
                 }
             }
         },

@@ -18,7 +18,7 @@ pub mod conditional;
 mod hop;
 mod listener;
 
-pub use admin::{serve_admin, Readiness};
+pub use admin::{serve_admin, AdminRoutes, Readiness};
 pub use body::{empty, full, text, BoxError, ResponseBody};
 pub use hop::remove_hop_by_hop;
 pub use listener::{bind, serve, ConnInfo, ServeOptions};

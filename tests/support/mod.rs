@@ -84,6 +84,7 @@ origin:
     - {{ prefix: /err/, count: 10, size: 1KiB }}
     - {{ prefix: /vary/, count: 10, size: 8KiB, vary: [accept-language] }}
     - {{ prefix: /varystar/, count: 10, size: 1KiB, vary: ['*'] }}
+    - {{ prefix: /tagged/, count: 10, size: 1KiB, headers: {{ surrogate-key: 'tagged match-1' }} }}
   faults:
     # A new object that takes a while to come: the flash crowd's segment.
     - {{ path: '/crowd/*', latency: 200ms }}
@@ -256,6 +257,23 @@ pub async fn origin_count(origin: SocketAddr, path: &str) -> u64 {
         .expect("origin stats");
     let stats: serde_json::Value = serde_json::from_slice(&r.body).expect("stats JSON");
     stats["paths"][path].as_u64().unwrap_or(0)
+}
+
+/// POSTs an empty body with these headers; returns the status and body.
+pub async fn post_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut req = http::Request::post(format!("http://{addr}{path}")).header("host", "localhost");
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .expect("POST");
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// POSTs an empty body and returns the status.

@@ -3,6 +3,7 @@
 //! or mixes objects is caught) with validators; conditional requests and
 //! ranges follow the rules in `fanout_server::conditional`.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -81,7 +82,12 @@ pub struct Object<'a> {
     pub text: Option<String>,
     /// Request headers this object varies on.
     pub vary: &'a [String],
+    /// Extra response headers (surrogate keys and the like).
+    pub extra: &'a BTreeMap<String, String>,
 }
+
+/// For objects without extra headers.
+pub static NO_EXTRA: BTreeMap<String, String> = BTreeMap::new();
 
 impl Object<'_> {
     fn etag(&self, variant: &str) -> String {
@@ -120,6 +126,11 @@ pub fn respond(
     let mut headers = HeaderMap::new();
     if !obj.vary.is_empty() {
         headers.insert(header::VARY, value(&obj.vary.join(", ")));
+    }
+    for (name, v) in obj.extra {
+        if let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) {
+            headers.insert(name, value(v));
+        }
     }
     headers.insert(header::CACHE_CONTROL, value(&obj.cache_control));
     headers.insert(header::ETAG, value(&etag));

@@ -264,6 +264,7 @@ impl Origin {
             version: 0,
             text: None,
             vary: &group.vary,
+            extra: &group.headers,
         })
     }
 }
@@ -288,6 +289,7 @@ fn playlist(
         version,
         text: Some(text),
         vary: &[],
+        extra: &content::NO_EXTRA,
     }
 }
 
@@ -302,6 +304,7 @@ fn segment_object(path: &str, len: u64, last_modified: SystemTime) -> Object<'_>
         version: 0,
         text: None,
         vary: &[],
+        extra: &content::NO_EXTRA,
     }
 }
 
