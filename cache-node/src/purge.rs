@@ -35,6 +35,9 @@ pub enum PurgeError {
     UnknownSite(String),
 }
 
+/// Whether a stored entry (by key and response) is to be purged.
+type Matcher = Box<dyn Fn(&str, &StoredResponse) -> bool>;
+
 pub struct Purger {
     store: Store,
     sites: SiteTable,
@@ -53,7 +56,7 @@ impl Purger {
 
     /// Purges what `selector` names; returns how many entries it touched.
     pub fn purge(&self, selector: &Selector, soft: bool) -> Result<usize, PurgeError> {
-        let matches: Box<dyn Fn(&str, &StoredResponse) -> bool> = match selector {
+        let matches: Matcher = match selector {
             Selector::Url { host, path } => {
                 let (path, query) = path
                     .split_once('?')
