@@ -16,43 +16,12 @@
 #
 # Usage: loadtest/bench/flash_crowd.sh        (env: CLIENTS=1000 ROUNDS=3 SIZES="1KiB 1MiB")
 # Needs root for apt-get when nginx or varnish is missing.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
+source "$(dirname "$0")/lib.sh"
 
 CLIENTS=${CLIENTS:-1000}
 ROUNDS=${ROUNDS:-3}
 SIZES=${SIZES:-"1KiB 1MiB"}
-
-need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v varnishd >/dev/null || need+=(varnish)
-command -v taskset >/dev/null || need+=(util-linux)
-if ((${#need[@]})); then
-  echo "installing ${need[*]} from Debian packages..."
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-cargo build --release --quiet
-FANOUT=$PWD/target/release/fanout
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { # addr path
-  for _ in $(seq 200); do
-    curl -s -o /dev/null -H 'Host: localhost' "http://$1$2" && return 0
-    sleep 0.05
-  done
-  echo "nothing answers at $1" >&2; exit 1
-}
+need_commands nginx:nginx-light varnishd:varnish taskset:util-linux
 
 ORIGIN=127.0.0.1:$(free_port)
 CACHE=127.0.0.1:$(free_port)
@@ -101,41 +70,12 @@ cache_nodes:
 proxies:
   - { id: p1, listen: '$UP_PROXY' }
 YAML
-mkdir -p "$work/nginx-cache"
-cat > "$work/nginx.conf" <<CONF
-user root;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 16384; }
-http {
-  access_log off;
-  proxy_cache_path $work/nginx-cache levels=1:2 keys_zone=bench:32m max_size=4g inactive=10m use_temp_path=off;
-  upstream origin { server $ORIGIN; keepalive 64; }
-  server {
-    listen $NGINX;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_cache bench;
-      proxy_cache_lock on;
-      proxy_cache_lock_timeout 30s;
-      proxy_cache_lock_age 30s;
-    }
-  }
-}
-CONF
-
-ulimit -n 65536 2>/dev/null || true
 taskset -c 0 "$FANOUT" --log warn --workers 1 origin "$work/origin.yaml" & pids+=($!)
 taskset -c 1 "$FANOUT" --log warn --workers 1 cache "$work/cache.yaml" & pids+=($!)
 taskset -c 1 "$FANOUT" --log warn --workers 1 up "$work/up.yaml" >/dev/null & pids+=($!)
-taskset -c 1 nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' & pids+=($!)
-taskset -c 1 varnishd -F -n "$work/varnish" -a "$VARNISH" -b "$ORIGIN" -s malloc,4G \
-  -p thread_pool_min=200 -p thread_pool_max=5000 >/dev/null 2>"$work/varnish.log" & pids+=($!)
-wait_http "$ORIGIN" /_origin/stats
-for t in "$CACHE" "$UP_PROXY" "$NGINX" "$VARNISH"; do wait_http "$t" /; done
+start_nginx "$NGINX" "$ORIGIN" 1
+start_varnish "$VARNISH" "$ORIGIN" 1
+for t in "$ORIGIN" "$CACHE" "$UP_PROXY" "$NGINX" "$VARNISH"; do wait_http "$t"; done
 
 targets=("fanout-cache $CACHE" "fanout-cluster $UP_PROXY" "nginx $NGINX" "varnish $VARNISH")
 results=$work/results.jsonl

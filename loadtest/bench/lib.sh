@@ -1,0 +1,86 @@
+# Shared by the benchmark scripts in this folder: installing reference
+# servers from Debian packages, free ports, waiting for listeners, and
+# starting NGINX and Varnish as caches in front of an origin.
+# Source it; it defines functions and the variables FANOUT and work.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+# Installs the Debian packages that provide these commands, if missing.
+# Usage: need_commands nginx:nginx-light varnishd:varnish wrk:wrk
+need_commands() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  if ((${#missing[@]})); then
+    echo "installing ${missing[*]} from Debian packages..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+cargo build --release --quiet
+FANOUT=$PWD/target/release/fanout
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+ulimit -n 65536 2>/dev/null || true
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits until something answers HTTP at $1 (any status).
+wait_http() {
+  for _ in $(seq 200); do
+    curl -s -o /dev/null -H 'Host: localhost' "http://$1/" && return 0
+    sleep 0.05
+  done
+  echo "nothing answers at $1" >&2
+  exit 1
+}
+
+# Starts NGINX as a cache with a cache lock, one worker, pinned to core $3.
+# Usage: start_nginx LISTEN ORIGIN CORE
+start_nginx() {
+  mkdir -p "$work/nginx-cache"
+  cat >"$work/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  proxy_cache_path $work/nginx-cache levels=1:2 keys_zone=bench:32m max_size=4g inactive=10m use_temp_path=off;
+  upstream origin { server $2; keepalive 64; }
+  server {
+    listen $1;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache bench;
+      proxy_cache_lock on;
+      proxy_cache_lock_timeout 30s;
+      proxy_cache_lock_age 30s;
+    }
+  }
+}
+CONF
+  taskset -c "$3" nginx -p "$work" -c "$work/nginx.conf" -g 'daemon off;' &
+  pids+=($!)
+}
+
+# Starts Varnish with its defaults and a 4 GiB memory store, pinned to core $3.
+# Usage: start_varnish LISTEN ORIGIN CORE
+start_varnish() {
+  taskset -c "$3" varnishd -F -n "$work/varnish" -a "$1" -b "$2" -s malloc,4G \
+    -p thread_pool_min=200 -p thread_pool_max=5000 >/dev/null 2>"$work/varnish.log" &
+  pids+=($!)
+}
