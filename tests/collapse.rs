@@ -301,3 +301,65 @@ async fn origin_server_errors_are_shared_by_the_fill_and_not_passed() {
         "errors are not stored either"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_origin_body_is_abandoned_at_the_total_timeout() {
+    // The site allows 3 s for a whole fill; /crawl/ objects would take 16 s.
+    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let proxy = cluster.proxies[0];
+    let started = std::time::Instant::now();
+    let r = get(proxy, "localhost", "/crawl/1", &[]).await;
+    assert!(
+        r.is_err(),
+        "a body cut off by the timeout must not look complete: {r:?}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the fill was not cut off"
+    );
+    let again = get(proxy, "localhost", "/crawl/1", &[("range", "bytes=0-0")])
+        .await
+        .unwrap();
+    assert!(
+        again.header("cache-status").contains("fwd=miss"),
+        "nothing was stored: {}",
+        again.header("cache-status")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_keeps_to_its_cap_on_open_origin_requests() {
+    let dir = temp_dir();
+    let (file, cluster) = up_file(dir.path(), 1, 1, "");
+    // Same cluster, but the cache node may have only 2 origin requests open.
+    let yaml = std::fs::read_to_string(&file).unwrap().replace(
+        "capacity: 64MiB }",
+        "capacity: 64MiB, max_origin_fetches: 2 }",
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_ready(&cluster.cache_admins, &mut process).await;
+    // Ten distinct misses at once, each taking 200 ms at the origin.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let proxy = cluster.proxies[0];
+        tasks.spawn(async move {
+            get(proxy, "localhost", &format!("/crowd/{i}"), &[])
+                .await
+                .unwrap()
+                .status
+        });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(
+            status.unwrap(),
+            200,
+            "requests over the cap wait their turn"
+        );
+    }
+    let stats = get(cluster.origin, "o", "/_origin/stats", &[])
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert_eq!(stats["peak_in_flight"], 2, "{stats}");
+}

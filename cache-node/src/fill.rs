@@ -52,6 +52,7 @@ impl CacheNode {
             add_validators(&mut request_headers, &stale.headers);
         }
         self.metrics.origin_fetch();
+        let started = Instant::now();
         let fetched = self
             .origins
             .fetch(
@@ -63,17 +64,20 @@ impl CacheNode {
             )
             .await;
         let received_at = Instant::now();
-        let resp = match fetched {
-            Ok(r) if !r.status().is_server_error() => r,
+        let (resp, _permit) = match fetched {
+            Ok(r) if !r.response.status().is_server_error() => (r.response, r.permit),
             failed => {
                 let (failure, status) = match &failed {
-                    Ok(r) => (Failure::Status(r.status()), Some(r.status())),
+                    Ok(r) => (
+                        Failure::Status(r.response.status()),
+                        Some(r.response.status()),
+                    ),
                     Err(FetchError::Timeout { .. }) => (Failure::Timeout, None),
                     Err(_) => (Failure::Unreachable, None),
                 };
                 match &failed {
                     Ok(r) => {
-                        tracing::warn!(site = %site.name, key = %key, status = %r.status(), "origin answered with a server error")
+                        tracing::warn!(site = %site.name, key = %key, status = %r.response.status(), "origin answered with a server error")
                     }
                     Err(e) => {
                         tracing::warn!(site = %site.name, key = %key, error = %e, "origin fetch failed")
@@ -146,7 +150,16 @@ impl CacheNode {
         });
 
         let mut too_large = false;
-        while let Some(frame) = body.frame().await {
+        let deadline = tokio::time::Instant::from_std(started) + site.origin.total_timeout.get();
+        loop {
+            let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+                tracing::warn!(site = %site.name, key = %key, timeout = %site.origin.total_timeout, "origin body too slow; fill abandoned, not stored");
+                self.metrics.origin_error();
+                fill.finish(false);
+                self.inflight.remove(&key, &fill);
+                return;
+            };
+            let Some(frame) = frame else { break };
             match frame {
                 Ok(frame) => {
                     let Ok(data) = frame.into_data() else {

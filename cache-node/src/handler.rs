@@ -14,11 +14,12 @@ use hyper::body::Incoming;
 use crate::collapse::{Failure, Head, Inflight, Role, Via};
 use crate::fill::FillJob;
 use crate::metrics::{Metrics, Outcome};
-use crate::origin::{FetchError, Origins};
+use crate::origin::{FetchError, OriginResponse, Origins};
 use crate::request_directives::RequestDirectives;
 use crate::respond::{respond, Representation, Source};
 use crate::store::{Store, StoredResponse};
 use crate::vary::{secondary_key, VaryIndex};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How long a key whose response was not storable skips collapsing, so its
 /// requests go to the origin in parallel instead of queueing behind fills
@@ -341,11 +342,11 @@ impl CacheNode {
             )
             .await
         {
-            Ok(resp) => {
-                let (mut p, body) = resp.into_parts();
+            Ok(OriginResponse { response, permit }) => {
+                let (mut p, body) = response.into_parts();
                 remove_hop_by_hop(&mut p.headers);
                 self.with_status(
-                    Response::from_parts(p, body.map_err(Into::into).boxed_unsync()),
+                    Response::from_parts(p, hold_until_read(body, permit)),
                     status,
                 )
             }
@@ -372,9 +373,10 @@ impl CacheNode {
             )
             .await
         {
-            Ok(resp) => {
-                let (mut p, body) = resp.into_parts();
+            Ok(OriginResponse { response, permit }) => {
+                let (mut p, body) = response.into_parts();
                 remove_hop_by_hop(&mut p.headers);
+                let body = hold_until_read(body, permit);
                 if !parts.method.is_safe() && (p.status.is_success() || p.status.is_redirection()) {
                     self.invalidate_after_unsafe(site, &parts, &p.headers);
                 }
@@ -447,6 +449,17 @@ impl CacheNode {
             headers.append(&CACHE_STATUS, v);
         }
     }
+}
+
+/// The body of a response streamed straight from the origin, holding the
+/// node's origin-request slot until the body is finished or dropped.
+fn hold_until_read(body: Incoming, permit: OwnedSemaphorePermit) -> ResponseBody {
+    body.map_frame(move |frame| {
+        let _slot = &permit;
+        frame
+    })
+    .map_err(Into::into)
+    .boxed_unsync()
 }
 
 fn without_conditionals(headers: &HeaderMap) -> HeaderMap {

@@ -103,10 +103,13 @@ pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result
         None => None,
     };
     let listener = bind("listener", config.listen).await.map_err(listen_err)?;
-    let origins = origin::Origins::new(&config.cluster).map_err(|source| Error::Origin {
-        node: node.clone(),
-        source,
-    })?;
+    let origins =
+        origin::Origins::new(&config.cluster, config.max_origin_fetches).map_err(|source| {
+            Error::Origin {
+                node: node.clone(),
+                source,
+            }
+        })?;
     let state = Arc::new(handler::CacheNode {
         name: format!("fanout-{node}"),
         sites,

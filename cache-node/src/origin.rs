@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fanout_config::{ClusterConfig, HostPort, Scheme, Site};
@@ -12,9 +13,12 @@ use http::{header, HeaderMap, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    #[error("every origin request slot of this node stayed busy for {timeout:?}")]
+    Busy { timeout: Duration },
     #[error("origin {address} did not send response headers within {timeout:?}")]
     Timeout { address: String, timeout: Duration },
     #[error("origin {address}: {source}")]
@@ -39,6 +43,15 @@ struct Pool {
 
 pub struct Origins {
     pools: HashMap<String, Pool>,
+    /// Origin requests this node may have open at once.
+    open: Arc<Semaphore>,
+}
+
+/// An origin response and its place among the node's open origin requests,
+/// which it holds until dropped: keep it as long as the body is read.
+pub struct OriginResponse {
+    pub response: Response<Incoming>,
+    pub permit: OwnedSemaphorePermit,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +61,7 @@ pub struct UnsupportedScheme {
 }
 
 impl Origins {
-    pub fn new(cluster: &ClusterConfig) -> Result<Origins, UnsupportedScheme> {
+    pub fn new(cluster: &ClusterConfig, max_open: u32) -> Result<Origins, UnsupportedScheme> {
         let mut pools = HashMap::new();
         for site in &cluster.sites {
             if site.origin.scheme == Scheme::Https {
@@ -77,7 +90,10 @@ impl Origins {
                 },
             );
         }
-        Ok(Origins { pools })
+        Ok(Origins {
+            pools,
+            open: Arc::new(Semaphore::new(max_open as usize)),
+        })
     }
 
     /// Sends `method path_and_query` with the client's end-to-end headers to
@@ -89,8 +105,16 @@ impl Origins {
         path_and_query: &str,
         client_headers: &HeaderMap,
         body: ResponseBody,
-    ) -> Result<Response<Incoming>, FetchError> {
+    ) -> Result<OriginResponse, FetchError> {
         let pool = &self.pools[&site.name];
+        // At the cap, wait for a turn, but no longer than the origin itself
+        // would be given to answer.
+        let wait = tokio::time::timeout(pool.response_timeout, self.open.clone().acquire_owned());
+        let Ok(Ok(permit)) = wait.await else {
+            return Err(FetchError::Busy {
+                timeout: pool.response_timeout,
+            });
+        };
         let address =
             &pool.addresses[pool.next.fetch_add(1, Ordering::Relaxed) % pool.addresses.len()];
         let uri: Result<Uri, _> = format!("http://{address}{path_and_query}").parse();
@@ -119,7 +143,7 @@ impl Origins {
                 address: address.to_string(),
                 source,
             }),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(response)) => Ok(OriginResponse { response, permit }),
         }
     }
 }

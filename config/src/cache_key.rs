@@ -131,6 +131,7 @@ mod tests {
                 host_header: None,
                 connect_timeout: Span::from_secs(1),
                 response_timeout: Span::from_secs(1),
+                total_timeout: Span::from_secs(1),
             },
             cache: CachePolicy {
                 query: QueryPolicy {

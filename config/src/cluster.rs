@@ -58,6 +58,14 @@ pub struct OriginPool {
     /// Time allowed for the origin's response headers.
     #[serde(default = "default_response_timeout")]
     pub response_timeout: Span,
+    /// Time allowed for a whole fill, headers and body: past it the fill
+    /// fails for every waiter instead of holding them on a stalled origin.
+    #[serde(default = "default_total_timeout")]
+    pub total_timeout: Span,
+}
+
+fn default_total_timeout() -> Span {
+    Span::from_secs(60)
 }
 
 fn default_connect_timeout() -> Span {
@@ -442,6 +450,7 @@ impl Site {
         for (name, t) in [
             ("connect_timeout", self.origin.connect_timeout),
             ("response_timeout", self.origin.response_timeout),
+            ("total_timeout", self.origin.total_timeout),
         ] {
             if t.get().is_zero() {
                 v.error(
@@ -450,6 +459,16 @@ impl Site {
                     "a positive duration such as 2s",
                 );
             }
+        }
+        if self.origin.total_timeout < self.origin.response_timeout {
+            v.error(
+                &v.join(&op, "total_timeout"),
+                format!(
+                    "{} is shorter than response_timeout {}",
+                    self.origin.total_timeout, self.origin.response_timeout
+                ),
+                "a total at least as long as the wait for response headers",
+            );
         }
         let cp = v.join(at, "cache");
         if self.cache.max_object_size.bytes() == 0 {

@@ -54,6 +54,23 @@ pub struct CacheNodeFile {
     /// this file. Without it, purging is disabled.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// Origin requests this node has open at once; more wait their turn.
+    #[serde(default = "default_max_origin_fetches")]
+    pub max_origin_fetches: u32,
+}
+
+pub(crate) fn default_max_origin_fetches() -> u32 {
+    1024
+}
+
+pub(crate) fn validate_max_origin_fetches(n: u32, path: &str, v: &mut Validator) {
+    if n == 0 || n > 100_000 {
+        v.error(
+            path,
+            format!("{n} is out of range"),
+            "1 to 100000 concurrent origin requests (default 1024)",
+        );
+    }
 }
 
 pub(crate) fn default_capacity() -> Size {
@@ -80,6 +97,7 @@ pub struct CacheNodeConfig {
     pub cluster: ClusterConfig,
     /// Absolute (resolved) path of the admin token file.
     pub admin_token_file: Option<PathBuf>,
+    pub max_origin_fetches: u32,
 }
 
 pub(crate) fn validate_id(id: &str, path: &str, v: &mut Validator) {
@@ -183,6 +201,7 @@ pub(crate) fn validate_cache_refs(nodes: &[CacheNodeRef], at: &str, v: &mut Vali
 impl CacheNodeFile {
     pub(crate) fn validate(&self, v: &mut Validator) {
         validate_id(&self.id, "id", v);
+        validate_max_origin_fetches(self.max_origin_fetches, "max_origin_fetches", v);
         validate_capacity(self.capacity, "capacity", v);
         let mut l = Listeners::default();
         l.add(self.listen, "listen", v);

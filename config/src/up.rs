@@ -7,8 +7,9 @@ use serde::Deserialize;
 use crate::cluster::{ClusterConfig, HostPort};
 use crate::origin::OriginConfig;
 use crate::process::{
-    default_capacity, default_weight, validate_capacity, validate_id, validate_weight,
-    CacheNodeConfig, CacheNodeRef, Listeners, ProxyConfig,
+    default_capacity, default_max_origin_fetches, default_weight, validate_capacity, validate_id,
+    validate_max_origin_fetches, validate_weight, CacheNodeConfig, CacheNodeRef, Listeners,
+    ProxyConfig,
 };
 use crate::units::{Size, Span};
 use crate::validate::Validator;
@@ -42,6 +43,9 @@ pub struct UpCacheNode {
     pub capacity: Size,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Origin requests this node has open at once; more wait their turn.
+    #[serde(default = "default_max_origin_fetches")]
+    pub max_origin_fetches: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -148,6 +152,11 @@ impl UpConfig {
         for (i, n) in self.cache_nodes.iter().enumerate() {
             validate_capacity(n.capacity, &format!("cache_nodes[{i}].capacity"), v);
             validate_weight(n.weight, &format!("cache_nodes[{i}].weight"), v);
+            validate_max_origin_fetches(
+                n.max_origin_fetches,
+                &format!("cache_nodes[{i}].max_origin_fetches"),
+                v,
+            );
         }
         let d = &self.demo;
         if d.viewers == 0 || d.viewers > 1_000_000 {
@@ -229,6 +238,7 @@ impl UpConfig {
                 capacity: n.capacity,
                 cluster: self.cluster.clone(),
                 admin_token_file: self.admin_token_file.clone(),
+                max_origin_fetches: n.max_origin_fetches,
             })
             .collect()
     }

@@ -85,6 +85,7 @@ origin:
     - {{ prefix: /vary/, count: 10, size: 8KiB, vary: [accept-language] }}
     - {{ prefix: /varystar/, count: 10, size: 1KiB, vary: ['*'] }}
     - {{ prefix: /tagged/, count: 10, size: 1KiB, headers: {{ surrogate-key: 'tagged match-1' }} }}
+    - {{ prefix: /crawl/, count: 10, size: 1MiB }}
   faults:
     # A new object that takes a while to come: the flash crowd's segment.
     - {{ path: '/crowd/*', latency: 200ms }}
@@ -96,11 +97,13 @@ origin:
     # An origin in trouble: every request fails after a while.
     - {{ path: '/err/*', latency: 100ms, error_rate: 1.0, error_status: 503 }}
     - {{ path: '/vary/*', latency: 200ms }}
+    # An origin that stalls: 1 MiB at 64 KiB/s would take 16 s.
+    - {{ path: '/crawl/*', throughput: 64KiB }}
 cluster:
   sites:
     - name: live
       hosts: [localhost]
-      origin: {{ addresses: ['{origin}'] }}
+      origin: {{ addresses: ['{origin}'], response_timeout: 2s, total_timeout: 3s }}
 cache_nodes:
 ",
         origin = cluster.origin

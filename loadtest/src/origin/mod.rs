@@ -85,6 +85,7 @@ impl Origin {
             _ => {}
         }
         self.stats.count(path);
+        let _in_flight = self.stats.in_flight();
         let fault = self
             .config
             .faults

@@ -14,6 +14,8 @@ const MAX_PATHS: usize = 200_000;
 
 #[derive(Default)]
 pub struct Stats {
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     requests: AtomicU64,
     body_bytes: AtomicU64,
     paths: Mutex<HashMap<String, u64>>,
@@ -24,6 +26,9 @@ pub struct Stats {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub requests: u64,
+    /// Most requests the origin was working on at once (until their
+    /// response headers): the load a cache let through.
+    pub peak_in_flight: u64,
     pub body_bytes: u64,
     pub paths: HashMap<String, u64>,
     pub other_paths: u64,
@@ -42,6 +47,13 @@ impl Stats {
         }
     }
 
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(self)
+    }
+
     pub fn add_body_bytes(&self, n: u64) {
         self.body_bytes.fetch_add(n, Ordering::Relaxed);
     }
@@ -49,6 +61,7 @@ impl Stats {
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             requests: self.requests.load(Ordering::Relaxed),
+            peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
             body_bytes: self.body_bytes.load(Ordering::Relaxed),
             paths: self.paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             other_paths: self.other_paths.load(Ordering::Relaxed),
@@ -59,7 +72,17 @@ impl Stats {
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         paths.clear();
         self.requests.store(0, Ordering::Relaxed);
+        self.peak_in_flight
+            .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
         self.body_bytes.store(0, Ordering::Relaxed);
         self.other_paths.store(0, Ordering::Relaxed);
+    }
+}
+
+pub struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
