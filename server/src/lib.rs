@@ -5,7 +5,8 @@
 //! shutdown), the admin listener with `/healthz`, `/readyz` and `/metrics`,
 //! the body type responses are built from, and the HTTP message rules every
 //! forwarding component shares (hop-by-hop headers, conditional requests
-//! and byte ranges).
+//! and byte ranges), and the refusal of malformed and smuggling-shaped
+//! requests on every listener.
 //!
 //! Does not own: what any request means. Components hand it a service.
 //! Metrics are rendered from the Prometheus default registry, which the
@@ -15,6 +16,7 @@
 mod admin;
 mod body;
 pub mod conditional;
+mod framing;
 mod hop;
 mod listener;
 

@@ -25,6 +25,10 @@ pub struct ServeOptions {
     pub header_read_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
+    /// Request line and headers; beyond it hyper answers 431.
+    pub max_header_bytes: usize,
+    /// Largest request body a client may declare (413 beyond it).
+    pub max_body_bytes: u64,
 }
 
 impl Default for ServeOptions {
@@ -33,6 +37,8 @@ impl Default for ServeOptions {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -68,7 +74,12 @@ pub async fn serve<H, F>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
+        .header_read_timeout(options.header_read_timeout)
+        // hyper's floor for this buffer is 8 KiB.
+        .max_buf_size(options.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .max_header_list_size(options.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let mut backoff = Duration::from_millis(5);
 
@@ -96,8 +107,9 @@ pub async fn serve<H, F>(
         let handler = handler.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
+        let max_body = options.max_body_bytes;
         tracker.spawn(async move {
-            serve_connection(stream, info, &builder, handler, shutdown).await;
+            serve_connection(stream, info, &builder, handler, shutdown, max_body).await;
             drop(permit);
         });
     }
@@ -120,14 +132,23 @@ async fn serve_connection<H, F>(
     builder: &auto::Builder<TokioExecutor>,
     handler: Arc<H>,
     shutdown: CancellationToken,
+    max_body_bytes: u64,
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |req| {
-        let fut = handler(req, info);
-        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+        let handled = match crate::framing::refuse(&req, max_body_bytes) {
+            Some(refusal) => Err(refusal),
+            None => Ok(handler(req, info)),
+        };
+        async move {
+            Ok::<_, std::convert::Infallible>(match handled {
+                Ok(fut) => fut.await,
+                Err(refusal) => refusal,
+            })
+        }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
