@@ -10,20 +10,6 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use support::*;
 
-async fn start_cluster(caches: usize, proxies: usize) -> (tempfile::TempDir, Cluster, Running) {
-    let dir = temp_dir();
-    let (file, cluster) = up_file(dir.path(), caches, proxies, "");
-    let mut process = spawn(&["up", file.to_str().unwrap()]);
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
-    (dir, cluster, process)
-}
-
 /// Each client on its own connection, as viewers are.
 fn one_connection_client() -> Client<HttpConnector, Empty<Bytes>> {
     Client::builder(TokioExecutor::new())
@@ -33,7 +19,7 @@ fn one_connection_client() -> Client<HttpConnector, Empty<Bytes>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flash_crowd_makes_one_origin_request() {
-    let (_dir, cluster, _process) = start_cluster(3, 2).await;
+    let (_dir, cluster, _process) = start_up(3, 2, "").await;
     const CLIENTS: usize = 500;
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..CLIENTS {
@@ -81,7 +67,7 @@ async fn a_flash_crowd_makes_one_origin_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_joins_mid_fill_gets_every_byte() {
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];
     let client = one_connection_client();
     let req = http::Request::get(format!("http://{proxy}/slow/2"))
@@ -138,7 +124,7 @@ async fn a_client_that_joins_mid_fill_gets_every_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_origin_failure_mid_body_breaks_every_waiter_and_is_not_stored() {
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..5 {
@@ -181,7 +167,7 @@ async fn an_origin_failure_mid_body_breaks_every_waiter_and_is_not_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unstorable_responses_are_not_shared_and_later_requests_pass() {
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..10 {
@@ -236,7 +222,7 @@ async fn crowd(proxy: std::net::SocketAddr, path: &str, clients: usize) -> Vec<(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segment_requested_before_it_exists_still_collapses_once_published() {
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];
     let playlist = get(cluster.origin, "localhost", "/live/main/hi/index.m3u8", &[])
         .await
@@ -283,7 +269,7 @@ async fn a_segment_requested_before_it_exists_still_collapses_once_published() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_server_errors_are_shared_by_the_fill_and_not_passed() {
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];
     let results = crowd(proxy, "/err/1", 20).await;
     assert!(results.iter().all(|(s, _)| *s == 503), "{results:?}");
@@ -305,7 +291,7 @@ async fn origin_server_errors_are_shared_by_the_fill_and_not_passed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_origin_body_is_abandoned_at_the_total_timeout() {
     // The site allows 3 s for a whole fill; /crawl/ objects would take 16 s.
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];
     let started = std::time::Instant::now();
     let r = get(proxy, "localhost", "/crawl/1", &[]).await;

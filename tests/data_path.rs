@@ -5,23 +5,9 @@ mod support;
 
 use support::*;
 
-async fn start_cluster(caches: usize, proxies: usize) -> (tempfile::TempDir, Cluster, Running) {
-    let dir = temp_dir();
-    let (file, cluster) = up_file(dir.path(), caches, proxies, "");
-    let mut process = spawn(&["up", file.to_str().unwrap()]);
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
-    (dir, cluster, process)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_miss_is_stored_and_the_repeat_is_a_hit_with_one_origin_request() {
-    let (_dir, cluster, _process) = start_cluster(3, 2).await;
+    let (_dir, cluster, _process) = start_up(3, 2, "").await;
     let proxy = cluster.proxies[0];
 
     let first = get(proxy, "localhost", "/static/7", &[]).await.unwrap();
@@ -55,7 +41,7 @@ async fn a_miss_is_stored_and_the_repeat_is_a_hit_with_one_origin_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_proxies_route_each_key_to_the_same_cache_node() {
-    let (_dir, cluster, _process) = start_cluster(3, 2).await;
+    let (_dir, cluster, _process) = start_up(3, 2, "").await;
     let mut nodes_used = std::collections::HashSet::new();
     for i in 100..130 {
         let path = format!("/static/{i}");
@@ -82,7 +68,7 @@ async fn both_proxies_route_each_key_to_the_same_cache_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_may_not_be_stored_goes_to_the_origin_every_time() {
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     for _ in 0..3 {
         let r = get(cluster.proxies[0], "localhost", "/nostore/1", &[])
             .await
@@ -99,7 +85,7 @@ async fn what_may_not_be_stored_goes_to_the_origin_every_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_sites_get_404_and_admin_endpoints_answer() {
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let r = get(cluster.proxies[0], "elsewhere.example", "/static/1", &[])
         .await
         .unwrap();
@@ -141,7 +127,7 @@ async fn the_proxy_speaks_h2c_with_prior_knowledge() {
     use http_body_util::{BodyExt, Empty};
     use hyper_util::client::legacy::{connect::HttpConnector, Client};
 
-    let (_dir, cluster, _process) = start_cluster(1, 1).await;
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)

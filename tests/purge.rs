@@ -8,23 +8,17 @@ use support::*;
 const TOKEN: &str = "s3cret-purge-token";
 
 async fn start(token: bool) -> (tempfile::TempDir, Cluster, Running) {
-    let dir = temp_dir();
-    let extra = if token {
-        std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
-        "admin_token_file: admin.token\n"
+    if token {
+        start_up_with_files(
+            1,
+            1,
+            "admin_token_file: admin.token\n",
+            &[("admin.token", &format!("{TOKEN}\n"))],
+        )
+        .await
     } else {
-        ""
-    };
-    let (file, cluster) = up_file(dir.path(), 1, 1, extra);
-    let mut process = spawn(&["up", file.to_str().unwrap()]);
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
-    (dir, cluster, process)
+        start_up(1, 1, "").await
+    }
 }
 
 async fn status_of(cluster: &Cluster, path: &str, headers: &[(&str, &str)]) -> String {

@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use support::*;
 
@@ -71,30 +70,11 @@ proxies:
     }
 }
 
-/// GETs `path` every 50 ms until `done` accepts a reply; returns every reply.
-async fn poll_until(proxy: SocketAddr, path: &str, done: impl Fn(&Reply) -> bool) -> Vec<Reply> {
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        let r = get(proxy, "localhost", path, &[]).await.unwrap();
-        let stop = done(&r);
-        seen.push(r);
-        if stop {
-            return seen;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "condition not reached for {path}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_response_is_revalidated_with_a_304() {
     let s = setup().await;
     let first = get(s.proxy, "localhost", "/short/2", &[]).await.unwrap();
-    let seen = poll_until(s.proxy, "/short/2", |r| {
+    let seen = poll_until(s.proxy, "/short/2", &[], |r| {
         r.header("cache-status").contains("fwd-status=304")
     })
     .await;
@@ -127,13 +107,13 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     assert!(first.header("cache-status").contains("fwd=miss; stored"));
     // Once stale, replies are the stale copy while one background request
     // (300 ms at the origin) refreshes it; then fresh hits again.
-    let seen = poll_until(s.proxy, "/swr/1", |r| {
+    let seen = poll_until(s.proxy, "/swr/1", &[], |r| {
         r.header("cache-status")
             .contains("detail=stale-while-revalidate")
     })
     .await;
     assert_eq!(seen.last().unwrap().body, first.body);
-    let seen = poll_until(s.proxy, "/swr/1", |r| {
+    let seen = poll_until(s.proxy, "/swr/1", &[], |r| {
         r.header("cache-status").contains("; hit; ttl=")
             && !r.header("cache-status").contains("stale")
     })
@@ -157,7 +137,7 @@ async fn a_dead_origin_is_covered_by_the_stale_copy_for_the_site_window_only() {
 
     // max-age=1 plus stale_on_error: 3s: stale copies until about 4 s of
     // age, then 502; no failed request before that.
-    let seen = poll_until(s.proxy, "/short/3", |r| r.status != 200).await;
+    let seen = poll_until(s.proxy, "/short/3", &[], |r| r.status != 200).await;
     let (last, served) = seen.split_last().unwrap();
     assert_eq!(last.status, 502, "{}", last.header("cache-status"));
     assert!(served.iter().all(|r| r.body == first.body));
@@ -169,7 +149,7 @@ async fn a_dead_origin_is_covered_by_the_stale_copy_for_the_site_window_only() {
     );
 
     // must-revalidate: no stale copy, ever.
-    let seen = poll_until(s.proxy, "/strict/3", |r| r.status != 200).await;
+    let seen = poll_until(s.proxy, "/strict/3", &[], |r| r.status != 200).await;
     assert_eq!(seen.last().unwrap().status, 502);
     assert!(!seen
         .iter()

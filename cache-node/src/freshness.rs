@@ -23,35 +23,42 @@ struct Directives {
     stale_if_error: Option<u64>,
 }
 
+/// The directives of every `Cache-Control` field line, as (name, argument)
+/// with the argument unquoted (RFC 9111 §5.2), for requests and responses.
+pub(crate) fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| match item.split_once('=') {
+            Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+            None => (item.trim(), None),
+        })
+}
+
 fn directives(headers: &HeaderMap) -> Directives {
     let mut d = Directives::default();
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        let Ok(value) = value.to_str() else { continue };
-        for item in value.split(',') {
-            let (name, arg) = match item.split_once('=') {
-                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                None => (item.trim(), None),
-            };
-            let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
-            match name.to_ascii_lowercase().as_str() {
-                "no-store" => d.no_store = true,
-                // `private` and `no-cache` with field names restrict only
-                // those fields; treating them as whole-response is the safe
-                // reading a shared cache may take (§5.2.2.4, §5.2.2.7).
-                "private" => d.private = true,
-                "no-cache" => d.no_cache = true,
-                "public" => d.public = true,
-                // RFC 9111 §1.2.2: an invalid or duplicated delta-seconds is
-                // stale; the first occurrence wins.
-                "s-maxage" => d.s_maxage = d.s_maxage.or(Some(seconds().unwrap_or(0))),
-                "max-age" => d.max_age = d.max_age.or(Some(seconds().unwrap_or(0))),
-                // §5.2.2.2 and §5.2.2.8: a stale copy may not be used at all.
-                "must-revalidate" | "proxy-revalidate" => d.must_revalidate = true,
-                // RFC 5861; an invalid value grants nothing.
-                "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
-                "stale-if-error" => d.stale_if_error = seconds(),
-                _ => {}
-            }
+    for (name, arg) in cache_control(headers) {
+        let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+        match name.to_ascii_lowercase().as_str() {
+            "no-store" => d.no_store = true,
+            // `private` and `no-cache` with field names restrict only
+            // those fields; treating them as whole-response is the safe
+            // reading a shared cache may take (§5.2.2.4, §5.2.2.7).
+            "private" => d.private = true,
+            "no-cache" => d.no_cache = true,
+            "public" => d.public = true,
+            // RFC 9111 §1.2.2: an invalid or duplicated delta-seconds is
+            // stale; the first occurrence wins.
+            "s-maxage" => d.s_maxage = d.s_maxage.or(Some(seconds().unwrap_or(0))),
+            "max-age" => d.max_age = d.max_age.or(Some(seconds().unwrap_or(0))),
+            // §5.2.2.2 and §5.2.2.8: a stale copy may not be used at all.
+            "must-revalidate" | "proxy-revalidate" => d.must_revalidate = true,
+            // RFC 5861; an invalid value grants nothing.
+            "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
+            "stale-if-error" => d.stale_if_error = seconds(),
+            _ => {}
         }
     }
     d

@@ -329,27 +329,8 @@ impl CacheNode {
         parts: &request::Parts,
         status: &str,
     ) -> Response<ResponseBody> {
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        self.metrics.origin_fetch();
-        match self
-            .origins
-            .fetch(
-                site,
-                parts.method.clone(),
-                path_and_query,
-                &parts.headers,
-                empty(),
-            )
-            .await
-        {
-            Ok(OriginResponse { response, permit }) => {
-                let (mut p, body) = response.into_parts();
-                remove_hop_by_hop(&mut p.headers);
-                self.with_status(
-                    Response::from_parts(p, hold_until_read(body, permit)),
-                    status,
-                )
-            }
+        match self.forward(site, parts, empty()).await {
+            Ok(resp) => self.with_status(resp, status),
             Err(e) => self.origin_failed(site, e),
         }
     }
@@ -359,10 +340,32 @@ impl CacheNode {
     async fn pass(&self, site: &Site, req: Request<Incoming>) -> Response<ResponseBody> {
         self.metrics.request(Outcome::Pass);
         let (parts, body) = req.into_parts();
+        match self
+            .forward(site, &parts, body.map_err(Into::into).boxed_unsync())
+            .await
+        {
+            Ok(resp) => {
+                let status = resp.status();
+                if !parts.method.is_safe() && (status.is_success() || status.is_redirection()) {
+                    self.invalidate_after_unsafe(site, &parts, resp.headers());
+                }
+                self.with_status(resp, "fwd=method")
+            }
+            Err(e) => self.origin_failed(site, e),
+        }
+    }
+
+    /// Sends the request to the origin as it is and streams the answer
+    /// back, holding an origin-request slot until the body is done.
+    async fn forward(
+        &self,
+        site: &Site,
+        parts: &request::Parts,
+        body: ResponseBody,
+    ) -> Result<Response<ResponseBody>, FetchError> {
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         self.metrics.origin_fetch();
-        let body = body.map_err(Into::into).boxed_unsync();
-        match self
+        let OriginResponse { response, permit } = self
             .origins
             .fetch(
                 site,
@@ -371,22 +374,10 @@ impl CacheNode {
                 &parts.headers,
                 body,
             )
-            .await
-        {
-            Ok(OriginResponse { response, permit }) => {
-                let (mut p, body) = response.into_parts();
-                remove_hop_by_hop(&mut p.headers);
-                let body = hold_until_read(body, permit);
-                if !parts.method.is_safe() && (p.status.is_success() || p.status.is_redirection()) {
-                    self.invalidate_after_unsafe(site, &parts, &p.headers);
-                }
-                self.with_status(
-                    Response::from_parts(p, body.map_err(Into::into).boxed_unsync()),
-                    "fwd=method",
-                )
-            }
-            Err(e) => self.origin_failed(site, e),
-        }
+            .await?;
+        let (mut p, body) = response.into_parts();
+        remove_hop_by_hop(&mut p.headers);
+        Ok(Response::from_parts(p, hold_until_read(body, permit)))
     }
 
     /// RFC 9111 §4.4: a non-error response to an unsafe request invalidates

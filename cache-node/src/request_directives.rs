@@ -10,7 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderMap};
+use http::HeaderMap;
+
+use crate::freshness::cache_control;
 
 use crate::store::StoredResponse;
 
@@ -27,22 +29,15 @@ pub struct RequestDirectives {
 impl RequestDirectives {
     pub fn parse(headers: &HeaderMap) -> RequestDirectives {
         let mut d = RequestDirectives::default();
-        for value in headers.get_all(header::CACHE_CONTROL) {
-            let Ok(value) = value.to_str() else { continue };
-            for item in value.split(',') {
-                let (name, arg) = match item.split_once('=') {
-                    Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
-                    None => (item.trim(), None),
-                };
-                let seconds = arg.and_then(|a| a.parse::<u64>().ok());
-                match name.to_ascii_lowercase().as_str() {
-                    "max-age" => d.max_age = seconds.filter(|s| *s > 0),
-                    "max-stale" => d.max_stale = Some(seconds),
-                    "min-fresh" => d.min_fresh = seconds,
-                    "only-if-cached" => d.only_if_cached = true,
-                    "no-store" => d.no_store = true,
-                    _ => {}
-                }
+        for (name, arg) in cache_control(headers) {
+            let seconds = arg.and_then(|a| a.parse::<u64>().ok());
+            match name.to_ascii_lowercase().as_str() {
+                "max-age" => d.max_age = seconds.filter(|s| *s > 0),
+                "max-stale" => d.max_stale = Some(seconds),
+                "min-fresh" => d.min_fresh = seconds,
+                "only-if-cached" => d.only_if_cached = true,
+                "no-store" => d.no_store = true,
+                _ => {}
             }
         }
         d
@@ -84,7 +79,7 @@ mod tests {
     use super::*;
     use crate::freshness::Freshness;
     use bytes::Bytes;
-    use http::{HeaderValue, StatusCode};
+    use http::{header, HeaderValue, StatusCode};
 
     fn parse(v: &'static str) -> RequestDirectives {
         let mut h = HeaderMap::new();

@@ -293,3 +293,61 @@ pub async fn post(addr: SocketAddr, path: &str) -> u16 {
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
 }
+
+/// Starts `fanout up` on a cluster from [`up_file`] (with `extra` YAML at
+/// the end) and waits until its cache nodes and proxies are ready.
+pub async fn start_up(
+    caches: usize,
+    proxies: usize,
+    extra: &str,
+) -> (tempfile::TempDir, Cluster, Running) {
+    start_up_with_files(caches, proxies, extra, &[]).await
+}
+
+/// [`start_up`], with `files` (name, content) written beside the up file first.
+pub async fn start_up_with_files(
+    caches: usize,
+    proxies: usize,
+    extra: &str,
+    files: &[(&str, &str)],
+) -> (tempfile::TempDir, Cluster, Running) {
+    let dir = temp_dir();
+    for (name, content) in files {
+        std::fs::write(dir.path().join(name), content).expect("write test file");
+    }
+    let (file, cluster) = up_file(dir.path(), caches, proxies, extra);
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, &mut process).await;
+    (dir, cluster, process)
+}
+
+/// GETs `path` every 50 ms until `done` accepts a reply; returns every
+/// reply, the accepted one last.
+pub async fn poll_until(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    done: impl Fn(&Reply) -> bool,
+) -> Vec<Reply> {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let r = get(addr, "localhost", path, headers).await.unwrap();
+        let stop = done(&r);
+        seen.push(r);
+        if stop {
+            return seen;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "condition not reached for {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
