@@ -31,7 +31,7 @@ use fanout_config::{CacheNodeConfig, SiteTable};
 use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use tokio_util::sync::CancellationToken;
 
-pub use origin::UnsupportedScheme;
+pub use origin::OriginSetupError;
 
 /// Reads a bearer token: the file's content without surrounding space.
 fn read_token(file: &std::path::Path) -> std::io::Result<String> {
@@ -61,7 +61,7 @@ pub enum Error {
     #[error("cache node {node}: {source}")]
     Origin {
         node: String,
-        source: UnsupportedScheme,
+        source: OriginSetupError,
     },
 }
 

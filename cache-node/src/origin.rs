@@ -1,18 +1,24 @@
 //! Requests to a site's origin pool: one pooled client per site (so each
-//! site's connect timeout applies), addresses taken round-robin, and the
-//! response-header timeout named by the site.
+//! site's connect timeout and trust apply), addresses taken round-robin,
+//! the response-header timeout named by the site, and a cap on the origin
+//! requests the node has open. https origins are verified against the
+//! system's CA certificates plus the site's `ca_file`, with SNI from the
+//! address's host name, and HTTP/2 is used when the origin offers it (ALPN).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fanout_config::{ClusterConfig, HostPort, Scheme, Site};
 use fanout_server::{remove_hop_by_hop, ResponseBody};
 use http::{header, HeaderMap, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +40,8 @@ pub enum FetchError {
 }
 
 struct Pool {
-    client: Client<HttpConnector, ResponseBody>,
+    client: Client<HttpsConnector<HttpConnector>, ResponseBody>,
+    scheme: Scheme,
     addresses: Vec<HostPort>,
     next: AtomicUsize,
     response_timeout: Duration,
@@ -54,24 +61,75 @@ pub struct OriginResponse {
     pub permit: OwnedSemaphorePermit,
 }
 
+/// An origin pool that cannot be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("site {site}: origin scheme https is not supported yet; use http origins")]
-pub struct UnsupportedScheme {
-    site: String,
+pub enum OriginSetupError {
+    #[error("site {site}: ca_file {}: {source}", file.display())]
+    CaFile {
+        site: String,
+        file: std::path::PathBuf,
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("site {site}: https origin with no trusted CA certificates (the system has none; set ca_file)")]
+    NoTrust { site: String },
+}
+
+/// The system's CA certificates, read once.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        if !found.errors.is_empty() {
+            tracing::debug!(
+                errors = found.errors.len(),
+                "some system CA certificates could not be read"
+            );
+        }
+        found.certs
+    })
+}
+
+fn tls_config(site: &Site) -> Result<rustls::ClientConfig, OriginSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if site.origin.scheme == Scheme::Https {
+        roots.add_parsable_certificates(system_roots().iter().cloned());
+        if let Some(file) = &site.origin.ca_file {
+            let err = |source| OriginSetupError::CaFile {
+                site: site.name.clone(),
+                file: file.clone(),
+                source,
+            };
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .map_err(err)?;
+            roots.add_parsable_certificates(certs);
+        }
+        if roots.is_empty() {
+            return Err(OriginSetupError::NoTrust {
+                site: site.name.clone(),
+            });
+        }
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl Origins {
-    pub fn new(cluster: &ClusterConfig, max_open: u32) -> Result<Origins, UnsupportedScheme> {
+    pub fn new(cluster: &ClusterConfig, max_open: u32) -> Result<Origins, OriginSetupError> {
         let mut pools = HashMap::new();
         for site in &cluster.sites {
-            if site.origin.scheme == Scheme::Https {
-                return Err(UnsupportedScheme {
-                    site: site.name.clone(),
-                });
-            }
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(site.origin.connect_timeout.get()));
             connector.set_nodelay(true);
+            // The connector must see https:// URIs to do TLS.
+            connector.enforce_http(false);
+            let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config(site)?)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(connector);
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector);
@@ -79,6 +137,7 @@ impl Origins {
                 site.name.clone(),
                 Pool {
                     client,
+                    scheme: site.origin.scheme,
                     addresses: site.origin.addresses.clone(),
                     next: AtomicUsize::new(0),
                     response_timeout: site.origin.response_timeout.get(),
@@ -117,7 +176,7 @@ impl Origins {
         };
         let address =
             &pool.addresses[pool.next.fetch_add(1, Ordering::Relaxed) % pool.addresses.len()];
-        let uri: Result<Uri, _> = format!("http://{address}{path_and_query}").parse();
+        let uri: Result<Uri, _> = format!("{}://{address}{path_and_query}", pool.scheme).parse();
         let mut builder = Request::builder().method(method);
         if let Ok(uri) = uri {
             builder = builder.uri(uri);

@@ -132,6 +132,7 @@ mod tests {
                 connect_timeout: Span::from_secs(1),
                 response_timeout: Span::from_secs(1),
                 total_timeout: Span::from_secs(1),
+                ca_file: None,
             },
             cache: CachePolicy {
                 query: QueryPolicy {

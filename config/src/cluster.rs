@@ -53,6 +53,11 @@ pub struct OriginPool {
     /// Host header sent to the origin; default: the client's Host.
     #[serde(default)]
     pub host_header: Option<String>,
+    /// For https: a PEM file of CA certificates trusted in addition to the
+    /// system's (relative to the file that names it). The certificate must
+    /// match the host name in `addresses`.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Span,
     /// Time allowed for the origin's response headers.
@@ -313,6 +318,16 @@ impl fmt::Display for HostPort {
 }
 
 impl ClusterConfig {
+    /// Makes file paths named in the config relative to `base`, the
+    /// directory of the file they were written in.
+    pub(crate) fn resolve_paths(&mut self, base: &std::path::Path) {
+        for site in &mut self.sites {
+            if let Some(ca) = site.origin.ca_file.as_mut() {
+                *ca = base.join(&*ca);
+            }
+        }
+    }
+
     pub(crate) fn validate(&self, at: &str, v: &mut Validator) {
         if self.sites.is_empty() {
             v.error(
@@ -440,6 +455,13 @@ impl Site {
             }
         }
         let op = v.join(at, "origin");
+        if self.origin.ca_file.is_some() && self.origin.scheme != Scheme::Https {
+            v.error(
+                &v.join(&op, "ca_file"),
+                "ca_file with scheme http",
+                "scheme: https, or no ca_file",
+            );
+        }
         if self.origin.addresses.is_empty() {
             v.error(
                 &v.join(&op, "addresses"),

@@ -35,7 +35,9 @@ pub use load::{
     load_any, load_cache_node, load_cluster, load_control, load_origin, load_proxy, load_str,
     load_up, AnyConfig, FileKind,
 };
-pub use origin::{Fault, LiveStream, ObjectGroup, OriginConfig, PathGlob, Rendition, VodLibrary};
+pub use origin::{
+    Fault, LiveStream, ObjectGroup, OriginConfig, PathGlob, Rendition, TlsFiles, VodLibrary,
+};
 pub use process::{CacheNodeConfig, CacheNodeRef, ProxyConfig};
 pub use site_table::SiteTable;
 pub use units::{Size, Span};

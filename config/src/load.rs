@@ -90,6 +90,10 @@ struct Document {
 }
 
 impl Document {
+    fn dir(&self) -> &Path {
+        self.file.parent().unwrap_or(Path::new("."))
+    }
+
     fn error_at(
         &self,
         path: &str,
@@ -322,16 +326,22 @@ fn load_cluster_ref(doc: &Document, relative: &Path) -> Result<ClusterConfig, Co
 fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
     Ok(match doc.kind {
         FileKind::Cluster => {
-            let c: ClusterConfig = doc.typed()?;
+            let mut c: ClusterConfig = doc.typed()?;
+            c.resolve_paths(doc.dir());
             AnyConfig::Cluster(validated(&doc, c, |c, v| c.validate("", v))?)
         }
         FileKind::Origin => {
-            let o: OriginConfig = doc.typed()?;
+            let mut o: OriginConfig = doc.typed()?;
+            o.resolve_paths(doc.dir());
             AnyConfig::Origin(validated(&doc, o, |o, v| o.validate("", v))?)
         }
         FileKind::Up => {
             let mut u: UpConfig = doc.typed()?;
             u.admin_token_file = u.admin_token_file.map(|f| relative_to(&doc.file, &f));
+            u.cluster.resolve_paths(doc.dir());
+            if let Some(o) = u.origin.as_mut() {
+                o.resolve_paths(doc.dir());
+            }
             AnyConfig::Up(Box::new(validated(&doc, u, |u, v| u.validate(v))?))
         }
         FileKind::Control => {

@@ -12,6 +12,9 @@ use crate::validate::Validator;
 #[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     pub listen: SocketAddr,
+    /// Serve https with this certificate (PEM files, relative to this file).
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
     /// Live HLS streams, served under `/live/{name}/`.
     #[serde(default)]
     pub live: Vec<LiveStream>,
@@ -24,6 +27,14 @@ pub struct OriginConfig {
     /// Injected latency and errors, first matching rule wins.
     #[serde(default)]
     pub faults: Vec<Fault>,
+}
+
+/// A certificate chain and its private key, both PEM.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +214,13 @@ fn validate_renditions(rs: &[Rendition], duration: Span, at: &str, v: &mut Valid
 }
 
 impl OriginConfig {
+    pub(crate) fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.cert_file = base.join(&tls.cert_file);
+            tls.key_file = base.join(&tls.key_file);
+        }
+    }
+
     pub(crate) fn validate(&self, at: &str, v: &mut Validator) {
         let mut names = Vec::new();
         for (i, s) in self.live.iter().enumerate() {

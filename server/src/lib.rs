@@ -1,7 +1,7 @@
 //! How Fanout's components listen.
 //!
-//! Owns: the accept loop every HTTP listener uses (HTTP/1.1 and h2c on one
-//! port, a connection cap, back-off on accept errors, graceful drain on
+//! Owns: the accept loop every HTTP listener uses (HTTP/1.1 and HTTP/2 on
+//! one port, over TCP or TLS, a connection cap, back-off on accept errors, graceful drain on
 //! shutdown), the admin listener with `/healthz`, `/readyz` and `/metrics`,
 //! the body type responses are built from, and the HTTP message rules every
 //! forwarding component shares (hop-by-hop headers, conditional requests
@@ -19,6 +19,7 @@ pub mod conditional;
 mod framing;
 mod hop;
 mod listener;
+pub mod tls;
 
 pub use admin::{serve_admin, AdminRoutes, Readiness};
 pub use body::{empty, full, text, BoxError, ResponseBody};

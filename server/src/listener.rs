@@ -11,7 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub max_header_bytes: usize,
     /// Largest request body a client may declare (413 beyond it).
     pub max_body_bytes: u64,
+    /// Serve TLS with this configuration instead of plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServeOptions {
@@ -39,6 +41,7 @@ impl Default for ServeOptions {
             drain_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024 * 1024,
+            tls: None,
         }
     }
 }
@@ -108,8 +111,27 @@ pub async fn serve<H, F>(
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         let max_body = options.max_body_bytes;
+        let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let handshake_timeout = options.header_read_timeout;
         tracker.spawn(async move {
-            serve_connection(stream, info, &builder, handler, shutdown, max_body).await;
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => serve_connection(stream, info, &builder, handler, shutdown, max_body).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(
+                                tls_stream, info, &builder, handler, shutdown, max_body,
+                            )
+                            .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %info.peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -126,8 +148,8 @@ pub async fn serve<H, F>(
     }
 }
 
-async fn serve_connection<H, F>(
-    stream: TcpStream,
+async fn serve_connection<H, F, I>(
+    stream: I,
     info: ConnInfo,
     builder: &auto::Builder<TokioExecutor>,
     handler: Arc<H>,
@@ -136,8 +158,8 @@ async fn serve_connection<H, F>(
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let _ = stream.set_nodelay(true);
     let service = hyper::service::service_fn(move |req| {
         let handled = match crate::framing::refuse(&req, max_body_bytes) {
             Some(refusal) => Err(refusal),

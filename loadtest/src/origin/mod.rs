@@ -47,6 +47,13 @@ struct Origin {
 
 /// Serves the synthetic origin until `shutdown` is cancelled.
 pub async fn run(config: OriginConfig, shutdown: CancellationToken) -> std::io::Result<()> {
+    let tls = match &config.tls {
+        Some(files) => Some(
+            fanout_server::tls::server_config(&files.cert_file, &files.key_file)
+                .map_err(std::io::Error::other)?,
+        ),
+        None => None,
+    };
     let listener = bind("origin", config.listen).await?;
     let now = SystemTime::now();
     let started = UNIX_EPOCH
@@ -63,11 +70,15 @@ pub async fn run(config: OriginConfig, shutdown: CancellationToken) -> std::io::
         stats: Stats::default(),
     });
     tracing::info!(listen = %origin.config.listen, live = origin.config.live.len(), "synthetic origin serving");
+    let options = ServeOptions {
+        tls,
+        ..ServeOptions::default()
+    };
     serve(
         listener,
         move |req, _| origin.clone().handle(req),
         shutdown,
-        ServeOptions::default(),
+        options,
     )
     .await;
     Ok(())
