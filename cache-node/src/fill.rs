@@ -13,7 +13,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
-use crate::freshness::{classify, origin_age, Storability};
+use crate::freshness::{classify, origin_age, Storability, TtlPolicy};
 use crate::handler::CacheNode;
 use crate::origin::FetchError;
 use crate::store::StoredResponse;
@@ -104,7 +104,7 @@ impl CacheNode {
             &headers,
             resp.status(),
             resp.headers(),
-            site.cache.default_ttl.get(),
+            TtlPolicy::of(&site),
         );
         let length = resp
             .headers()
@@ -216,7 +216,7 @@ impl CacheNode {
             request,
             stale.status,
             &headers,
-            site.cache.default_ttl.get(),
+            TtlPolicy::of(site),
         );
         let freshness = match storability {
             Storability::Store(f) => f,

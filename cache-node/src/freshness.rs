@@ -117,14 +117,31 @@ pub enum Storability {
 /// "missing" after it is published.
 const HEURISTICALLY_CACHEABLE: [u16; 10] = [203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
 
-/// What a shared cache may do with a response (RFC 9111 §3, §4.2.1).
-/// `default_ttl` is the lifetime of a 200 whose origin states none.
+/// The site's say in lifetimes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TtlPolicy {
+    /// For a 200 with no freshness information; caps the heuristic.
+    pub default_ttl: Duration,
+    /// For every storable 200, whatever the origin says.
+    pub override_ttl: Option<Duration>,
+}
+
+impl TtlPolicy {
+    pub fn of(site: &fanout_config::Site) -> TtlPolicy {
+        TtlPolicy {
+            default_ttl: site.cache.default_ttl.get(),
+            override_ttl: site.cache.override_ttl.map(|t| t.get()),
+        }
+    }
+}
+
+/// What a shared cache may do with a response (RFC 9111 §3, §4.2).
 pub fn classify(
     method: &Method,
     request: &HeaderMap,
     status: StatusCode,
     response: &HeaderMap,
-    default_ttl: Duration,
+    ttl: TtlPolicy,
 ) -> Storability {
     if method != Method::GET {
         return Storability::Private(NotStored::Method);
@@ -162,8 +179,14 @@ pub fn classify(
             l
         }
         Some(_) => return Storability::Transient,
-        None if status == StatusCode::OK => default_ttl,
+        None if status == StatusCode::OK => {
+            heuristic_lifetime(response).map_or(ttl.default_ttl, |h| h.min(ttl.default_ttl))
+        }
         None => return Storability::Transient,
+    };
+    let lifetime = match ttl.override_ttl {
+        Some(forced) if status == StatusCode::OK => forced,
+        _ => lifetime,
     };
     if lifetime.is_zero() {
         return Storability::Transient;
@@ -175,6 +198,19 @@ pub fn classify(
         stale_if_error: secs(d.stale_if_error),
         must_revalidate: d.must_revalidate,
     })
+}
+
+/// §4.2.2: a tenth of the time since Last-Modified, as of Date (or now).
+fn heuristic_lifetime(response: &HeaderMap) -> Option<Duration> {
+    let date = |name| {
+        response
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    let modified = date(header::LAST_MODIFIED)?;
+    let as_of = date(header::DATE).unwrap_or_else(SystemTime::now);
+    Some(as_of.duration_since(modified).unwrap_or(Duration::ZERO) / 10)
 }
 
 /// `s-maxage` > `max-age` > `Expires` − `Date` (§4.2.1).
@@ -214,6 +250,10 @@ mod tests {
     use http::HeaderValue;
 
     const TTL: Duration = Duration::from_secs(10);
+    const POLICY: TtlPolicy = TtlPolicy {
+        default_ttl: TTL,
+        override_ttl: None,
+    };
     const fn secs(n: u64) -> Storability {
         Storability::Store(Freshness::new(Duration::from_secs(n)))
     }
@@ -232,7 +272,7 @@ mod tests {
             req,
             StatusCode::from_u16(status).unwrap(),
             &h,
-            TTL,
+            POLICY,
         )
     }
 
@@ -259,6 +299,58 @@ mod tests {
             secs(30)
         );
         assert_eq!(ok(&[]), Storability::Store(Freshness::new(TTL)));
+    }
+
+    #[test]
+    fn heuristic_lifetime_from_last_modified_is_capped_by_the_default() {
+        use header::*;
+        let date = "Thu, 01 Jan 2026 00:01:40 GMT";
+        assert_eq!(
+            ok(&[
+                (DATE, date),
+                (LAST_MODIFIED, "Thu, 01 Jan 2026 00:01:00 GMT")
+            ]),
+            secs(4),
+            "10% of 40 s"
+        );
+        assert_eq!(
+            ok(&[
+                (DATE, date),
+                (LAST_MODIFIED, "Thu, 01 Jan 2025 00:00:00 GMT")
+            ]),
+            secs(10),
+            "capped at default_ttl"
+        );
+        assert_eq!(
+            ok(&[(DATE, date), (LAST_MODIFIED, date)]),
+            Storability::Transient,
+            "just modified: nothing to go on"
+        );
+    }
+
+    #[test]
+    fn an_override_forces_the_lifetime_of_storable_200s_only() {
+        use header::*;
+        let forced = TtlPolicy {
+            default_ttl: TTL,
+            override_ttl: Some(Duration::from_secs(2)),
+        };
+        let mut h = HeaderMap::new();
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=600"));
+        let none = HeaderMap::new();
+        assert_eq!(
+            classify(&Method::GET, &none, StatusCode::OK, &h, forced),
+            secs(2)
+        );
+        assert_eq!(
+            classify(&Method::GET, &none, StatusCode::NOT_FOUND, &h, forced),
+            secs(600)
+        );
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        assert_eq!(
+            classify(&Method::GET, &none, StatusCode::OK, &h, forced),
+            Storability::Private(NotStored::Private)
+        );
     }
 
     #[test]
@@ -370,7 +462,7 @@ mod tests {
         );
         let h = HeaderMap::new();
         assert_eq!(
-            classify(&Method::POST, &h, StatusCode::OK, &h, TTL),
+            classify(&Method::POST, &h, StatusCode::OK, &h, POLICY),
             Private(NotStored::Method)
         );
     }

@@ -100,9 +100,14 @@ impl fmt::Display for Scheme {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CachePolicy {
-    /// Freshness lifetime for responses whose origin gives none.
+    /// Freshness lifetime for a 200 whose origin gives none; also the cap on
+    /// the heuristic lifetime taken from Last-Modified.
     #[serde(default = "default_ttl")]
     pub default_ttl: Span,
+    /// Lifetime of every storable 200, whatever the origin says (for an
+    /// origin whose headers cannot be fixed).
+    #[serde(default)]
+    pub override_ttl: Option<Span>,
     /// Larger responses are passed through, not stored.
     #[serde(default = "default_max_object_size")]
     pub max_object_size: Size,
@@ -130,6 +135,7 @@ impl Default for CachePolicy {
     fn default() -> Self {
         CachePolicy {
             default_ttl: default_ttl(),
+            override_ttl: None,
             max_object_size: default_max_object_size(),
             query: QueryPolicy::default(),
             stale_on_error: default_stale_on_error(),
