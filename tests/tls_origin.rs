@@ -82,7 +82,7 @@ proxies:
 
 /// The origin's request count for `path`, read over https trusting the
 /// test certificate.
-async fn origin_requests(s: &Setup, path: &str) -> u64 {
+async fn origin_stats(s: &Setup) -> serde_json::Value {
     use http_body_util::{BodyExt, Empty};
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -106,8 +106,11 @@ async fn origin_requests(s: &Setup, path: &str) -> u64 {
         .await
         .unwrap();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let stats: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    stats["paths"][path].as_u64().unwrap_or(0)
+    serde_json::from_slice(&body).unwrap()
+}
+
+async fn origin_requests(s: &Setup, path: &str) -> u64 {
+    origin_stats(s).await["paths"][path].as_u64().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,6 +130,10 @@ async fn a_trusted_https_origin_is_fetched_once_and_cached() {
         .enumerate()
         .all(|(i, b)| *b == noise.byte("/s/1", i as u64)));
     assert_eq!(origin_requests(&s, "/s/1").await, 1);
+    // ALPN: every request the cache node sent went over HTTP/2.
+    let stats = origin_stats(&s).await;
+    assert!(stats["requests"].as_u64().unwrap() >= 1);
+    assert_eq!(stats["http2_requests"], stats["requests"], "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

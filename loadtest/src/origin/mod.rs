@@ -95,7 +95,8 @@ impl Origin {
             }
             _ => {}
         }
-        self.stats.count(path);
+        self.stats
+            .count(path, req.version() == http::Version::HTTP_2);
         let _in_flight = self.stats.in_flight();
         let fault = self
             .config

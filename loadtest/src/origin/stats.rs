@@ -20,6 +20,7 @@ pub struct Stats {
     body_bytes: AtomicU64,
     paths: Mutex<HashMap<String, u64>>,
     other_paths: AtomicU64,
+    http2: AtomicU64,
 }
 
 /// The JSON served at `/_origin/stats`.
@@ -32,11 +33,16 @@ pub struct StatsSnapshot {
     pub body_bytes: u64,
     pub paths: HashMap<String, u64>,
     pub other_paths: u64,
+    /// Requests that came over HTTP/2 (the rest came over HTTP/1.x).
+    pub http2_requests: u64,
 }
 
 impl Stats {
-    pub fn count(&self, path: &str) {
+    pub fn count(&self, path: &str, http2: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        if http2 {
+            self.http2.fetch_add(1, Ordering::Relaxed);
+        }
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = paths.get_mut(path) {
             *n += 1;
@@ -65,6 +71,7 @@ impl Stats {
             body_bytes: self.body_bytes.load(Ordering::Relaxed),
             paths: self.paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             other_paths: self.other_paths.load(Ordering::Relaxed),
+            http2_requests: self.http2.load(Ordering::Relaxed),
         }
     }
 
@@ -76,6 +83,7 @@ impl Stats {
             .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
         self.body_bytes.store(0, Ordering::Relaxed);
         self.other_paths.store(0, Ordering::Relaxed);
+        self.http2.store(0, Ordering::Relaxed);
     }
 }
 
