@@ -5,7 +5,7 @@
 //! and an origin failure may be answered with the stale copy (RFC 5861).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use fanout_config::Site;
 use fanout_server::{empty, remove_hop_by_hop};
@@ -13,7 +13,7 @@ use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
-use crate::freshness::{classify, origin_age, Storability, TtlPolicy};
+use crate::freshness::{classify, initial_age, Storability, TtlPolicy};
 use crate::handler::CacheNode;
 use crate::origin::FetchError;
 use crate::store::StoredResponse;
@@ -94,7 +94,14 @@ impl CacheNode {
             }
         };
         if let (StatusCode::NOT_MODIFIED, Some(stale)) = (resp.status(), &stale) {
-            let refreshed = self.refresh(&site, &key, &headers, stale, resp.headers(), received_at);
+            let refreshed = self.refresh(
+                &site,
+                &key,
+                &headers,
+                stale,
+                resp.headers(),
+                (started, received_at),
+            );
             fill.set_stored(refreshed, Via::Revalidated);
             self.inflight.remove(&key, &fill);
             return;
@@ -126,7 +133,7 @@ impl CacheNode {
                 return;
             }
         };
-        let initial_age = origin_age(&parts.headers);
+        let initial_age = initial_age(&parts.headers, received_at - started, SystemTime::now());
         parts.headers.remove(header::AGE);
         let names = vary_names(&parts.headers);
         // Stored under the key its own Vary implies, which the index learns
@@ -208,8 +215,9 @@ impl CacheNode {
         request: &HeaderMap,
         stale: &StoredResponse,
         not_modified: &HeaderMap,
-        received_at: Instant,
+        (sent_at, received_at): (Instant, Instant),
     ) -> Arc<StoredResponse> {
+        let response_delay = received_at - sent_at;
         let headers = refreshed_headers(&stale.headers, not_modified);
         let storability = classify(
             &Method::GET,
@@ -229,7 +237,7 @@ impl CacheNode {
             headers,
             body: stale.body.clone(),
             stored_at: received_at,
-            initial_age: origin_age(not_modified),
+            initial_age: initial_age(not_modified, response_delay, SystemTime::now()),
             freshness,
             stale_on_error: site.cache.stale_on_error.get(),
         });

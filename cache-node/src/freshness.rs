@@ -235,13 +235,26 @@ fn explicit_lifetime(d: &Directives, response: &HeaderMap) -> Option<Duration> {
     None
 }
 
-/// The origin's `Age` value, if valid (§5.1).
-pub fn origin_age(response: &HeaderMap) -> Duration {
-    response
+/// The age a response already had when it arrived: RFC 9111 §4.2.3's
+/// corrected initial age, the larger of its apparent age (now − `Date`)
+/// and its `Age` plus the time the request took (`response_delay`).
+///
+/// `Date` has one-second resolution, so a response sent a moment ago can
+/// look up to a second old; for a live playlist with `max-age=1` that
+/// would be all of its freshness. One second of apparent age is forgiven.
+pub fn initial_age(response: &HeaderMap, response_delay: Duration, now: SystemTime) -> Duration {
+    let age_value = response
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
-        .map_or(Duration::ZERO, Duration::from_secs)
+        .map_or(Duration::ZERO, Duration::from_secs);
+    let apparent_age = response
+        .get(header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(|date| now.duration_since(date).ok())
+        .map_or(Duration::ZERO, |a| a.saturating_sub(Duration::from_secs(1)));
+    apparent_age.max(age_value + response_delay)
 }
 
 #[cfg(test)]
@@ -350,6 +363,39 @@ mod tests {
         assert_eq!(
             classify(&Method::GET, &none, StatusCode::OK, &h, forced),
             Storability::Private(NotStored::Private)
+        );
+    }
+
+    #[test]
+    fn initial_age_is_corrected_for_dates_and_delays() {
+        use header::*;
+        let now = httpdate::parse_http_date("Thu, 01 Jan 2026 00:01:40 GMT").unwrap();
+        let mut h = HeaderMap::new();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            initial_age(&h, ms(300), now),
+            ms(300),
+            "no Age, no Date: the delay alone"
+        );
+        h.insert(AGE, HeaderValue::from_static("5"));
+        assert_eq!(initial_age(&h, ms(1000), now), ms(6000));
+        h.insert(
+            DATE,
+            HeaderValue::from_static("Thu, 01 Jan 2026 00:01:30 GMT"),
+        );
+        assert_eq!(
+            initial_age(&h, ms(1000), now),
+            ms(9_000),
+            "the Date says older than Age does (less its 1 s resolution)"
+        );
+        h.insert(
+            DATE,
+            HeaderValue::from_static("Thu, 01 Jan 2026 00:02:00 GMT"),
+        );
+        assert_eq!(
+            initial_age(&h, ms(1000), now),
+            ms(6000),
+            "a Date in the future counts as zero"
         );
     }
 
