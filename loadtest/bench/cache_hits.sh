@@ -5,6 +5,7 @@
 #   fanout-cluster  a Fanout proxy + cache node (one `fanout up` process)
 #   nginx           NGINX proxy_cache
 #   varnish         Varnish (default settings, malloc store)
+#   haproxy         HAProxy's cache (one thread)
 #   bare-hyper      the synthetic origin: a hyper server sending the bytes
 #                   from memory, with no cache at all (the ceiling)
 # Each server is pinned to core 1 (Fanout with --workers 1, NGINX with one
@@ -18,7 +19,7 @@ ROUNDS=${ROUNDS:-2}
 DURATION=${DURATION:-8}
 CONNECTIONS=${CONNECTIONS:-64}
 SIZES="1KiB 100KiB 1MiB"
-need_commands nginx:nginx-light varnishd:varnish wrk:wrk taskset:util-linux
+need_commands nginx:nginx-light varnishd:varnish haproxy:haproxy wrk:wrk taskset:util-linux
 
 ORIGIN=127.0.0.1:$(free_port)
 BARE=127.0.0.1:$(free_port)
@@ -27,6 +28,7 @@ UP_PROXY=127.0.0.1:$(free_port)
 UP_CACHE=127.0.0.1:$(free_port)
 NGINX=127.0.0.1:$(free_port)
 VARNISH=127.0.0.1:$(free_port)
+HAPROXY=127.0.0.1:$(free_port)
 
 objects=""
 for size in $SIZES; do
@@ -63,9 +65,10 @@ taskset -c 1 "$FANOUT" --log warn --workers 1 cache "$work/cache.yaml" & pids+=(
 taskset -c 1 "$FANOUT" --log warn --workers 1 up "$work/up.yaml" >/dev/null & pids+=($!)
 start_nginx "$NGINX" "$ORIGIN" 1
 start_varnish "$VARNISH" "$ORIGIN" 1
-for t in "$ORIGIN" "$BARE" "$CACHE" "$UP_PROXY" "$NGINX" "$VARNISH"; do wait_http "$t"; done
+start_haproxy "$HAPROXY" "$ORIGIN" 1
+for t in "$ORIGIN" "$BARE" "$CACHE" "$UP_PROXY" "$NGINX" "$VARNISH" "$HAPROXY"; do wait_http "$t"; done
 
-targets=("fanout-cache $CACHE" "fanout-cluster $UP_PROXY" "nginx $NGINX" "varnish $VARNISH" "bare-hyper $BARE")
+targets=("fanout-cache $CACHE" "fanout-cluster $UP_PROXY" "nginx $NGINX" "varnish $VARNISH" "haproxy $HAPROXY" "bare-hyper $BARE")
 # Fill every cache, and check each answers with the object.
 for size in $SIZES; do
   for t in "${targets[@]}"; do

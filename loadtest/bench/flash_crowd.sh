@@ -11,6 +11,7 @@
 #   fanout-cluster  a Fanout proxy + cache node (one `fanout up` process)
 #   nginx           NGINX proxy_cache with proxy_cache_lock on
 #   varnish         Varnish with its default request coalescing
+#   haproxy         HAProxy's cache (which does not coalesce)
 # The server under test is pinned to core 1, the load generator and origin to
 # core 0 (`taskset`), so neither steals the other's CPU.
 #
@@ -21,7 +22,7 @@ source "$(dirname "$0")/lib.sh"
 CLIENTS=${CLIENTS:-1000}
 ROUNDS=${ROUNDS:-3}
 SIZES=${SIZES:-"1KiB 1MiB"}
-need_commands nginx:nginx-light varnishd:varnish taskset:util-linux
+need_commands nginx:nginx-light varnishd:varnish haproxy:haproxy taskset:util-linux
 
 ORIGIN=127.0.0.1:$(free_port)
 CACHE=127.0.0.1:$(free_port)
@@ -29,6 +30,7 @@ UP_PROXY=127.0.0.1:$(free_port)
 UP_CACHE=127.0.0.1:$(free_port)
 NGINX=127.0.0.1:$(free_port)
 VARNISH=127.0.0.1:$(free_port)
+HAPROXY=127.0.0.1:$(free_port)
 
 objects=""
 faults=""
@@ -75,9 +77,10 @@ taskset -c 1 "$FANOUT" --log warn --workers 1 cache "$work/cache.yaml" & pids+=(
 taskset -c 1 "$FANOUT" --log warn --workers 1 up "$work/up.yaml" >/dev/null & pids+=($!)
 start_nginx "$NGINX" "$ORIGIN" 1
 start_varnish "$VARNISH" "$ORIGIN" 1
-for t in "$ORIGIN" "$CACHE" "$UP_PROXY" "$NGINX" "$VARNISH"; do wait_http "$t"; done
+start_haproxy "$HAPROXY" "$ORIGIN" 1
+for t in "$ORIGIN" "$CACHE" "$UP_PROXY" "$NGINX" "$VARNISH" "$HAPROXY"; do wait_http "$t"; done
 
-targets=("fanout-cache $CACHE" "fanout-cluster $UP_PROXY" "nginx $NGINX" "varnish $VARNISH")
+targets=("fanout-cache $CACHE" "fanout-cluster $UP_PROXY" "nginx $NGINX" "varnish $VARNISH" "haproxy $HAPROXY")
 results=$work/results.jsonl
 n=0
 echo "flash crowd: $CLIENTS clients within 100 ms, origin latency 200 ms, $ROUNDS rounds after a warm-up"

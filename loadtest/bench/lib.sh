@@ -41,7 +41,8 @@ wait_http() {
     curl -s -o /dev/null -H 'Host: localhost' "http://$1/" && return 0
     sleep 0.05
   done
-  echo "nothing answers at $1" >&2
+  echo "nothing answers at $1; server logs:" >&2
+  tail -n 5 "$work"/*.log >&2 2>/dev/null || true
   exit 1
 }
 
@@ -82,5 +83,33 @@ CONF
 start_varnish() {
   taskset -c "$3" varnishd -F -n "$work/varnish" -a "$1" -b "$2" -s malloc,4G \
     -p thread_pool_min=200 -p thread_pool_max=5000 >/dev/null 2>"$work/varnish.log" &
+  pids+=($!)
+}
+
+# Starts HAProxy with its cache (objects up to 2 MiB), one thread, pinned
+# to core $3. Usage: start_haproxy LISTEN ORIGIN CORE
+start_haproxy() {
+  cat >"$work/haproxy.cfg" <<CONF
+global
+  maxconn 8000
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+cache bench
+  total-max-size 4095
+  max-object-size 2097152
+  max-age 3600
+frontend fe
+  bind $1
+  default_backend be
+backend be
+  http-request cache-use bench
+  http-response cache-store bench
+  server origin $2
+CONF
+  taskset -c "$3" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
   pids+=($!)
 }
