@@ -112,3 +112,40 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_port_in_use_is_reported_once_with_what_could_not_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = temp_dir();
+    let (file, _cluster) = up_file(dir.path(), 1, 1, "");
+    // Put the proxy on the port that is already taken.
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let proxy_line = yaml
+        .lines()
+        .find(|l| l.contains("id: proxy-1"))
+        .unwrap()
+        .to_string();
+    let listen = proxy_line
+        .split("listen: '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap()
+        .to_string();
+    std::fs::write(&file, yaml.replace(&listen, &format!("127.0.0.1:{port}"))).unwrap();
+    let out = run(&["up", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let what = format!("cannot listen on 127.0.0.1:{port}");
+    assert!(
+        stderr.contains(&format!("proxy-1 failed: proxy proxy-1: listener: {what}")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches(&what).count(),
+        1,
+        "the cause once, not repeated:\n{stderr}"
+    );
+}

@@ -47,18 +47,18 @@ fn read_token(file: &std::path::Path) -> std::io::Result<String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cache node {node}: admin token file {}: {source}", file.display())]
+    #[error("cache node {node}: admin token file {}", file.display())]
     Token {
         node: String,
         file: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("cache node {node}: {source}")]
+    #[error("cache node {node}")]
     Listen {
         node: String,
         source: std::io::Error,
     },
-    #[error("cache node {node}: {source}")]
+    #[error("cache node {node}")]
     Origin {
         node: String,
         source: OriginSetupError,

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
-#[error("proxy {proxy}: {source}")]
+#[error("proxy {proxy}")]
 pub struct Error {
     proxy: String,
     source: std::io::Error,
