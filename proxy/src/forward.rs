@@ -6,20 +6,23 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use fanout_config::{CacheKey, SiteTable};
-use fanout_server::{remove_hop_by_hop, text, ConnInfo, ResponseBody};
-use http::{header, Request, Response, StatusCode, Uri};
+use fanout_server::{empty, remove_hop_by_hop, text, ConnInfo, ResponseBody};
+use http::{header, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::KeyValue;
 
+use crate::health::Health;
 use crate::ring::{key_hash, Ring};
 
 /// What a request is routed by; swapped whole when the config changes.
 pub struct Routing {
     pub sites: SiteTable,
     pub ring: Ring,
+    /// Index-aligned with `ring.nodes()`.
+    pub health: Health,
 }
 
 pub struct Proxy {
@@ -104,32 +107,65 @@ impl Proxy {
             return text(StatusCode::NOT_FOUND, "unknown site\n");
         };
         let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
-        let Some(node) = routing.ring.owner(key_hash(&key)) else {
+        let hash = key_hash(&key);
+        let now = Instant::now();
+        // GET and HEAD may go to the next node of the ring when the owner
+        // fails before answering; other methods' bodies cannot be replayed.
+        let retryable = parts.method == Method::GET || parts.method == Method::HEAD;
+        let attempts = if retryable { 2 } else { 1 };
+        let mut candidates: Vec<usize> = routing
+            .ring
+            .successors(hash)
+            .filter(|n| routing.health.is_up(*n, now))
+            .take(attempts)
+            .collect();
+        if candidates.is_empty() {
+            // Every node is backing off: trying the owner beats refusing.
+            candidates.extend(routing.ring.owner(hash));
+        }
+        if candidates.is_empty() {
             return text(StatusCode::SERVICE_UNAVAILABLE, "no cache node\n");
-        };
-        let node = &routing.ring.nodes()[node];
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let Ok(uri) = format!("http://{}{path_and_query}", node.address).parse::<Uri>() else {
-            return text(StatusCode::BAD_REQUEST, "bad request target\n");
-        };
-        parts.uri = uri;
-        parts.version = http::Version::HTTP_11;
+        }
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         remove_hop_by_hop(&mut parts.headers);
-        let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed_unsync());
-        match tokio::time::timeout(self.upstream_timeout, self.client.request(upstream)).await {
-            Ok(Ok(resp)) => {
-                let (mut p, body) = resp.into_parts();
-                remove_hop_by_hop(&mut p.headers);
-                Response::from_parts(p, body.map_err(Into::into).boxed_unsync())
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(node = %node.id, error = %e, "cache node request failed");
-                text(StatusCode::BAD_GATEWAY, "bad gateway\n")
-            }
-            Err(_) => {
-                tracing::warn!(node = %node.id, timeout = ?self.upstream_timeout, "cache node did not answer in time");
-                text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n")
+        let mut body = Some(body.map_err(Into::into).boxed_unsync());
+        for (attempt, &index) in candidates.iter().enumerate() {
+            let node = &routing.ring.nodes()[index];
+            let last = attempt + 1 == candidates.len();
+            let Ok(uri) = format!("http://{}{path_and_query}", node.address).parse::<Uri>() else {
+                return text(StatusCode::BAD_REQUEST, "bad request target\n");
+            };
+            let mut upstream = Request::new(body.take().unwrap_or_else(empty));
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.headers_mut() = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            match tokio::time::timeout(self.upstream_timeout, self.client.request(upstream)).await {
+                Ok(Ok(resp)) => {
+                    routing.health.succeeded(index);
+                    let (mut p, body) = resp.into_parts();
+                    remove_hop_by_hop(&mut p.headers);
+                    return Response::from_parts(p, body.map_err(Into::into).boxed_unsync());
+                }
+                Ok(Err(e)) => {
+                    let backoff = routing.health.failed(index, Instant::now());
+                    tracing::warn!(node = %node.id, error = %e, backoff = ?backoff, retry = !last, "cache node request failed");
+                }
+                // Not retried: the node may be waiting on a slow origin, and a
+                // second node would only wait for it too.
+                Err(_) => {
+                    tracing::warn!(node = %node.id, timeout = ?self.upstream_timeout, "cache node did not answer in time");
+                    return text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
+                }
             }
         }
+        text(StatusCode::BAD_GATEWAY, "bad gateway\n")
     }
 }

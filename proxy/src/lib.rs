@@ -6,11 +6,14 @@
 //! so lookups take no lock, and forwarding with streamed bodies. Public
 //! surface: [`run`] and the ring.
 //!
-//! Walking-skeleton scope: static node list from the config, plain HTTP/1.1
-//! and h2c. Health checks, bounded loads, retries, fail-open to the origin,
-//! TLS and hot reload come next.
+//! Today: a static node list from the config, HTTP/1.1 and h2c, and
+//! passive health: a node that fails is skipped with back-off, and a GET or
+//! HEAD that fails before an answer is retried once on the next node of the
+//! ring. Active probes, bounded loads, a retry budget, fail-open to the
+//! origin, TLS and hot reload come next.
 
 mod forward;
+mod health;
 pub mod ring;
 
 use std::sync::Arc;
@@ -74,6 +77,7 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         routing: ArcSwap::from_pointee(forward::Routing {
             sites: SiteTable::new(&config.cluster),
             ring: ring::Ring::new(&config.cache_nodes, config.cluster.hashing.vnodes),
+            health: health::Health::new(config.cache_nodes.len()),
         }),
         client,
         upstream_timeout,
