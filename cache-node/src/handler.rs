@@ -53,6 +53,10 @@ pub fn hit_for_pass_marks() -> moka::sync::Cache<String, ()> {
         .build()
 }
 
+/// Where proxies probe a cache node's data listener. `/_fanout/` is
+/// reserved: no site's content is served under it.
+pub const HEALTH_PATH: &str = "/_fanout/health";
+
 static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
 
 /// Request headers that make an origin answer differ from the full object
@@ -68,6 +72,10 @@ const CONDITIONAL: [header::HeaderName; 6] = [
 
 impl CacheNode {
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+        // Proxies' active health probes, on any host.
+        if req.uri().path() == HEALTH_PATH {
+            return text(StatusCode::OK, "ok\n");
+        }
         let host = req
             .headers()
             .get(header::HOST)

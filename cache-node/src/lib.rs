@@ -31,6 +31,7 @@ use fanout_config::{CacheNodeConfig, SiteTable};
 use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use tokio_util::sync::CancellationToken;
 
+pub use handler::HEALTH_PATH;
 pub use origin::OriginSetupError;
 
 /// Reads a bearer token: the file's content without surrounding space.

@@ -21,8 +21,8 @@ use crate::ring::{key_hash, Ring};
 pub struct Routing {
     pub sites: SiteTable,
     pub ring: Ring,
-    /// Index-aligned with `ring.nodes()`.
-    pub health: Health,
+    /// Index-aligned with `ring.nodes()`; shared with the health prober.
+    pub health: Arc<Health>,
 }
 
 pub struct Proxy {

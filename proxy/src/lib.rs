@@ -33,6 +33,36 @@ pub struct Error {
     source: std::io::Error,
 }
 
+/// `fanout_proxy_cache_node_up{proxy,node}`: 1 while this proxy sends the
+/// node requests, 0 while its health holds the node out.
+fn export_node_health(
+    proxy: &str,
+    nodes: &[fanout_config::CacheNodeRef],
+    health: Arc<health::Health>,
+) {
+    let attrs: Vec<[opentelemetry::KeyValue; 2]> = nodes
+        .iter()
+        .map(|n| {
+            [
+                opentelemetry::KeyValue::new("proxy", proxy.to_string()),
+                opentelemetry::KeyValue::new("node", n.id.clone()),
+            ]
+        })
+        .collect();
+    opentelemetry::global::meter("fanout-proxy")
+        .u64_observable_gauge("fanout_proxy_cache_node_up")
+        .with_description(
+            "Whether this proxy is sending the cache node requests (1) or holding it out (0)",
+        )
+        .with_callback(move |o| {
+            let now = std::time::Instant::now();
+            for (i, attrs) in attrs.iter().enumerate() {
+                o.observe(health.is_up(i, now) as u64, attrs);
+            }
+        })
+        .build();
+}
+
 /// Serves as a proxy until `shutdown` is cancelled, then drains.
 pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let id = config.id.clone();
@@ -73,11 +103,19 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         .max()
         .unwrap_or(Duration::from_secs(10))
         + Duration::from_secs(1);
+    let health = Arc::new(health::Health::new(config.cache_nodes.len()));
+    let prober = tokio::spawn(health::probe(
+        health.clone(),
+        config.cache_nodes.clone(),
+        config.cluster.health.clone(),
+        shutdown.clone(),
+    ));
+    export_node_health(&id, &config.cache_nodes, health.clone());
     let proxy = Arc::new(forward::Proxy {
         routing: ArcSwap::from_pointee(forward::Routing {
             sites: SiteTable::new(&config.cluster),
             ring: ring::Ring::new(&config.cache_nodes, config.cluster.hashing.vnodes),
-            health: health::Health::new(config.cache_nodes.len()),
+            health,
         }),
         client,
         upstream_timeout,
@@ -92,6 +130,7 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         ServeOptions::default(),
     )
     .await;
+    let _ = prober.await;
     if let Some(admin) = admin {
         let _ = admin.await;
     }
