@@ -119,6 +119,7 @@ mod tests {
 
     fn site(mode: QueryMode, drop: &[&str]) -> Site {
         Site {
+            access_log: true,
             name: "live".into(),
             hosts: vec![],
             path_prefixes: vec!["/".into()],

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::units::{Size, Span};
 use crate::validate::Validator;
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Sites in match order (exact host before wildcard, longest path prefix
@@ -37,6 +37,13 @@ pub struct Site {
     pub origin: OriginPool,
     #[serde(default)]
     pub cache: CachePolicy,
+    /// Whether proxies with an access log write lines for this site.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn root_prefix() -> Vec<String> {

@@ -25,8 +25,13 @@ pub struct ControlConfig {
     /// Raft log, vote and snapshots (relative to this file).
     pub data_dir: PathBuf,
     /// Every initial member, this node included; all nodes of a new group
-    /// start with the same list.
+    /// start with the same list. With `join`, the running group's nodes
+    /// (this node is not among them yet).
     pub peers: Vec<ControlPeer>,
+    /// This node joins a running group: it forms no group of its own and
+    /// waits to be added with `fanout ctl raft add`.
+    #[serde(default)]
+    pub join: bool,
     /// Shared secret that authenticates Raft RPCs between members.
     pub cluster_secret_file: PathBuf,
     /// Bearer token required for writes (apply, drain, purge).
@@ -78,11 +83,19 @@ impl ControlConfig {
                 "peer address",
             );
         }
-        if !self.peers.is_empty() && !self.peers.iter().any(|p| p.id == self.id) {
+        let listed = self.peers.iter().any(|p| p.id == self.id);
+        if !self.peers.is_empty() && !listed && !self.join {
             v.error(
                 "peers",
                 format!("this node (id {}) is not among the peers", self.id),
-                "a list that includes this node's own id",
+                "a list that includes this node's own id (or join: true to join a running group)",
+            );
+        }
+        if self.join && listed {
+            v.error(
+                "join",
+                format!("a joining node (id {}) is already among the peers", self.id),
+                "peers listing the running group's nodes only",
             );
         }
         if self.peers.len() % 2 == 0 && !self.peers.is_empty() {

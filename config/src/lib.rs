@@ -14,6 +14,7 @@
 mod cache_key;
 mod cluster;
 mod control;
+mod edge;
 mod error;
 mod load;
 mod origin;
@@ -30,6 +31,9 @@ pub use cluster::{
     QueryPolicy, Scheme, Site,
 };
 pub use control::{ControlConfig, ControlPeer};
+pub use edge::{
+    ClientLimits, ControlSource, EdgeCertificate, EdgeSettings, EdgeTls, FailOpen, RetryPolicy,
+};
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{
     load_any, load_cache_node, load_cluster, load_control, load_origin, load_proxy, load_str,
@@ -41,4 +45,4 @@ pub use origin::{
 pub use process::{CacheNodeConfig, CacheNodeRef, ProxyConfig};
 pub use site_table::SiteTable;
 pub use units::{Size, Span};
-pub use up::{Demo, UpCacheNode, UpConfig, UpProxy};
+pub use up::{Demo, UpCacheNode, UpConfig, UpControlPlane, UpProxy};

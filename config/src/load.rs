@@ -323,6 +323,18 @@ fn load_cluster_ref(doc: &Document, relative: &Path) -> Result<ClusterConfig, Co
     load_cluster(&path)
 }
 
+/// An up file's `cluster` section as a `kind: cluster` document.
+fn cluster_section(body: &serde_yaml::Value) -> String {
+    let mut map = serde_yaml::Mapping::new();
+    map.insert("kind".into(), "cluster".into());
+    if let Some(serde_yaml::Value::Mapping(cluster)) = body.get("cluster") {
+        for (k, v) in cluster {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    serde_yaml::to_string(&serde_yaml::Value::Mapping(map)).unwrap_or_default()
+}
+
 fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
     Ok(match doc.kind {
         FileKind::Cluster => {
@@ -337,8 +349,20 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
         }
         FileKind::Up => {
             let mut u: UpConfig = doc.typed()?;
+            u.cluster_yaml = cluster_section(&doc.body);
+            if let Some(cp) = u.control_plane.as_mut() {
+                cp.data_dir = cp.data_dir.take().map(|d| doc.dir().join(d));
+            }
             u.admin_token_file = u.admin_token_file.map(|f| relative_to(&doc.file, &f));
             u.cluster.resolve_paths(doc.dir());
+            for p in &mut u.proxies {
+                if let Some(tls) = p.tls.as_mut() {
+                    for c in &mut tls.certificates {
+                        c.cert_file = doc.dir().join(&c.cert_file);
+                        c.key_file = doc.dir().join(&c.key_file);
+                    }
+                }
+            }
             if let Some(o) = u.origin.as_mut() {
                 o.resolve_paths(doc.dir());
             }
@@ -352,20 +376,39 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
         FileKind::Proxy => {
             let p: ProxyFile = doc.typed()?;
             let p = validated(&doc, p, |p, v| p.validate(v))?;
-            let cluster = load_cluster_ref(&doc, &p.cluster)?;
+            let cluster = match &p.cluster {
+                Some(c) => load_cluster_ref(&doc, c)?,
+                None => ClusterConfig::default(),
+            };
+            let control = p.control.clone().map(|mut c| {
+                c.resolve_paths(doc.dir());
+                c
+            });
+            let mut edge = p.edge();
+            edge.resolve_paths(doc.dir());
             AnyConfig::Proxy(ProxyConfig {
                 id: p.id,
                 listen: p.listen,
                 admin_listen: p.admin_listen,
+                edge,
                 cache_nodes: p.cache_nodes,
                 cluster,
+                control,
             })
         }
         FileKind::Cache => {
             let c: CacheNodeFile = doc.typed()?;
             let c = validated(&doc, c, |c, v| c.validate(v))?;
-            let cluster = load_cluster_ref(&doc, &c.cluster)?;
+            let cluster = match &c.cluster {
+                Some(f) => load_cluster_ref(&doc, f)?,
+                None => ClusterConfig::default(),
+            };
+            let control = c.control.clone().map(|mut s| {
+                s.resolve_paths(doc.dir());
+                s
+            });
             AnyConfig::Cache(CacheNodeConfig {
+                control,
                 id: c.id,
                 listen: c.listen,
                 admin_listen: c.admin_listen,

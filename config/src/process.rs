@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::cluster::{ClusterConfig, HostPort};
+use crate::edge::{ClientLimits, ControlSource, EdgeSettings, EdgeTls, FailOpen, RetryPolicy};
 use crate::units::Size;
 use crate::validate::Validator;
 
@@ -19,9 +20,39 @@ pub struct ProxyFile {
     pub listen: SocketAddr,
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
-    /// Path of the cluster file, relative to this file.
-    pub cluster: PathBuf,
+    /// Path of the cluster file, relative to this file (not with `control`).
+    #[serde(default)]
+    pub cluster: Option<PathBuf>,
+    /// The cache nodes (not with `control`: they register there).
+    #[serde(default)]
     pub cache_nodes: Vec<CacheNodeRef>,
+    /// Take the cluster config and cache nodes from a control plane.
+    #[serde(default)]
+    pub control: Option<ControlSource>,
+    /// HTTPS at the edge (a second listener).
+    #[serde(default)]
+    pub tls: Option<EdgeTls>,
+    #[serde(default)]
+    pub limits: ClientLimits,
+    #[serde(default)]
+    pub retries: RetryPolicy,
+    #[serde(default)]
+    pub fail_open: FailOpen,
+    /// One JSON line per request on stdout (sites can opt out).
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+impl ProxyFile {
+    pub(crate) fn edge(&self) -> EdgeSettings {
+        EdgeSettings {
+            tls: self.tls.clone(),
+            limits: self.limits.clone(),
+            retries: self.retries.clone(),
+            fail_open: self.fail_open.clone(),
+            access_log: self.access_log,
+        }
+    }
 }
 
 /// A cache node as a proxy sees it.
@@ -49,7 +80,12 @@ pub struct CacheNodeFile {
     /// Bytes of response bodies and headers the node keeps in memory.
     #[serde(default = "default_capacity")]
     pub capacity: Size,
-    pub cluster: PathBuf,
+    /// Path of the cluster file, relative to this file (not with `control`).
+    #[serde(default)]
+    pub cluster: Option<PathBuf>,
+    /// Take the cluster config (and purges) from a control plane.
+    #[serde(default)]
+    pub control: Option<ControlSource>,
     /// File holding the bearer token for admin writes (purges), relative to
     /// this file. Without it, purging is disabled.
     #[serde(default)]
@@ -84,7 +120,11 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub cache_nodes: Vec<CacheNodeRef>,
+    /// Empty (no sites) until the control plane's first answer when
+    /// `control` is set.
     pub cluster: ClusterConfig,
+    pub edge: EdgeSettings,
+    pub control: Option<ControlSource>,
 }
 
 /// What a cache node runs on.
@@ -98,6 +138,7 @@ pub struct CacheNodeConfig {
     /// Absolute (resolved) path of the admin token file.
     pub admin_token_file: Option<PathBuf>,
     pub max_origin_fetches: u32,
+    pub control: Option<ControlSource>,
 }
 
 pub(crate) fn validate_id(id: &str, path: &str, v: &mut Validator) {
@@ -170,7 +211,32 @@ impl ProxyFile {
         if let Some(a) = self.admin_listen {
             l.add(a, "admin_listen", v);
         }
-        validate_cache_refs(&self.cache_nodes, "cache_nodes", v);
+        if let Some(tls) = &self.tls {
+            l.add(tls.listen, "tls.listen", v);
+        }
+        match &self.control {
+            None => {
+                if self.cluster.is_none() {
+                    v.error(
+                        "cluster",
+                        "missing",
+                        "the path of a kind: cluster file, or a control section",
+                    );
+                }
+                validate_cache_refs(&self.cache_nodes, "cache_nodes", v);
+            }
+            Some(control) => {
+                control.validate("control", v);
+                if self.cluster.is_some() || !self.cache_nodes.is_empty() {
+                    v.error(
+                        "control",
+                        "cluster and cache_nodes come from the control plane",
+                        "either control, or cluster and cache_nodes",
+                    );
+                }
+            }
+        }
+        self.edge().validate("", v);
     }
 }
 
@@ -207,6 +273,20 @@ impl CacheNodeFile {
         l.add(self.listen, "listen", v);
         if let Some(a) = self.admin_listen {
             l.add(a, "admin_listen", v);
+        }
+        match (&self.cluster, &self.control) {
+            (None, None) => v.error(
+                "cluster",
+                "missing",
+                "the path of a kind: cluster file, or a control section",
+            ),
+            (Some(_), Some(_)) => v.error(
+                "control",
+                "the cluster comes from the control plane",
+                "either control or cluster",
+            ),
+            (None, Some(c)) => c.validate("control", v),
+            (Some(_), None) => {}
         }
     }
 }

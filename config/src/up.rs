@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use serde::Deserialize;
 
 use crate::cluster::{ClusterConfig, HostPort};
+use crate::edge::{ClientLimits, EdgeSettings, EdgeTls, FailOpen, RetryPolicy};
 use crate::origin::OriginConfig;
 use crate::process::{
     default_capacity, default_max_origin_fetches, default_weight, validate_capacity, validate_id,
@@ -30,6 +31,25 @@ pub struct UpConfig {
     /// to this file. Without it, purging is disabled.
     #[serde(default)]
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// Run a control plane too: the cluster config is applied to it, and
+    /// proxies and cache nodes register with it and follow it.
+    #[serde(default)]
+    pub control_plane: Option<UpControlPlane>,
+    /// The `cluster` section as written, with `kind: cluster`: what `up`
+    /// applies to its control plane.
+    #[serde(skip)]
+    pub cluster_yaml: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpControlPlane {
+    /// Where each control node listens (1, 3 or 5 of them).
+    pub nodes: Vec<SocketAddr>,
+    /// Raft data, tokens and the parts' saved state (relative to this
+    /// file); default: a fresh temporary directory for each run.
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -55,6 +75,33 @@ pub struct UpProxy {
     pub listen: SocketAddr,
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// HTTPS at the edge (a second listener).
+    #[serde(default)]
+    pub tls: Option<EdgeTls>,
+    #[serde(default)]
+    pub limits: ClientLimits,
+    #[serde(default)]
+    pub retries: RetryPolicy,
+    #[serde(default)]
+    pub fail_open: FailOpen,
+    /// One JSON line per request on stdout (sites can opt out).
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+impl UpProxy {
+    // The edge fields are repeated here and in `ProxyFile` rather than
+    // flattened from one struct: `#[serde(flatten)]` turns off
+    // `deny_unknown_fields` and the field paths errors are reported by.
+    fn edge(&self) -> EdgeSettings {
+        EdgeSettings {
+            tls: self.tls.clone(),
+            limits: self.limits.clone(),
+            retries: self.retries.clone(),
+            fail_open: self.fail_open.clone(),
+            access_log: self.access_log,
+        }
+    }
 }
 
 /// The short built-in load that `fanout up --demo` runs.
@@ -149,6 +196,33 @@ impl UpConfig {
                 listeners.add(a, &format!("{p}.admin_listen"), v);
             }
         }
+        if let Some(cp) = &self.control_plane {
+            if !matches!(cp.nodes.len(), 1 | 3 | 5) {
+                v.error(
+                    "control_plane.nodes",
+                    format!("{} nodes", cp.nodes.len()),
+                    "1, 3 or 5 control nodes (a majority must stay up)",
+                );
+            }
+            for (i, a) in cp.nodes.iter().enumerate() {
+                let p = format!("control_plane.nodes[{i}]");
+                if a.port() == 0 {
+                    v.error(
+                        &p,
+                        "port 0",
+                        "a fixed port: the parts must know where to connect",
+                    );
+                }
+                listeners.add(*a, &p, v);
+            }
+        }
+        for (i, p) in self.proxies.iter().enumerate() {
+            let at = format!("proxies[{i}]");
+            if let Some(tls) = &p.tls {
+                listeners.add(tls.listen, &format!("{at}.tls.listen"), v);
+            }
+            p.edge().validate(&at, v);
+        }
         for (i, n) in self.cache_nodes.iter().enumerate() {
             validate_capacity(n.capacity, &format!("cache_nodes[{i}].capacity"), v);
             validate_weight(n.weight, &format!("cache_nodes[{i}].weight"), v);
@@ -224,6 +298,8 @@ impl UpConfig {
                 admin_listen: p.admin_listen,
                 cache_nodes: nodes.clone(),
                 cluster: self.cluster.clone(),
+                edge: p.edge(),
+                control: None,
             })
             .collect()
     }
@@ -239,6 +315,7 @@ impl UpConfig {
                 cluster: self.cluster.clone(),
                 admin_token_file: self.admin_token_file.clone(),
                 max_origin_fetches: n.max_origin_fetches,
+                control: None,
             })
             .collect()
     }

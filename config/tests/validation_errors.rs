@@ -61,7 +61,7 @@ fn unknown_fields_point_at_the_key_and_suggest_the_closest_name() {
     assert_eq!(
         one_error(&yaml),
         "site.yaml:4:5: sites[0].hots: unknown field `hots` (did you mean `hosts`?); \
-         allowed: name, hosts, path_prefixes, origin, cache"
+         allowed: name, hosts, path_prefixes, origin, cache, access_log"
     );
 }
 
@@ -299,7 +299,7 @@ peers:
     assert_eq!(
         errors(yaml),
         [
-            "site.yaml:8:3: peers: this node (id 4) is not among the peers; allowed: a list that includes this node's own id",
+            "site.yaml:8:3: peers: this node (id 4) is not among the peers; allowed: a list that includes this node's own id (or join: true to join a running group)",
             "site.yaml:8:3: peers: 2 members tolerate no more failures than 1; allowed: an odd number of members: 1, 3 or 5",
             "site.yaml:9:11: peers[1].id: duplicate peer id 1 (first used at peers[0].id); allowed: each peer id once",
         ]

@@ -1,0 +1,298 @@
+//! The proxy's own settings, written in a `kind: proxy` file or under each
+//! of `up`'s `proxies`: edge TLS, client-side limits, the retry budget,
+//! fail-open to the origin and the access log.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::cluster::HostPattern;
+use crate::units::{Size, Span};
+use crate::validate::Validator;
+
+/// HTTPS at the edge: a second listener that serves the same sites over
+/// TLS 1.2 / 1.3, HTTP/2 or HTTP/1.1 by ALPN.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeTls {
+    pub listen: SocketAddr,
+    /// Chosen by the name the client asks for (SNI): an exact name first,
+    /// then `*.example.com`; a client that names none of them, or no name
+    /// at all, gets the certificate marked `default` (or the first one).
+    pub certificates: Vec<EdgeCertificate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeCertificate {
+    /// PEM certificate chain, leaf first (relative to the file naming it).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Server names this certificate answers for.
+    pub names: Vec<HostPattern>,
+    /// Served when the client's name matches no certificate.
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// What a client may send and how long it may take.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientLimits {
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Time to send complete request headers (431/close against slowloris).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Span,
+    /// A connection with no request in flight for this long is closed
+    /// (HTTP/2 with GOAWAY).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Span,
+    /// Request line and headers (431 beyond).
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: Size,
+    /// Declared request body (413 beyond).
+    #[serde(default = "default_max_body_size")]
+    pub max_body_size: Size,
+    /// On shutdown, how long in-flight requests may finish.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: Span,
+}
+
+fn default_max_connections() -> u32 {
+    10_000
+}
+fn default_header_read_timeout() -> Span {
+    Span::from_secs(10)
+}
+fn default_idle_timeout() -> Span {
+    Span::from_secs(60)
+}
+fn default_max_header_size() -> Size {
+    Size::kib(64)
+}
+fn default_max_body_size() -> Size {
+    Size::mib(64)
+}
+fn default_drain_timeout() -> Span {
+    Span::from_secs(10)
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_header_size: default_max_header_size(),
+            max_body_size: default_max_body_size(),
+            drain_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+/// Retries of GET and HEAD on the next cache node.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries allowed per request sent (0.2: one retry per five requests).
+    #[serde(default = "default_budget_ratio")]
+    pub budget_ratio: f64,
+    /// Retries allowed every second whatever the traffic.
+    #[serde(default = "default_min_retries_per_second")]
+    pub min_per_second: u32,
+}
+
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_min_retries_per_second() -> u32 {
+    10
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            budget_ratio: default_budget_ratio(),
+            min_per_second: default_min_retries_per_second(),
+        }
+    }
+}
+
+/// What the proxy does when no cache node is usable.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailOpen {
+    /// `true`: send requests to the site's origin directly; `false`: 503.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Origin requests this proxy may have open at once when failing open;
+    /// more get 503, so a dead cache tier does not flatten the origin.
+    #[serde(default = "default_fail_open_requests")]
+    pub max_origin_requests: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_fail_open_requests() -> u32 {
+    64
+}
+
+impl Default for FailOpen {
+    fn default() -> Self {
+        FailOpen {
+            enabled: true,
+            max_origin_requests: default_fail_open_requests(),
+        }
+    }
+}
+
+/// Where a proxy or cache node gets its cluster config and membership
+/// when a control plane runs them, instead of from files.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSource {
+    /// Control-plane nodes, tried in turn.
+    pub servers: Vec<crate::cluster::HostPort>,
+    /// Bearer token (the write token: agents register themselves).
+    pub token_file: PathBuf,
+    /// The last good state from the control plane, written after each
+    /// change; with every control-plane node down, a restart starts from it.
+    pub state_file: PathBuf,
+    /// Address other parts reach this one at; default: its listen address.
+    #[serde(default)]
+    pub advertise: Option<crate::cluster::HostPort>,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+impl ControlSource {
+    pub(crate) fn resolve_paths(&mut self, base: &std::path::Path) {
+        self.token_file = base.join(&self.token_file);
+        self.state_file = base.join(&self.state_file);
+    }
+
+    pub(crate) fn validate(&self, at: &str, v: &mut Validator) {
+        if self.servers.is_empty() {
+            v.error(
+                &v.join(at, "servers"),
+                "no servers",
+                "the host:port of at least one control-plane node",
+            );
+        }
+    }
+}
+
+/// Everything a proxy process is configured with besides its cluster.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSettings {
+    #[serde(default)]
+    pub tls: Option<EdgeTls>,
+    #[serde(default)]
+    pub limits: ClientLimits,
+    #[serde(default)]
+    pub retries: RetryPolicy,
+    #[serde(default)]
+    pub fail_open: FailOpen,
+    /// One JSON line per request on stdout (sites can opt out).
+    #[serde(default)]
+    pub access_log: bool,
+}
+
+impl EdgeSettings {
+    pub(crate) fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(tls) = self.tls.as_mut() {
+            for c in &mut tls.certificates {
+                c.cert_file = base.join(&c.cert_file);
+                c.key_file = base.join(&c.key_file);
+            }
+        }
+    }
+
+    pub(crate) fn validate(&self, at: &str, v: &mut Validator) {
+        if let Some(tls) = &self.tls {
+            let tp = v.join(at, "tls");
+            if tls.certificates.is_empty() {
+                v.error(
+                    &v.join(&tp, "certificates"),
+                    "no certificates",
+                    "at least one entry with cert_file, key_file and names",
+                );
+            }
+            let mut names = Vec::new();
+            for (i, c) in tls.certificates.iter().enumerate() {
+                let cp = format!("{}[{i}]", v.join(&tp, "certificates"));
+                if c.names.is_empty() {
+                    v.error(
+                        &format!("{cp}.names"),
+                        "no names",
+                        "server names such as live.example.com or *.example.com",
+                    );
+                }
+                for (j, n) in c.names.iter().enumerate() {
+                    v.unique(
+                        &mut names,
+                        &n.to_string(),
+                        &format!("{cp}.names[{j}]"),
+                        "certificate name",
+                    );
+                }
+            }
+            if tls.certificates.iter().filter(|c| c.default).count() > 1 {
+                v.error(
+                    &v.join(&tp, "certificates"),
+                    "more than one certificate is marked default",
+                    "default: true on at most one certificate",
+                );
+            }
+        }
+        let lp = v.join(at, "limits");
+        let l = &self.limits;
+        if l.max_connections == 0 || l.max_connections > 1_000_000 {
+            v.error(
+                &v.join(&lp, "max_connections"),
+                format!("{} is out of range", l.max_connections),
+                "1 to 1000000",
+            );
+        }
+        if l.max_header_size.bytes() < 8 * 1024 || l.max_header_size.bytes() > 1024 * 1024 {
+            v.error(
+                &v.join(&lp, "max_header_size"),
+                format!("{} is out of range", l.max_header_size),
+                "8KiB to 1MiB",
+            );
+        }
+        for (name, span) in [
+            ("header_read_timeout", l.header_read_timeout),
+            ("idle_timeout", l.idle_timeout),
+        ] {
+            if span.get().is_zero() {
+                v.error(
+                    &v.join(&lp, name),
+                    "must not be zero",
+                    "a duration such as 10s",
+                );
+            }
+        }
+        let rp = v.join(at, "retries");
+        if !(0.0..=1.0).contains(&self.retries.budget_ratio) {
+            v.error(
+                &v.join(&rp, "budget_ratio"),
+                format!("{} is out of range", self.retries.budget_ratio),
+                "0.0 (no retries beyond the floor) to 1.0 (one retry per request)",
+            );
+        }
+        let fp = v.join(at, "fail_open");
+        if self.fail_open.max_origin_requests == 0 || self.fail_open.max_origin_requests > 100_000 {
+            v.error(
+                &v.join(&fp, "max_origin_requests"),
+                format!("{} is out of range", self.fail_open.max_origin_requests),
+                "1 to 100000",
+            );
+        }
+    }
+}
