@@ -178,3 +178,157 @@ async fn probes_take_a_dead_node_out_and_bring_it_back() {
         r.header("cache-status")
     );
 }
+
+/// Clients on both proxies fetching `/o/0..300` in a loop until `stop`;
+/// each returns (successes, failures with the first one described).
+fn continuous_load(
+    proxies: [SocketAddr; 2],
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinSet<(u64, Vec<String>)> {
+    use std::sync::atomic::Ordering;
+    let mut set = tokio::task::JoinSet::new();
+    for client in 0..8usize {
+        let stop = stop.clone();
+        let proxy = proxies[client % 2];
+        set.spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            let mut n = client * 37;
+            while !stop.load(Ordering::Relaxed) {
+                n = (n + 1) % 300;
+                match get(proxy, "localhost", &format!("/o/{n}"), &[]).await {
+                    Ok(r) if r.status == 200 && r.body.len() == 4096 => ok += 1,
+                    other => failed.push(format!("/o/{n}: {other:?}")),
+                }
+            }
+            (ok, failed)
+        });
+    }
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_node_under_load_on_two_proxies_fails_nothing_and_restart_takes_keys_back() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = start_standalone(3, "", "").await;
+    // A second proxy over the same nodes, from its own file.
+    let p2 = free_ports(1)[0];
+    let proxy2: SocketAddr = ([127, 0, 0, 1], p2).into();
+    let text = std::fs::read_to_string(s.path("proxy.yaml"))
+        .unwrap()
+        .replace(&s.proxy.to_string(), &proxy2.to_string())
+        .replace("id: p\n", "id: p2\n")
+        .replace(&format!("admin_listen: '{}'\n", s.proxy_admin), "");
+    std::fs::write(s.path("proxy2.yaml"), text).unwrap();
+    let mut proxy2_process = spawn(&["proxy", &s.path("proxy2.yaml")]);
+    wait_ok_get(proxy2, &mut proxy2_process).await;
+
+    // Which keys c2 owns, seen while every node is up and traffic is light.
+    let mut owned_by_c2 = Vec::new();
+    for n in 0..60 {
+        let r = get(s.proxy, "localhost", &format!("/o/{n}"), &[])
+            .await
+            .unwrap();
+        if r.cache_node() == "fanout-c2" {
+            owned_by_c2.push(format!("/o/{n}"));
+        }
+    }
+    assert!(!owned_by_c2.is_empty());
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let load = continuous_load([s.proxy, proxy2], stop.clone());
+    // Let the load run, then kill c2 in the middle of it.
+    wait_for_requests(s.origin, 100).await;
+    s.cache_processes[1].child.kill().unwrap();
+    s.cache_processes[1].child.wait().unwrap();
+    wait_node(&s, "c2", false).await;
+    // Restart it with the load still running: the probes bring it back.
+    let file = s.path("c2.yaml");
+    s.cache_processes[1] = spawn(&["cache", &file]);
+    wait_node(&s, "c2", true).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    let mut load = load;
+    while let Some(r) = load.join_next().await {
+        let (o, f) = r.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok + failed.len() as u64,
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 200, "the load ran ({ok} requests)");
+    // Back in service, c2 answers for its keys again.
+    let r = get(s.proxy, "localhost", &owned_by_c2[0], &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.cache_node(), "fanout-c2", "{}", r.header("cache-status"));
+}
+
+/// Waits until a proxy without an admin listener answers a request.
+async fn wait_ok_get(proxy: SocketAddr, process: &mut Running) {
+    let started = std::time::Instant::now();
+    loop {
+        if matches!(get(proxy, "localhost", "/o/0", &[]).await, Ok(r) if r.status == 200) {
+            return;
+        }
+        if let Ok(Some(status)) = process.child.try_wait() {
+            panic!("proxy exited with {status}");
+        }
+        assert!(started.elapsed() < DEADLINE, "second proxy never served");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the origin has served `n` requests for `/o/` objects.
+async fn wait_for_requests(origin: SocketAddr, n: u64) {
+    let started = std::time::Instant::now();
+    loop {
+        let r = get(origin, "origin", "/_origin/stats", &[]).await.unwrap();
+        let stats: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let total: u64 = stats["paths"]
+            .as_object()
+            .map(|p| {
+                p.iter()
+                    .filter(|(k, _)| k.starts_with("/o/"))
+                    .map(|(_, v)| v.as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        if total >= n {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "load never reached {n} origin requests: {stats}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until the first proxy's `/status` shows node `id` up or down.
+async fn wait_node(s: &Standalone, id: &str, up: bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let status = s.status().await;
+        let node = status["ring"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .cloned()
+            .unwrap();
+        if node["up"] == up && node["probed_down"] == !up {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{id} never became up={up}: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

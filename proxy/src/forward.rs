@@ -1,41 +1,42 @@
-//! One request through the proxy: match the site, place its cache key on the
-//! ring, and stream the exchange to and from the owning cache node.
+//! One request through the proxy: match the site, choose a cache node under
+//! the load bound, stream the exchange to and from it, retry a GET or HEAD
+//! on the next node within the budget, and fail open to the origin when no
+//! cache node can take it.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use fanout_config::{CacheKey, SiteTable};
+use fanout_config::{CacheKey, Site};
+use fanout_server::origin::FetchError;
 use fanout_server::{empty, remove_hop_by_hop, text, ConnInfo, ResponseBody};
-use http::{header, Method, Request, Response, StatusCode, Uri};
+use http::header::HeaderName;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::KeyValue;
 
-use crate::health::Health;
-use crate::ring::{key_hash, Ring};
-
-/// What a request is routed by; swapped whole when the config changes.
-pub struct Routing {
-    pub sites: SiteTable,
-    pub ring: Ring,
-    /// Index-aligned with `ring.nodes()`; shared with the health prober.
-    pub health: Arc<Health>,
-}
+use crate::access_log::{AccessLog, Entry};
+use crate::balance;
+use crate::ring::key_hash;
+use crate::snapshot::Snapshot;
+use crate::tracked_body::Tracked;
 
 pub struct Proxy {
-    pub routing: ArcSwap<Routing>,
+    pub routing: Arc<ArcSwap<Snapshot>>,
     pub client: Client<HttpConnector, ResponseBody>,
-    /// Longest wait for a cache node's response headers.
-    pub upstream_timeout: Duration,
     pub metrics: Metrics,
+    pub access_log: AccessLog,
 }
 
 pub struct Metrics {
     requests: Counter<u64>,
     duration: Histogram<f64>,
+    retries: Counter<u64>,
+    fail_open: Counter<u64>,
     proxy: KeyValue,
 }
 
@@ -45,7 +46,7 @@ impl Metrics {
         Metrics {
             requests: meter
                 .u64_counter("fanout_proxy_requests")
-                .with_description("Requests answered by the proxy, by status class")
+                .with_description("Requests answered by the proxy, by site, cache node (or origin, or none) and status class")
                 .build(),
             duration: meter
                 .f64_histogram("fanout_proxy_response_header_duration")
@@ -55,45 +56,116 @@ impl Metrics {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ])
                 .build(),
+            retries: meter
+                .u64_counter("fanout_proxy_retries")
+                .with_description("Retries on the next cache node: sent, or not sent because the retry budget was spent")
+                .build(),
+            fail_open: meter
+                .u64_counter("fanout_proxy_fail_open")
+                .with_description("Requests no cache node could take: sent to the origin, or refused with 503")
+                .build(),
             proxy: KeyValue::new("proxy", proxy.to_string()),
         }
     }
 
-    fn record(&self, status: StatusCode, started: Instant) {
+    fn record(&self, status: StatusCode, started: Instant, site: &KeyValue, node: &KeyValue) {
         let class = match status.as_u16() {
             200..=299 => "2xx",
             300..=399 => "3xx",
             400..=499 => "4xx",
             _ => "5xx",
         };
-        let attrs = [self.proxy.clone(), KeyValue::new("status_class", class)];
+        let attrs = [
+            self.proxy.clone(),
+            KeyValue::new("status_class", class),
+            site.clone(),
+            node.clone(),
+        ];
         self.requests.add(1, &attrs);
         self.duration
             .record(started.elapsed().as_secs_f64(), &attrs[..1]);
     }
+
+    fn retry(&self, outcome: &'static str) {
+        self.retries
+            .add(1, &[self.proxy.clone(), KeyValue::new("outcome", outcome)]);
+    }
+
+    fn fail_open(&self, outcome: &'static str) {
+        self.fail_open
+            .add(1, &[self.proxy.clone(), KeyValue::new("outcome", outcome)]);
+    }
+}
+
+/// Who answered a request, for metrics and the access log.
+#[derive(Clone)]
+enum Upstream {
+    None,
+    Node(usize),
+    Origin,
 }
 
 impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        _conn: ConnInfo,
+        conn: ConnInfo,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
-        let resp = self.route(req).await;
-        self.metrics.record(resp.status(), started);
+        let snapshot = self.routing.load_full();
+        let entry = self.access_log.enabled().then(|| Entry::start(&req, &conn));
+        let (mut resp, site, upstream, hold) = self.route(&snapshot, req, conn).await;
+        let site_attr = KeyValue::new(
+            "site",
+            site.map_or(Arc::<str>::from(""), |s| Arc::<str>::from(s.name.as_str())),
+        );
+        let node_attr = match &upstream {
+            Upstream::Node(i) => snapshot.node_attrs[*i].clone(),
+            Upstream::Origin => KeyValue::new("node", "origin"),
+            Upstream::None => KeyValue::new("node", "none"),
+        };
+        self.metrics
+            .record(resp.status(), started, &site_attr, &node_attr);
+        append(resp.headers_mut(), header::VIA, via(Version::HTTP_11));
+        let entry = entry
+            .filter(|_| site.is_none_or(|s| s.access_log))
+            .map(|e| {
+                let node = match upstream {
+                    Upstream::Node(i) => snapshot.ring.nodes()[i].id.clone(),
+                    Upstream::Origin => "origin".to_string(),
+                    Upstream::None => String::new(),
+                };
+                e.answered(&resp, site.map(|s| s.name.clone()), node, started)
+            });
+        if entry.is_none() && hold.is_none() {
+            return resp;
+        }
+        let (parts, body) = resp.into_parts();
+        let body = Tracked::new(body, hold, entry.map(|e| (e, self.access_log.clone())));
+        resp = Response::from_parts(parts, body.boxed_unsync());
         resp
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Response<ResponseBody> {
-        let routing = self.routing.load();
+    /// Answers `req`; also returns the site it matched, who answered, and
+    /// what the response body must keep alive until it ends.
+    async fn route<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> (
+        Response<ResponseBody>,
+        Option<&'s Site>,
+        Upstream,
+        Option<Hold>,
+    ) {
         let (mut parts, body) = req.into_parts();
         // HTTP/2 clients send :authority rather than Host; cache nodes route by Host.
         if !parts.headers.contains_key(header::HOST) {
             if let Some(v) = parts
                 .uri
                 .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             {
                 parts.headers.insert(header::HOST, v);
             }
@@ -102,70 +174,302 @@ impl Proxy {
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        let Some(site) = routing.sites.find(host, parts.uri.path()) else {
-            return text(StatusCode::NOT_FOUND, "unknown site\n");
+            .unwrap_or("")
+            .to_string();
+        let Some(site) = snapshot.sites.find(&host, parts.uri.path()) else {
+            return (
+                text(StatusCode::NOT_FOUND, "unknown site\n"),
+                None,
+                Upstream::None,
+                None,
+            );
         };
-        let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
-        let hash = key_hash(&key);
-        let now = Instant::now();
-        // GET and HEAD may go to the next node of the ring when the owner
-        // fails before answering; other methods' bodies cannot be replayed.
-        let retryable = parts.method == Method::GET || parts.method == Method::HEAD;
-        let attempts = if retryable { 2 } else { 1 };
-        let mut candidates: Vec<usize> = routing
-            .ring
-            .successors(hash)
-            .filter(|n| routing.health.is_up(*n, now))
-            .take(attempts)
-            .collect();
-        if candidates.is_empty() {
-            // Every node is backing off: trying the owner beats refusing.
-            candidates.extend(routing.ring.owner(hash));
-        }
-        if candidates.is_empty() {
-            return text(StatusCode::SERVICE_UNAVAILABLE, "no cache node\n");
-        }
         let path_and_query = parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
         remove_hop_by_hop(&mut parts.headers);
+        add_forwarding_headers(&mut parts.headers, &host, parts.version, conn);
+        let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
+        let hash = key_hash(&key);
+        // GET and HEAD may go to the next node of the ring when the chosen
+        // one fails before answering; other methods' bodies cannot be
+        // replayed. Unsafe methods still go through the owning cache node,
+        // which passes them on and invalidates what they change (RFC 9111 §4.4).
+        let retryable = parts.method == Method::GET || parts.method == Method::HEAD;
+        let candidates = balance::choose(
+            &snapshot.ring,
+            hash,
+            &snapshot.health,
+            &snapshot.loads,
+            snapshot.config.cluster.hashing.load_factor,
+            Instant::now(),
+            if retryable { 2 } else { 1 },
+        );
+        snapshot.retries.deposit();
         let mut body = Some(body.map_err(Into::into).boxed_unsync());
         for (attempt, &index) in candidates.iter().enumerate() {
-            let node = &routing.ring.nodes()[index];
+            if attempt > 0 {
+                if !snapshot.retries.try_withdraw(Instant::now()) {
+                    self.metrics.retry("budget_exhausted");
+                    tracing::warn!(site = %site.name, "retry budget spent; not retrying");
+                    break;
+                }
+                self.metrics.retry("sent");
+            }
+            let node = &snapshot.ring.nodes()[index];
             let last = attempt + 1 == candidates.len();
             let Ok(uri) = format!("http://{}{path_and_query}", node.address).parse::<Uri>() else {
-                return text(StatusCode::BAD_REQUEST, "bad request target\n");
+                return (
+                    text(StatusCode::BAD_REQUEST, "bad request target\n"),
+                    Some(site),
+                    Upstream::None,
+                    None,
+                );
             };
             let mut upstream = Request::new(body.take().unwrap_or_else(empty));
             *upstream.method_mut() = parts.method.clone();
             *upstream.uri_mut() = uri;
-            *upstream.headers_mut() = if last {
+            *upstream.headers_mut() = if last && !retryable {
                 std::mem::take(&mut parts.headers)
             } else {
                 parts.headers.clone()
             };
-            match tokio::time::timeout(self.upstream_timeout, self.client.request(upstream)).await {
+            let load = snapshot.loads.start(index);
+            match tokio::time::timeout(snapshot.upstream_timeout, self.client.request(upstream))
+                .await
+            {
                 Ok(Ok(resp)) => {
-                    routing.health.succeeded(index);
+                    snapshot.health.succeeded(index);
                     let (mut p, body) = resp.into_parts();
                     remove_hop_by_hop(&mut p.headers);
-                    return Response::from_parts(p, body.map_err(Into::into).boxed_unsync());
+                    let resp = Response::from_parts(p, body.map_err(Into::into).boxed_unsync());
+                    return (
+                        resp,
+                        Some(site),
+                        Upstream::Node(index),
+                        Some(Hold::Load(load)),
+                    );
                 }
                 Ok(Err(e)) => {
-                    let backoff = routing.health.failed(index, Instant::now());
+                    let backoff = snapshot.health.failed(index, Instant::now());
                     tracing::warn!(node = %node.id, error = %e, backoff = ?backoff, retry = !last, "cache node request failed");
                 }
                 // Not retried: the node may be waiting on a slow origin, and a
                 // second node would only wait for it too.
                 Err(_) => {
-                    tracing::warn!(node = %node.id, timeout = ?self.upstream_timeout, "cache node did not answer in time");
-                    return text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
+                    tracing::warn!(node = %node.id, timeout = ?snapshot.upstream_timeout, "cache node did not answer in time");
+                    return (
+                        text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
+                        Some(site),
+                        Upstream::Node(index),
+                        None,
+                    );
                 }
             }
         }
-        text(StatusCode::BAD_GATEWAY, "bad gateway\n")
+        // No cache node took it. A GET or HEAD (or any request that never
+        // reached a node) can still be answered by the origin.
+        if candidates.is_empty() || retryable {
+            let body = body.take().unwrap_or_else(empty);
+            return self
+                .fail_open(
+                    snapshot,
+                    site,
+                    parts.method,
+                    &path_and_query,
+                    &parts.headers,
+                    body,
+                )
+                .await;
+        }
+        (
+            text(StatusCode::BAD_GATEWAY, "bad gateway\n"),
+            Some(site),
+            Upstream::None,
+            None,
+        )
+    }
+
+    async fn fail_open<'s>(
+        &self,
+        snapshot: &'s Snapshot,
+        site: &'s Site,
+        method: Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: ResponseBody,
+    ) -> (
+        Response<ResponseBody>,
+        Option<&'s Site>,
+        Upstream,
+        Option<Hold>,
+    ) {
+        let refused = |why: &'static str| {
+            let mut r = text(StatusCode::SERVICE_UNAVAILABLE, why);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (r, Some(site), Upstream::None, None)
+        };
+        let Some(origins) = &snapshot.origins else {
+            self.metrics.fail_open("refused");
+            return refused("no cache node available\n");
+        };
+        match origins
+            .fetch(site, method, path_and_query, headers, body)
+            .await
+        {
+            Ok(o) => {
+                self.metrics.fail_open("forwarded");
+                let (mut p, body) = o.response.into_parts();
+                remove_hop_by_hop(&mut p.headers);
+                let resp = Response::from_parts(p, body.map_err(Into::into).boxed_unsync());
+                (
+                    resp,
+                    Some(site),
+                    Upstream::Origin,
+                    Some(Hold::Origin(o.permit)),
+                )
+            }
+            Err(FetchError::Busy { .. }) => {
+                self.metrics.fail_open("refused");
+                refused("no cache node available and the origin is at its limit\n")
+            }
+            Err(e) => {
+                self.metrics.fail_open("failed");
+                tracing::warn!(site = %site.name, error = %e, "failing open to the origin failed");
+                let status = match e {
+                    FetchError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                (
+                    text(status, "bad gateway\n"),
+                    Some(site),
+                    Upstream::Origin,
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// What a response body keeps alive while it streams.
+#[expect(dead_code, reason = "held for what dropping it releases")]
+pub enum Hold {
+    /// The cache node's in-flight count, for the load bound.
+    Load(balance::InFlight),
+    /// A slot among the origin requests this proxy may have open.
+    Origin(tokio::sync::OwnedSemaphorePermit),
+}
+
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Tells the cache node and origin who the client is and how it came in:
+/// `X-Forwarded-For` and `Forwarded` (RFC 7239) are appended to, since
+/// they record a chain; `X-Forwarded-Proto` and `-Host` describe this hop's
+/// client-facing side and are replaced, so a client cannot claim https.
+fn add_forwarding_headers(headers: &mut HeaderMap, host: &str, version: Version, conn: ConnInfo) {
+    let ip = conn.peer.ip().to_canonical();
+    let proto = if conn.secure { "https" } else { "http" };
+    append(
+        headers,
+        X_FORWARDED_FOR,
+        HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value"),
+    );
+    let node = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let mut forwarded = format!("for={node};proto={proto}");
+    if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
+        forwarded.push_str(&format!(";host=\"{host}\""));
+    }
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        append(headers, FORWARDED, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Ok(v) = HeaderValue::from_str(host) {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    append(headers, header::VIA, via(version));
+}
+
+/// `Via` names the protocol the message was received with (RFC 9110 §7.6.3).
+fn via(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_2 => "2 fanout",
+        Version::HTTP_10 => "1.0 fanout",
+        _ => "1.1 fanout",
+    })
+}
+
+/// Adds `value` to a list-valued field, as one comma-separated line.
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    let joined = match headers.get(&name) {
+        Some(old) => {
+            let mut v = old.as_bytes().to_vec();
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(value.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or(value)
+        }
+        None => value,
+    };
+    headers.insert(name, joined);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(peer: &str, secure: bool) -> ConnInfo {
+        ConnInfo {
+            peer: peer.parse().unwrap(),
+            local: "127.0.0.1:8080".parse().unwrap(),
+            secure,
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_extend_the_chain_and_replace_the_proto() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.7"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        h.insert(header::VIA, HeaderValue::from_static("1.1 edge-a"));
+        add_forwarding_headers(
+            &mut h,
+            "live.example.com",
+            Version::HTTP_11,
+            conn("198.51.100.2:5000", false),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "203.0.113.7, 198.51.100.2");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http", "a client cannot claim https");
+        assert_eq!(h[&X_FORWARDED_HOST], "live.example.com");
+        assert_eq!(
+            h[&FORWARDED],
+            "for=198.51.100.2;proto=http;host=\"live.example.com\""
+        );
+        assert_eq!(h[header::VIA], "1.1 edge-a, 1.1 fanout");
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded_and_tls_is_https() {
+        let mut h = HeaderMap::new();
+        add_forwarding_headers(
+            &mut h,
+            "a.example",
+            Version::HTTP_2,
+            conn("[2001:db8::1]:443", true),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "2001:db8::1");
+        assert_eq!(
+            h[&FORWARDED],
+            "for=\"[2001:db8::1]\";proto=https;host=\"a.example\""
+        );
+        assert_eq!(h[header::VIA], "2 fanout");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
 }

@@ -9,9 +9,15 @@
 //!
 //! A node is used when neither source holds it down.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use fanout_config::CacheNodeRef;
+
+use crate::snapshot::Snapshot;
 
 const BASE: Duration = Duration::from_secs(1);
 const MAX: Duration = Duration::from_secs(30);
@@ -41,8 +47,18 @@ impl Health {
     }
 
     pub fn is_up(&self, node: usize, now: Instant) -> bool {
+        self.is_up_at(node, self.clock(now))
+    }
+
+    /// `now` in the form [`Health::is_up_at`] takes, so a caller checking
+    /// every node converts the time once.
+    pub fn clock(&self, now: Instant) -> u64 {
+        self.now_ms(now)
+    }
+
+    pub fn is_up_at(&self, node: usize, clock: u64) -> bool {
         !self.probed_down[node].load(Ordering::Relaxed)
-            && self.down_until[node].load(Ordering::Relaxed) <= self.now_ms(now)
+            && self.down_until[node].load(Ordering::Relaxed) <= clock
     }
 
     pub fn failed(&self, node: usize, now: Instant) -> Duration {
@@ -52,6 +68,39 @@ impl Health {
         backoff
     }
 
+    pub fn probed_down(&self, node: usize) -> bool {
+        self.probed_down[node].load(Ordering::Relaxed)
+    }
+
+    pub fn consecutive_failures(&self, node: usize) -> u32 {
+        self.consecutive_failures[node].load(Ordering::Relaxed)
+    }
+
+    /// Copies the state of nodes that `old` also knew (matched by id), so
+    /// a membership change does not put a down node straight back in use.
+    pub fn carry_over(&self, old: &Health, old_nodes: &[CacheNodeRef], new_nodes: &[CacheNodeRef]) {
+        for (i, n) in new_nodes.iter().enumerate() {
+            let Some(j) = old_nodes
+                .iter()
+                .position(|o| o.id == n.id && o.address == n.address)
+            else {
+                continue;
+            };
+            // Both epochs are process-relative; rebase the deadline.
+            let until = old.down_until[j].load(Ordering::Relaxed);
+            let shift = self.epoch.saturating_duration_since(old.epoch).as_millis() as u64;
+            self.down_until[i].store(until.saturating_sub(shift), Ordering::Relaxed);
+            self.probed_down[i].store(
+                old.probed_down[j].load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+            self.consecutive_failures[i].store(
+                old.consecutive_failures[j].load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
     pub fn succeeded(&self, node: usize) {
         if self.consecutive_failures[node].swap(0, Ordering::Relaxed) != 0 {
             self.down_until[node].store(0, Ordering::Relaxed);
@@ -59,27 +108,27 @@ impl Health {
     }
 }
 
-/// Probes every node of `nodes` (index-aligned with `health`) until
-/// `shutdown`, by the cluster's `health` settings.
-pub async fn probe(
-    health: Arc<Health>,
-    nodes: Vec<fanout_config::CacheNodeRef>,
-    settings: fanout_config::HealthCheck,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+/// Probes every cache node of the current snapshot until `shutdown`, by
+/// that snapshot's health settings. Streaks are kept per node id, so a
+/// reload that keeps a node keeps its count.
+pub async fn probe(routing: Arc<ArcSwap<Snapshot>>, shutdown: tokio_util::sync::CancellationToken) {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(settings.interval.get() * 3)
+            .pool_idle_timeout(Duration::from_secs(30))
             .build_http();
-    // Streaks of good (positive) or bad (negative) probes per node.
-    let mut streaks = vec![0i64; nodes.len()];
-    let mut ticks = tokio::time::interval(settings.interval.get());
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Good (positive) or bad (negative) probes in a row, per node id.
+    let mut streaks: HashMap<String, i64> = HashMap::new();
     loop {
+        let snapshot = routing.load_full();
+        let settings = snapshot.config.cluster.health.clone();
         tokio::select! {
-            _ = ticks.tick() => {}
+            _ = tokio::time::sleep(settings.interval.get()) => {}
             _ = shutdown.cancelled() => return,
         }
+        // Probe the nodes of the snapshot current now, not of the one
+        // loaded before the wait.
+        let snapshot = routing.load_full();
+        let nodes = snapshot.ring.nodes();
         let probes = nodes.iter().map(|node| {
             let client = &client;
             let uri = format!("http://{}{}", node.address, fanout_cache_health_path());
@@ -91,18 +140,21 @@ pub async fn probe(
             }
         });
         let results = futures_util::future::join_all(probes).await;
+        streaks.retain(|id, _| nodes.iter().any(|n| &n.id == id));
+        let health = &snapshot.health;
         for (i, ok) in results.into_iter().enumerate() {
-            streaks[i] = match (ok, streaks[i]) {
+            let streak = streaks.entry(nodes[i].id.clone()).or_insert(0);
+            *streak = match (ok, *streak) {
                 (true, s) if s > 0 => s + 1,
                 (true, _) => 1,
                 (false, s) if s < 0 => s - 1,
                 (false, _) => -1,
             };
             let down = health.probed_down[i].load(Ordering::Relaxed);
-            if !down && streaks[i] <= -(settings.fall as i64) {
+            if !down && *streak <= -(settings.fall as i64) {
                 tracing::warn!(node = %nodes[i].id, failures = settings.fall, "cache node failed its health probes; marked down");
                 health.probed_down[i].store(true, Ordering::Relaxed);
-            } else if down && streaks[i] >= settings.rise as i64 {
+            } else if down && *streak >= settings.rise as i64 {
                 tracing::info!(node = %nodes[i].id, successes = settings.rise, "cache node passed its health probes; back in service");
                 health.probed_down[i].store(false, Ordering::Relaxed);
                 health.succeeded(i);

@@ -1,91 +1,174 @@
 //! Fanout's edge proxy: stateless, it matches each request to a site,
 //! computes its cache key and forwards it to the cache node that owns the
-//! key on a consistent-hash ring.
+//! key on a consistent-hash ring with bounded loads.
 //!
-//! Owns: the ring ([`ring`]), routing state swapped whole through `ArcSwap`
-//! so lookups take no lock, and forwarding with streamed bodies. Public
-//! surface: [`run`] and the ring.
-//!
-//! Today: a static node list from the config, HTTP/1.1 and h2c, and
-//! passive health: a node that fails is skipped with back-off, and a GET or
-//! HEAD that fails before an answer is retried once on the next node of the
-//! ring. Active probes, bounded loads, a retry budget, fail-open to the
-//! origin, TLS and hot reload come next.
+//! Owns: the ring ([`ring`]) and the choice of node under the load bound
+//! ([`balance`]), node health (active probes and passive ejection), retries
+//! within a budget, failing open to the origin, edge TLS with certificates
+//! by SNI, and the configuration snapshot that hot reload swaps whole
+//! through `ArcSwap` so lookups take no lock. Public surface: [`run`], the
+//! ring and the balancer (for benchmarks).
 
+mod access_log;
+pub mod balance;
+mod control;
 mod forward;
 mod health;
+mod reload;
+mod retry_budget;
 pub mod ring;
+mod snapshot;
+mod tracked_body;
 
+pub use health::Health;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fanout_config::{ProxyConfig, SiteTable};
-use fanout_server::{bind, serve, serve_admin, Readiness, ServeOptions};
+use fanout_config::ProxyConfig;
+use fanout_server::tls::{SniCertificates, SniResolver, TlsError};
+use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
-#[error("proxy {proxy}")]
-pub struct Error {
-    proxy: String,
-    source: std::io::Error,
+pub enum Error {
+    #[error("proxy {proxy}")]
+    Listen {
+        proxy: String,
+        source: std::io::Error,
+    },
+    #[error("proxy {proxy}: edge TLS")]
+    Tls { proxy: String, source: TlsError },
+    #[error("proxy {proxy}: control plane: {message}")]
+    Control { proxy: String, message: String },
+    #[error("proxy {proxy}")]
+    Origins {
+        proxy: String,
+        source: fanout_server::origin::OriginSetupError,
+    },
 }
 
 /// `fanout_proxy_cache_node_up{proxy,node}`: 1 while this proxy sends the
-/// node requests, 0 while its health holds the node out.
-fn export_node_health(
-    proxy: &str,
-    nodes: &[fanout_config::CacheNodeRef],
-    health: Arc<health::Health>,
-) {
-    let attrs: Vec<[opentelemetry::KeyValue; 2]> = nodes
-        .iter()
-        .map(|n| {
-            [
-                opentelemetry::KeyValue::new("proxy", proxy.to_string()),
-                opentelemetry::KeyValue::new("node", n.id.clone()),
-            ]
-        })
-        .collect();
+/// node requests, 0 while its health holds the node out (of the current
+/// configuration's nodes).
+fn export_node_health(proxy: &str, routing: Arc<ArcSwap<snapshot::Snapshot>>) {
+    let proxy = opentelemetry::KeyValue::new("proxy", proxy.to_string());
     opentelemetry::global::meter("fanout-proxy")
         .u64_observable_gauge("fanout_proxy_cache_node_up")
         .with_description(
             "Whether this proxy is sending the cache node requests (1) or holding it out (0)",
         )
         .with_callback(move |o| {
+            let snapshot = routing.load();
             let now = std::time::Instant::now();
-            for (i, attrs) in attrs.iter().enumerate() {
-                o.observe(health.is_up(i, now) as u64, attrs);
+            for (i, node) in snapshot.node_attrs.iter().enumerate() {
+                o.observe(
+                    snapshot.health.is_up(i, now) as u64,
+                    &[proxy.clone(), node.clone()],
+                );
             }
         })
         .build();
 }
 
-/// Serves as a proxy until `shutdown` is cancelled, then drains.
-pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), Error> {
+fn serve_options(config: &ProxyConfig) -> ServeOptions {
+    let l = &config.edge.limits;
+    ServeOptions {
+        max_connections: l.max_connections as usize,
+        header_read_timeout: l.header_read_timeout.get(),
+        idle_timeout: l.idle_timeout.get(),
+        drain_timeout: l.drain_timeout.get(),
+        max_header_bytes: l.max_header_size.bytes() as usize,
+        max_body_bytes: l.max_body_size.bytes(),
+        tls: None,
+    }
+}
+
+/// Serves as a proxy until `shutdown` is cancelled, then drains. With a
+/// `source` file, reloads it on SIGHUP and when it changes.
+pub async fn run(
+    mut config: ProxyConfig,
+    source: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let id = config.id.clone();
-    let err = |source| Error {
+    let control_err = |message| Error::Control {
+        proxy: id.clone(),
+        message,
+    };
+    let follow = match config.control.clone() {
+        Some(c) => {
+            let agent = control::agent(&config, &c).map_err(control_err)?;
+            let state = control::initial(&mut config, &agent)
+                .await
+                .map_err(control_err)?;
+            Some((agent, state))
+        }
+        None => None,
+    };
+    let listen_err = |source| Error::Listen {
         proxy: id.clone(),
         source,
     };
-    let readiness = Readiness::default();
-    let admin = match config.admin_listen {
-        Some(addr) => Some(
-            serve_admin(
-                &format!("proxy {id}"),
-                addr,
-                readiness.clone(),
-                shutdown.clone(),
-                None,
-            )
-            .await
-            .map_err(err)?,
-        ),
+    let tls = match &config.edge.tls {
+        Some(tls) => {
+            let certificates =
+                SniCertificates::load(&reload::cert_specs(tls)).map_err(|source| Error::Tls {
+                    proxy: id.clone(),
+                    source,
+                })?;
+            Some((tls.listen, SniResolver::new(certificates)))
+        }
         None => None,
     };
-    let listener = bind("listener", config.listen).await.map_err(err)?;
+    let options = serve_options(&config);
+    let snapshot =
+        snapshot::Snapshot::build(config.clone(), None).map_err(|source| Error::Origins {
+            proxy: id.clone(),
+            source,
+        })?;
+    let routing = Arc::new(ArcSwap::from_pointee(snapshot));
+    let apply_lock = Arc::new(std::sync::Mutex::new(()));
+    let follower = follow.map(|(agent, state)| {
+        tokio::spawn(control::follow(
+            agent,
+            state,
+            routing.clone(),
+            apply_lock.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let readiness = Readiness::default();
+    let admin = match config.admin_listen {
+        Some(addr) => {
+            let status = routing.clone();
+            let routes: AdminRoutes = Arc::new(move |req| {
+                let status = status.clone();
+                Box::pin(async move { admin_route(&req, &status) })
+            });
+            Some(
+                serve_admin(
+                    &format!("proxy {id}"),
+                    addr,
+                    readiness.clone(),
+                    shutdown.clone(),
+                    Some(routes),
+                )
+                .await
+                .map_err(listen_err)?,
+            )
+        }
+        None => None,
+    };
+    let listener = bind("listener", config.listen).await.map_err(listen_err)?;
+    let tls_listener = match &tls {
+        Some((addr, _)) => Some(bind("TLS listener", *addr).await.map_err(listen_err)?),
+        None => None,
+    };
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(1)));
@@ -93,47 +176,83 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .build(connector);
-    // A cache node answers within the slowest origin's budget; past that it
-    // is stuck, not slow.
-    let upstream_timeout = config
-        .cluster
-        .sites
-        .iter()
-        .map(|s| s.origin.connect_timeout.get() + s.origin.response_timeout.get())
-        .max()
-        .unwrap_or(Duration::from_secs(10))
-        + Duration::from_secs(1);
-    let health = Arc::new(health::Health::new(config.cache_nodes.len()));
-    let prober = tokio::spawn(health::probe(
-        health.clone(),
-        config.cache_nodes.clone(),
-        config.cluster.health.clone(),
-        shutdown.clone(),
-    ));
-    export_node_health(&id, &config.cache_nodes, health.clone());
-    let proxy = Arc::new(forward::Proxy {
-        routing: ArcSwap::from_pointee(forward::Routing {
-            sites: SiteTable::new(&config.cluster),
-            ring: ring::Ring::new(&config.cache_nodes, config.cluster.hashing.vnodes),
-            health,
-        }),
-        client,
-        upstream_timeout,
-        metrics: forward::Metrics::new(&id),
+    let prober = tokio::spawn(health::probe(routing.clone(), shutdown.clone()));
+    export_node_health(&id, routing.clone());
+    let reloader = source.map(|source| {
+        let r = reload::Reloader::new(
+            source,
+            routing.clone(),
+            apply_lock.clone(),
+            tls.as_ref().map(|t| t.1.clone()),
+        );
+        tokio::spawn(r.run(shutdown.clone()))
     });
-    tracing::info!(proxy = %id, listen = %config.listen, cache_nodes = config.cache_nodes.len(), "proxy serving");
+    let proxy = Arc::new(forward::Proxy {
+        routing,
+        client,
+        metrics: forward::Metrics::new(&id),
+        access_log: access_log::AccessLog::new(config.edge.access_log),
+    });
+    tracing::info!(proxy = %id, listen = %config.listen, tls_listen = ?tls.as_ref().map(|t| t.0), cache_nodes = config.cache_nodes.len(), "proxy serving");
     readiness.set(true);
+    let https = match (tls_listener, tls) {
+        (Some(listener), Some((_, resolver))) => {
+            let proxy = proxy.clone();
+            let options = ServeOptions {
+                tls: Some(SniResolver::server_config(&resolver)),
+                ..options.clone()
+            };
+            Some(tokio::spawn(serve(
+                listener,
+                move |req, conn| proxy.clone().handle(req, conn),
+                shutdown.clone(),
+                options,
+            )))
+        }
+        _ => None,
+    };
     serve(
         listener,
         move |req, conn| proxy.clone().handle(req, conn),
         shutdown,
-        ServeOptions::default(),
+        options,
     )
     .await;
+    if let Some(https) = https {
+        let _ = https.await;
+    }
     let _ = prober.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
+    if let Some(r) = reloader {
+        let _ = r.await;
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }
     tracing::info!(proxy = %id, "proxy stopped");
     Ok(())
+}
+
+/// The proxy's own admin routes: `GET /status`, the ring and each node's
+/// health and load as JSON.
+fn admin_route(
+    req: &http::Request<hyper::body::Incoming>,
+    routing: &ArcSwap<snapshot::Snapshot>,
+) -> http::Response<fanout_server::ResponseBody> {
+    use http::StatusCode;
+    if req.uri().path() != "/status" {
+        return fanout_server::text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+        return fanout_server::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    let body = serde_json::to_vec_pretty(&routing.load().status()).unwrap_or_default();
+    let mut r = http::Response::new(fanout_server::full(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
 }

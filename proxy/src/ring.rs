@@ -54,20 +54,49 @@ impl Ring {
     /// a request falls back to when the owner is down or full.
     pub fn successors(&self, hash: u64) -> impl Iterator<Item = usize> + '_ {
         let start = self.points.partition_point(|(p, _)| *p < hash);
-        let mut seen = Vec::with_capacity(4);
         let n = self.points.len();
-        (0..n).filter_map(move |i| {
-            if seen.len() == self.nodes.len() {
-                return None;
+        // Nodes already yielded: a bit per node, inline up to 128 nodes.
+        let mut seen = Seen::new(self.nodes.len());
+        let mut found = 0;
+        (0..n)
+            .map_while(move |i| {
+                if found == self.nodes.len() {
+                    return None;
+                }
+                let node = self.points[(start + i) % n].1 as usize;
+                Some(seen.insert(node).then(|| {
+                    found += 1;
+                    node
+                }))
+            })
+            .flatten()
+    }
+}
+
+enum Seen {
+    Small(u128),
+    Large(Vec<bool>),
+}
+
+impl Seen {
+    fn new(nodes: usize) -> Seen {
+        if nodes <= 128 {
+            Seen::Small(0)
+        } else {
+            Seen::Large(vec![false; nodes])
+        }
+    }
+
+    /// Marks `node`; true if it was not marked before.
+    fn insert(&mut self, node: usize) -> bool {
+        match self {
+            Seen::Small(bits) => {
+                let fresh = *bits & (1 << node) == 0;
+                *bits |= 1 << node;
+                fresh
             }
-            let node = self.points[(start + i) % n].1 as usize;
-            if seen.contains(&node) {
-                None
-            } else {
-                seen.push(node);
-                Some(node)
-            }
-        })
+            Seen::Large(v) => !std::mem::replace(&mut v[node], true),
+        }
     }
 }
 
@@ -169,5 +198,17 @@ mod tests {
         assert_eq!(order.len(), 3);
         assert_eq!(order[0], ring.owner(12345).unwrap());
         assert!(Ring::new(&[], 64).owner(1).is_none());
+    }
+
+    #[test]
+    fn successors_cover_every_node_once_on_large_rings_too() {
+        for n in [1usize, 128, 200] {
+            let ids: Vec<(String, u32)> = (0..n).map(|i| (format!("n{i}"), 1)).collect();
+            let refs: Vec<(&str, u32)> = ids.iter().map(|(s, w)| (s.as_str(), *w)).collect();
+            let ring = Ring::new(&nodes(&refs), 8);
+            let mut all: Vec<usize> = ring.successors(987_654_321).collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..n).collect::<Vec<_>>(), "{n} nodes");
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! shutdown), the admin listener with `/healthz`, `/readyz` and `/metrics`,
 //! the body type responses are built from, and the HTTP message rules every
 //! forwarding component shares (hop-by-hop headers, conditional requests
-//! and byte ranges), and the refusal of malformed and smuggling-shaped
+//! and byte ranges), the pooled client for sites' origins (used by cache
+//! nodes for fills and by proxies when they fail open), and the refusal of malformed and smuggling-shaped
 //! requests on every listener.
 //!
 //! Does not own: what any request means. Components hand it a service.
@@ -19,6 +20,7 @@ pub mod conditional;
 mod framing;
 mod hop;
 mod listener;
+pub mod origin;
 pub mod tls;
 
 pub use admin::{serve_admin, AdminRoutes, Readiness};

@@ -1,16 +1,21 @@
 //! The accept loop: one task per connection, HTTP/1.1 or h2c chosen per
-//! connection, at most `max_connections` at once, and a drain on shutdown
-//! that lets in-flight requests finish (HTTP/2 clients get GOAWAY).
+//! connection, at most `max_connections` at once, idle connections closed,
+//! and a drain on shutdown that lets in-flight requests finish (HTTP/2
+//! clients get GOAWAY).
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +27,12 @@ use crate::body::ResponseBody;
 pub struct ServeOptions {
     pub max_connections: usize,
     /// Time a client has to send complete request headers (slowloris).
+    /// For HTTP/1.1 hyper also starts it while a kept-alive connection
+    /// waits for its next request.
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving for this
+    /// long is closed (HTTP/2 with GOAWAY).
+    pub idle_timeout: Duration,
     /// How long in-flight requests may run after shutdown begins.
     pub drain_timeout: Duration,
     /// Request line and headers; beyond it hyper answers 431.
@@ -38,6 +48,7 @@ impl Default for ServeOptions {
         ServeOptions {
             max_connections: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_body_bytes: 64 * 1024 * 1024,
@@ -51,6 +62,8 @@ impl Default for ServeOptions {
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// The connection is TLS (the request came as https).
+    pub secure: bool,
 }
 
 /// Binds a listener, with the error naming what could not listen where.
@@ -106,24 +119,29 @@ pub async fn serve<H, F>(
             },
         };
         let local = stream.local_addr().unwrap_or(peer);
-        let info = ConnInfo { peer, local };
+        let info = ConnInfo {
+            peer,
+            local,
+            secure: options.tls.is_some(),
+        };
         let handler = handler.clone();
         let builder = builder.clone();
         let shutdown = shutdown.clone();
-        let max_body = options.max_body_bytes;
+        let limits = ConnLimits {
+            max_body_bytes: options.max_body_bytes,
+            idle_timeout: options.idle_timeout,
+        };
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let handshake_timeout = options.header_read_timeout;
         tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
             match tls {
-                None => serve_connection(stream, info, &builder, handler, shutdown, max_body).await,
+                None => serve_connection(stream, info, &builder, handler, shutdown, limits).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(
-                                tls_stream, info, &builder, handler, shutdown, max_body,
-                            )
-                            .await
+                            serve_connection(tls_stream, info, &builder, handler, shutdown, limits)
+                                .await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed")
@@ -148,40 +166,178 @@ pub async fn serve<H, F>(
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    max_body_bytes: u64,
+    idle_timeout: Duration,
+}
+
 async fn serve_connection<H, F, I>(
     stream: I,
     info: ConnInfo,
     builder: &auto::Builder<TokioExecutor>,
     handler: Arc<H>,
     shutdown: CancellationToken,
-    max_body_bytes: u64,
+    limits: ConnLimits,
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::new());
+    let stream = Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let service_activity = activity.clone();
     let service = hyper::service::service_fn(move |req| {
-        let handled = match crate::framing::refuse(&req, max_body_bytes) {
+        let handled = match crate::framing::refuse(&req, limits.max_body_bytes) {
             Some(refusal) => Err(refusal),
             None => Ok(handler(req, info)),
         };
+        let busy = service_activity.busy();
         async move {
-            Ok::<_, std::convert::Infallible>(match handled {
+            let response = match handled {
                 Ok(fut) => fut.await,
                 Err(refusal) => refusal,
-            })
+            };
+            drop(busy);
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                break conn.await;
+            }
+            _ = idle.as_mut() => {
+                match activity.idle_deadline(limits.idle_timeout) {
+                    Some(later) => idle.as_mut().reset(later),
+                    None => {
+                        tracing::debug!(peer = %info.peer, "closing idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                }
+            }
         }
     };
     if let Err(e) = result {
         tracing::debug!(peer = %info.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// What a connection is doing, for its idle timeout: requests in flight,
+/// and when bytes last moved either way (a response body still streaming
+/// out keeps the connection busy after its handler has returned).
+struct Activity {
+    epoch: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds since `epoch` of the last read or write.
+    last_io_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_io_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_io_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn busy(self: &Arc<Self>) -> Busy {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+
+    /// `None` if the connection has been idle for `timeout`; otherwise when
+    /// to look again.
+    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        let last = self.epoch + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
+        let now = tokio::time::Instant::now();
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Some(now + timeout);
+        }
+        (last + timeout > now).then_some(last + timeout)
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A stream that notes in `activity` each time bytes move.
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() != before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -1,0 +1,140 @@
+//! The access log: one JSON object per line on stdout for each request,
+//! written when its response body has been sent (or abandoned), so the
+//! line carries the bytes sent and the full duration.
+//!
+//! Fields: `time` (RFC 3339, UTC), `peer`, `method`, `host`, `path`,
+//! `proto`, `status`, `site`, `node` (the cache node id, `origin` when the
+//! proxy failed open, empty when nothing was forwarded), `cache_status`
+//! (the cache node's `Cache-Status`), `bytes`, `complete` (false when the
+//! client or upstream went away mid-body), `ttfb_ms` and `duration_ms`.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use fanout_server::ConnInfo;
+use http::{header, Request, Response};
+use serde::Serialize;
+
+/// Cloned into every logged response; writes go through one lock so lines
+/// never interleave.
+#[derive(Clone)]
+pub struct AccessLog {
+    enabled: bool,
+    out: Arc<std::sync::Mutex<std::io::Stdout>>,
+}
+
+impl AccessLog {
+    pub fn new(enabled: bool) -> AccessLog {
+        AccessLog {
+            enabled,
+            out: Arc::new(std::sync::Mutex::new(std::io::stdout())),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn write(&self, line: Line) {
+        let Ok(mut json) = serde_json::to_vec(&line) else {
+            return;
+        };
+        json.push(b'\n');
+        let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = out.lock().write_all(&json);
+    }
+}
+
+/// A request whose line is not written yet.
+pub struct Entry {
+    line: Line,
+    started: Option<Instant>,
+}
+
+#[derive(Serialize)]
+pub struct Line {
+    time: String,
+    peer: String,
+    method: String,
+    host: String,
+    path: String,
+    proto: &'static str,
+    status: u16,
+    site: Option<String>,
+    node: String,
+    cache_status: Option<String>,
+    bytes: u64,
+    complete: bool,
+    ttfb_ms: f64,
+    duration_ms: f64,
+}
+
+impl Entry {
+    pub fn start<B>(req: &Request<B>, conn: &ConnInfo) -> Entry {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .unwrap_or("")
+            .to_string();
+        Entry {
+            line: Line {
+                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                peer: conn.peer.ip().to_canonical().to_string(),
+                method: req.method().to_string(),
+                host,
+                path: req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string(),
+                proto: match req.version() {
+                    http::Version::HTTP_2 => "HTTP/2",
+                    http::Version::HTTP_10 => "HTTP/1.0",
+                    _ => "HTTP/1.1",
+                },
+                status: 0,
+                site: None,
+                node: String::new(),
+                cache_status: None,
+                bytes: 0,
+                complete: false,
+                ttfb_ms: 0.0,
+                duration_ms: 0.0,
+            },
+            started: None,
+        }
+    }
+
+    /// Records the response headers as they leave.
+    pub fn answered<B>(
+        mut self,
+        resp: &Response<B>,
+        site: Option<String>,
+        node: String,
+        started: Instant,
+    ) -> Entry {
+        self.line.status = resp.status().as_u16();
+        self.line.site = site;
+        self.line.node = node;
+        self.line.cache_status = resp
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.line.ttfb_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.started = Some(started);
+        self
+    }
+
+    pub fn finished(mut self, bytes: u64, complete: bool) -> Line {
+        self.line.bytes = bytes;
+        self.line.complete = complete;
+        self.line.duration_ms = self
+            .started
+            .map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0);
+        self.line
+    }
+}

@@ -1,0 +1,72 @@
+//! A response body that keeps its request's resources (a cache node's
+//! in-flight count, an origin slot) until the last byte is sent or the
+//! client goes away, and writes the access-log line at that moment.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use fanout_server::{BoxError, ResponseBody};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::forward::Hold;
+
+pub struct Tracked {
+    inner: ResponseBody,
+    _hold: Option<Hold>,
+    log: Option<(Entry, AccessLog)>,
+    bytes: u64,
+    complete: bool,
+}
+
+impl Tracked {
+    pub fn new(inner: ResponseBody, hold: Option<Hold>, log: Option<(Entry, AccessLog)>) -> Self {
+        Tracked {
+            inner,
+            _hold: hold,
+            log,
+            bytes: 0,
+            complete: false,
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some((entry, log)) = self.log.take() {
+            let complete = self.complete || self.inner.is_end_stream();
+            log.write(entry.finished(self.bytes, complete));
+        }
+    }
+}
