@@ -15,9 +15,9 @@ use http_body_util::BodyExt;
 use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
 use crate::freshness::{classify, initial_age, Storability, TtlPolicy};
 use crate::handler::CacheNode;
-use crate::origin::FetchError;
 use crate::store::StoredResponse;
 use crate::vary::{secondary_key, storage_key, vary_names};
+use fanout_server::origin::FetchError;
 
 /// One fill: what to fetch, and the stale copy to revalidate, if any.
 pub struct FillJob {
@@ -55,6 +55,7 @@ impl CacheNode {
         let started = Instant::now();
         let fetched = self
             .origins
+            .load_full()
             .fetch(
                 &site,
                 Method::GET,

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
+
 use fanout_config::{CacheKey, Site, SiteTable};
 use fanout_server::{empty, remove_hop_by_hop, text, ResponseBody};
 use http::{header, request, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -14,11 +16,11 @@ use hyper::body::Incoming;
 use crate::collapse::{Failure, Head, Inflight, Role, Via};
 use crate::fill::FillJob;
 use crate::metrics::{Metrics, Outcome};
-use crate::origin::{FetchError, OriginResponse, Origins};
 use crate::request_directives::RequestDirectives;
 use crate::respond::{respond, Representation, Source};
 use crate::store::{Store, StoredResponse};
 use crate::vary::{secondary_key, VaryIndex};
+use fanout_server::origin::{FetchError, OriginResponse, Origins};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// How long a key whose response was not storable skips collapsing, so its
@@ -29,9 +31,11 @@ const HIT_FOR_PASS: Duration = Duration::from_secs(10);
 pub struct CacheNode {
     /// Names this cache in `Cache-Status` (RFC 9211 §2).
     pub name: String,
-    pub sites: SiteTable,
+    /// Swapped whole when the control plane changes the cluster config;
+    /// shared with the purger.
+    pub sites: Arc<ArcSwap<SiteTable>>,
     pub store: Store,
-    pub origins: Origins,
+    pub origins: ArcSwap<Origins>,
     pub metrics: Metrics,
     pub inflight: Inflight,
     /// Keys recently answered with something not storable.
@@ -82,7 +86,7 @@ impl CacheNode {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().host())
             .unwrap_or("");
-        let Some(site) = self.sites.find(host, req.uri().path()).cloned() else {
+        let Some(site) = self.sites.load().find(host, req.uri().path()).cloned() else {
             self.metrics.request(Outcome::UnknownSite);
             return text(StatusCode::NOT_FOUND, "unknown site\n");
         };
@@ -375,6 +379,7 @@ impl CacheNode {
         self.metrics.origin_fetch();
         let OriginResponse { response, permit } = self
             .origins
+            .load_full()
             .fetch(
                 site,
                 parts.method.clone(),
@@ -414,7 +419,7 @@ impl CacheNode {
             if !same_host || uri.path().is_empty() {
                 continue;
             }
-            if let Some(target) = self.sites.find(host, uri.path()) {
+            if let Some(target) = self.sites.load().find(host, uri.path()) {
                 self.store
                     .remove(CacheKey::new(target, uri.path(), uri.query()).as_str());
             }

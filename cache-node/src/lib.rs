@@ -14,11 +14,11 @@
 //! rather than served wrong.
 
 mod collapse;
+mod control;
 mod fill;
 pub mod freshness;
 mod handler;
 mod metrics;
-mod origin;
 pub mod purge;
 mod request_directives;
 mod respond;
@@ -27,12 +27,13 @@ mod vary;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use fanout_config::{CacheNodeConfig, SiteTable};
 use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use tokio_util::sync::CancellationToken;
 
+pub use fanout_server::origin::OriginSetupError;
 pub use handler::HEALTH_PATH;
-pub use origin::OriginSetupError;
 
 /// Reads a bearer token: the file's content without surrounding space.
 fn read_token(file: &std::path::Path) -> std::io::Result<String> {
@@ -59,6 +60,8 @@ pub enum Error {
         node: String,
         source: std::io::Error,
     },
+    #[error("cache node {node}: control plane: {message}")]
+    Control { node: String, message: String },
     #[error("cache node {node}")]
     Origin {
         node: String,
@@ -67,8 +70,22 @@ pub enum Error {
 }
 
 /// Serves as a cache node until `shutdown` is cancelled, then drains.
-pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run(mut config: CacheNodeConfig, shutdown: CancellationToken) -> Result<(), Error> {
     let node = config.id.clone();
+    let follow = match config.control.clone() {
+        Some(source) => {
+            let control_err = |message| Error::Control {
+                node: node.clone(),
+                message,
+            };
+            let agent = control::agent(&config, &source).map_err(control_err)?;
+            let state = control::initial(&mut config, &agent)
+                .await
+                .map_err(control_err)?;
+            Some((agent, state))
+        }
+        None => None,
+    };
     let listen_err = |source| Error::Listen {
         node: node.clone(),
         source,
@@ -82,11 +99,12 @@ pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result
         None => None,
     };
     let store = store::Store::new(config.capacity.bytes());
-    let sites = SiteTable::new(&config.cluster);
+    let sites = Arc::new(ArcSwap::from_pointee(SiteTable::new(&config.cluster)));
     let readiness = Readiness::default();
+    let purger = Arc::new(purge::Purger::new(store.clone(), sites.clone(), token));
     let admin = match config.admin_listen {
         Some(addr) => {
-            let purger = Arc::new(purge::Purger::new(store.clone(), sites.clone(), token));
+            let purger = purger.clone();
             let routes: AdminRoutes = Arc::new(move |req| Box::pin(purger.clone().handle(req)));
             let what = format!("cache node {node}");
             Some(
@@ -104,22 +122,36 @@ pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result
         None => None,
     };
     let listener = bind("listener", config.listen).await.map_err(listen_err)?;
-    let origins =
-        origin::Origins::new(&config.cluster, config.max_origin_fetches).map_err(|source| {
-            Error::Origin {
-                node: node.clone(),
-                source,
-            }
-        })?;
+    let origins = fanout_server::origin::Origins::new(&config.cluster, config.max_origin_fetches)
+        .map_err(|source| Error::Origin {
+        node: node.clone(),
+        source,
+    })?;
     let state = Arc::new(handler::CacheNode {
         name: format!("fanout-{node}"),
         sites,
         metrics: metrics::Metrics::new(&node, &store),
         store,
-        origins,
+        origins: ArcSwap::from_pointee(origins),
         inflight: collapse::Inflight::default(),
         hit_for_pass: handler::hit_for_pass_marks(),
         vary: vary::VaryIndex::new(),
+    });
+    let state_for_follower = state.clone();
+    let follower = follow.map(|(agent, state)| {
+        let node_state = state_for_follower.clone();
+        tokio::spawn(control::follow(
+            agent,
+            state,
+            control::Targets {
+                sites: node_state.sites.clone(),
+                store: node_state.store.clone(),
+                origins: Arc::new(move |o| node_state.origins.store(Arc::new(o))),
+                purger: purger.clone(),
+                max_origin_fetches: config.max_origin_fetches,
+            },
+            shutdown.clone(),
+        ))
     });
     tracing::info!(node = %node, listen = %config.listen, capacity = %config.capacity, "cache node serving");
     readiness.set(true);
@@ -130,6 +162,9 @@ pub async fn run(config: CacheNodeConfig, shutdown: CancellationToken) -> Result
         ServeOptions::default(),
     )
     .await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     if let Some(admin) = admin {
         let _ = admin.await;
     }

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use fanout_config::{CacheKey, SiteTable};
 use fanout_server::{full, text, ResponseBody};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -40,13 +41,13 @@ type Matcher = Box<dyn Fn(&str, &StoredResponse) -> bool>;
 
 pub struct Purger {
     store: Store,
-    sites: SiteTable,
+    sites: Arc<ArcSwap<SiteTable>>,
     /// `None`: no token configured, so purging is disabled.
     token: Option<String>,
 }
 
 impl Purger {
-    pub fn new(store: Store, sites: SiteTable, token: Option<String>) -> Purger {
+    pub fn new(store: Store, sites: Arc<ArcSwap<SiteTable>>, token: Option<String>) -> Purger {
         Purger {
             store,
             sites,
@@ -56,13 +57,13 @@ impl Purger {
 
     /// Purges what `selector` names; returns how many entries it touched.
     pub fn purge(&self, selector: &Selector, soft: bool) -> Result<usize, PurgeError> {
+        let sites = self.sites.load();
         let matches: Matcher = match selector {
             Selector::Url { host, path } => {
                 let (path, query) = path
                     .split_once('?')
                     .map_or((path.as_str(), None), |(p, q)| (p, Some(q)));
-                let site = self
-                    .sites
+                let site = sites
                     .find(host, path)
                     .ok_or_else(|| PurgeError::UnknownSite(host.clone()))?;
                 let primary = CacheKey::new(site, path, query).as_str().to_string();
@@ -70,8 +71,7 @@ impl Purger {
                 Box::new(move |key, _| key == primary || key.starts_with(&variants))
             }
             Selector::Prefix { host, prefix } => {
-                let site = self
-                    .sites
+                let site = sites
                     .find(host, prefix)
                     .ok_or_else(|| PurgeError::UnknownSite(host.clone()))?;
                 let key_prefix = CacheKey::new(site, prefix, None).as_str().to_string();

@@ -1,0 +1,231 @@
+//! The agent side: how a proxy or cache node follows the control plane.
+//!
+//! It registers itself as a member (retrying with back-off), then
+//! long-polls `/v1/watch` on any control-plane node, failing over between
+//! them, and hands every new snapshot to the component. Each snapshot the
+//! component accepted is written to the state file (atomically, by rename),
+//! so a restart with the whole control plane down starts from it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use tokio_util::sync::CancellationToken;
+
+use fanout_config::{AnyConfig, ClusterConfig, ControlSource};
+
+use crate::api::WatchSnapshot;
+use crate::client::ControlClient;
+use crate::state::{Member, MemberKind, MemberState};
+
+pub struct Agent {
+    pub client: ControlClient,
+    pub state_file: PathBuf,
+    /// Registered at start; `None` to only watch.
+    pub me: Option<Member>,
+}
+
+/// The agent of a proxy or cache node: it registers as `id`, reachable at
+/// the source's `advertise` address or else at `listen`.
+pub fn for_part(
+    source: &ControlSource,
+    id: &str,
+    kind: MemberKind,
+    listen: std::net::SocketAddr,
+) -> Result<Agent, String> {
+    let token = std::fs::read_to_string(&source.token_file)
+        .map_err(|e| format!("token file {}: {e}", source.token_file.display()))?
+        .trim()
+        .to_string();
+    let address = source
+        .advertise
+        .as_ref()
+        .map_or(listen.to_string(), ToString::to_string);
+    Ok(Agent::new(
+        source.servers.iter().map(ToString::to_string).collect(),
+        token,
+        source.state_file.clone(),
+        Some(Member {
+            id: id.to_string(),
+            kind,
+            address,
+            zone: source.zone.clone(),
+            weight: 1,
+            state: MemberState::Active,
+        }),
+    ))
+}
+
+/// The cluster config a control-plane state carries, validated again here:
+/// the control plane validated it with its own build of the config crate.
+pub fn cluster_config(state: &WatchSnapshot) -> Result<ClusterConfig, String> {
+    let yaml = state
+        .config
+        .as_deref()
+        .ok_or("the control plane has no config yet")?;
+    match fanout_config::load_str(Path::new("control-plane config"), yaml) {
+        Ok(AnyConfig::Cluster(c)) => Ok(c),
+        Ok(other) => Err(format!(
+            "the control plane's config is a kind: {}",
+            other.kind()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// How long one watch request waits for a change.
+const LONG_POLL: Duration = Duration::from_secs(25);
+
+impl Agent {
+    pub fn new(
+        servers: Vec<String>,
+        token: String,
+        state_file: PathBuf,
+        me: Option<Member>,
+    ) -> Agent {
+        Agent {
+            client: ControlClient::new(servers, Some(token)),
+            state_file,
+            me,
+        }
+    }
+
+    /// The state to start from: the control plane's, if it answers within
+    /// `wait`, else the state file's. `None` if neither is there.
+    pub async fn initial(&self, wait: Duration) -> Option<(WatchSnapshot, &'static str)> {
+        let mut client = self.client.clone();
+        client.deadline = wait;
+        if let Ok(a) = client
+            .request(
+                Method::GET,
+                "/v1/watch?after=0&purges_after=0&timeout_ms=0",
+                None,
+            )
+            .await
+        {
+            if let Ok(s) = serde_json::from_slice::<WatchSnapshot>(&a.body) {
+                if a.status.is_success() && s.config.is_some() {
+                    return Some((s, "control plane"));
+                }
+            }
+        }
+        read_state(&self.state_file).map(|s| (s, "state file"))
+    }
+
+    /// Registers `me` until it succeeds or `shutdown`.
+    pub async fn register(&self, shutdown: &CancellationToken) {
+        let Some(me) = &self.me else { return };
+        let Ok(body) = serde_json::to_vec(me) else {
+            return;
+        };
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let sent = self
+                .client
+                .request(
+                    Method::POST,
+                    "/v1/members",
+                    Some((Bytes::from(body.clone()), "application/json")),
+                )
+                .await;
+            match sent {
+                Ok(a) if a.status.is_success() => {
+                    tracing::info!(member = %me.id, "registered with the control plane");
+                    return;
+                }
+                Ok(a) => {
+                    tracing::warn!(member = %me.id, status = a.status.as_u16(), error = %a.error_text(), "registration refused; retrying")
+                }
+                Err(e) => {
+                    tracing::warn!(member = %me.id, error = %e, "control plane unreachable; retrying registration")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Follows the control plane from `current` until `shutdown`, calling
+    /// `apply` with each newer snapshot. A snapshot `apply` accepts is saved
+    /// to the state file.
+    pub async fn watch(
+        &self,
+        mut current: WatchSnapshot,
+        mut apply: impl FnMut(&WatchSnapshot) -> Result<(), String>,
+        shutdown: CancellationToken,
+    ) {
+        let mut client = self.client.clone();
+        client.deadline = LONG_POLL + Duration::from_secs(5);
+        // A long poll may take its whole time; a dead server is noticed by
+        // the watch's own timeout instead.
+        client.attempt_timeout = client.deadline;
+        let me = self.me.as_ref().map_or(String::new(), |m| m.id.clone());
+        loop {
+            let path = format!(
+                "/v1/watch?after={}&purges_after={}&timeout_ms={}&agent={me}",
+                current.revision,
+                current.purge_seq,
+                LONG_POLL.as_millis()
+            );
+            let answer = tokio::select! {
+                a = client.request(Method::GET, &path, None) => a,
+                _ = shutdown.cancelled() => return,
+            };
+            let next = match answer {
+                Ok(a) if a.status.is_success() => {
+                    match serde_json::from_slice::<WatchSnapshot>(&a.body) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable watch answer");
+                            continue;
+                        }
+                    }
+                }
+                Ok(a) => {
+                    tracing::warn!(status = a.status.as_u16(), error = %a.error_text(), "watch refused");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(e) => {
+                    // The client already tried every server until its deadline.
+                    tracing::warn!(error = %e, "control plane unreachable; serving the last state");
+                    continue;
+                }
+            };
+            if next.revision <= current.revision {
+                continue;
+            }
+            match apply(&next) {
+                Ok(()) => {
+                    if let Err(e) = write_state(&self.state_file, &next) {
+                        tracing::warn!(file = %self.state_file.display(), error = %e, "cannot save the control-plane state");
+                    }
+                    current = next;
+                }
+                Err(e) => {
+                    tracing::error!(revision = next.revision, error = %e, "control-plane state not applied; keeping the previous one");
+                    // Do not ask for the same revision in a tight loop.
+                    current.revision = next.revision;
+                }
+            }
+        }
+    }
+}
+
+pub fn read_state(file: &Path) -> Option<WatchSnapshot> {
+    let bytes = std::fs::read(file).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn write_state(file: &Path, state: &WatchSnapshot) -> std::io::Result<()> {
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = file.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(tmp, file)
+}

@@ -1,0 +1,181 @@
+//! Fanout's control plane: a small Raft group (openraft, log and vote in
+//! redb with fsync) that owns the cluster config and its versions, the
+//! membership of proxies and cache nodes, and the purge log, and serves
+//! them over HTTP to operators (`fanout ctl`) and to agents that watch.
+//!
+//! Owns: the replicated [`state`], durable Raft [`store`]age, Raft RPCs
+//! between members ([`network`]), and the HTTP API ([`api`]). Does not
+//! own: what a config means (the `config` crate validates it) or how a
+//! proxy applies it.
+
+pub mod agent;
+pub mod api;
+pub mod client;
+pub mod network;
+pub mod state;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanout_config::ControlConfig;
+use fanout_server::{bind, serve, ServeOptions};
+use openraft::BasicNode;
+use tokio_util::sync::CancellationToken;
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// Raft types of the control plane: commands in, outcomes out.
+    pub TypeConfig:
+        D = state::Command,
+        R = state::Outcome,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("control node {id}: {what} {}: {source}", file.display())]
+    File {
+        id: u64,
+        what: &'static str,
+        file: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control node {id}: data dir {}: {source}", dir.display())]
+    Store {
+        id: u64,
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control node {id}: {source}")]
+    Raft { id: u64, source: anyhow::Error },
+    #[error("control node {id}: {source}")]
+    Listen { id: u64, source: std::io::Error },
+}
+
+/// Reads a secret or token: the file's content without surrounding space.
+fn read_secret(id: u64, what: &'static str, file: &std::path::Path) -> Result<String, Error> {
+    let err = |source| Error::File {
+        id,
+        what,
+        file: file.to_path_buf(),
+        source,
+    };
+    let text = std::fs::read_to_string(file).map_err(err)?;
+    let text = text.trim().to_string();
+    if text.is_empty() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        )));
+    }
+    Ok(text)
+}
+
+/// Raft timing: a leader is suspected dead after 0.5 to 1 s without a
+/// heartbeat. Shorter timeouts fail over faster but cause needless
+/// elections on a loaded machine; the control plane is not on the data
+/// path, so a second of failover costs nothing a viewer sees.
+pub const ELECTION_TIMEOUT_MS: (u64, u64) = (500, 1000);
+
+fn raft_config() -> openraft::Config {
+    openraft::Config {
+        cluster_name: "fanout".into(),
+        heartbeat_interval: 100,
+        election_timeout_min: ELECTION_TIMEOUT_MS.0,
+        election_timeout_max: ELECTION_TIMEOUT_MS.1,
+        // Snapshot often enough that a restart replays little.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(1000),
+        max_in_snapshot_log_to_keep: 100,
+        ..Default::default()
+    }
+}
+
+/// Runs one control-plane node until `shutdown`.
+pub async fn run(config: ControlConfig, shutdown: CancellationToken) -> Result<(), Error> {
+    let id = config.id;
+    let secret = read_secret(id, "cluster secret file", &config.cluster_secret_file)?;
+    let write_token = read_secret(id, "write token file", &config.write_token_file)?;
+    let read_token = match &config.read_token_file {
+        Some(f) => Some(read_secret(id, "read token file", f)?),
+        None => None,
+    };
+    let db = store::open(&config.data_dir).map_err(|source| Error::Store {
+        id,
+        dir: config.data_dir.clone(),
+        source,
+    })?;
+    let raft_err = |e: anyhow::Error| Error::Raft { id, source: e };
+    let state_machine =
+        store::StateMachine::load(db.clone()).map_err(|e| raft_err(anyhow::anyhow!(e)))?;
+    let raft_config = Arc::new(
+        raft_config()
+            .validate()
+            .map_err(|e| raft_err(anyhow::anyhow!(e)))?,
+    );
+    let client = network::http_client();
+    let net = network::Network {
+        client: client.clone(),
+        secret: secret.clone(),
+    };
+    let raft = Raft::new(
+        id,
+        raft_config,
+        net,
+        store::LogStore::new(db),
+        state_machine.clone(),
+    )
+    .await
+    .map_err(|e| raft_err(anyhow::anyhow!(e)))?;
+    let listener = bind("control API", config.listen)
+        .await
+        .map_err(|source| Error::Listen { id, source })?;
+    // Every node of a new group proposes the same initial membership; the
+    // first to win an election makes it the group's. A node that already
+    // has a log (a restart, or one the leader reached first) skips this, and
+    // so does a node with `join: true`: it waits to be added to a running
+    // group (`fanout ctl raft add`).
+    if !config.join
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|e| raft_err(anyhow::anyhow!(e)))?
+    {
+        let members: BTreeMap<NodeId, BasicNode> = config
+            .peers
+            .iter()
+            .map(|p| (p.id, BasicNode::new(p.address.to_string())))
+            .collect();
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!(error = %e, "initialize skipped");
+        }
+    }
+    let api = Arc::new(api::Api {
+        id,
+        raft: raft.clone(),
+        state: state_machine,
+        client,
+        secret,
+        write_token,
+        read_token,
+        agents: Default::default(),
+    });
+    tracing::info!(id, listen = %config.listen, peers = config.peers.len(), "control node serving");
+    serve(
+        listener,
+        move |req, _conn| api.clone().handle(req),
+        shutdown,
+        ServeOptions {
+            drain_timeout: Duration::from_secs(2),
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let _ = raft.shutdown().await;
+    tracing::info!(id, "control node stopped");
+    Ok(())
+}
