@@ -60,11 +60,32 @@ pub enum Command {
     /// Run the synthetic origin (HLS live and VOD, static objects) from a
     /// `kind: origin` file. Request counts are at /_origin/stats.
     Origin { file: PathBuf },
+    /// Run one control-plane node (a member of the Raft group that owns the
+    /// cluster config, membership and purges) from a `kind: control` file.
+    ///
+    /// Start every node of a new group with the same `peers` list; they form
+    /// one group and elect a leader. The Raft log, vote and snapshots live in
+    /// `data_dir` and survive restarts.
+    Control { file: PathBuf },
+    /// Operate a running control plane: apply and inspect the cluster config,
+    /// members and purges.
+    ///
+    /// Examples:
+    ///   fanout ctl --server 127.0.0.1:7001 --token-file write.token apply -f cluster.yaml
+    ///   fanout ctl status
+    ///   fanout ctl purge --prefix live.example.com /live/main/
+    #[command(verbatim_doc_comment)]
+    Ctl(CtlArgs),
     /// Load tools that work against any HTTP target (Fanout, NGINX, Varnish).
     Loadtest {
         #[command(subcommand)]
         tool: LoadtestTool,
     },
+    /// Exit 0 if URL answers 2xx within 2 s, 1 otherwise: a health check for
+    /// container images that have no curl (Docker HEALTHCHECK, systemd).
+    ///
+    /// Example: fanout probe http://127.0.0.1:9180/readyz
+    Probe { url: String },
     /// Validate configuration files of any kind without starting anything.
     ///
     /// Prints `file:line:column: field: problem; allowed: ...` for every
@@ -83,6 +104,22 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum LoadtestTool {
+    /// Start a 3-node control plane on loopback (real processes, fsync on),
+    /// then measure config-write commit latency, the time until WATCHERS
+    /// agents see each write, and the failover time after killing the leader.
+    /// A write+fsync loop on the same disk is the reference.
+    ControlPlane {
+        /// Config writes to time.
+        #[arg(long, default_value_t = 200)]
+        writes: usize,
+        /// Agents long-polling the watch.
+        #[arg(long, default_value_t = 50)]
+        agents: usize,
+        /// Where the nodes keep their data (default: a temp dir), to measure
+        /// a particular disk.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// CLIENTS clients, each on a connection opened beforehand, ask for one
     /// object within SPREAD: the moment a new live segment appears.
     ///
@@ -115,5 +152,105 @@ pub enum LoadtestTool {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Control-plane servers, tried in order until one answers (repeat the
+    /// flag or separate with commas).
+    #[arg(
+        long = "server",
+        value_name = "HOST:PORT",
+        value_delimiter = ',',
+        env = "FANOUT_SERVERS",
+        default_value = "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003"
+    )]
+    pub servers: Vec<String>,
+    /// File holding the bearer token (the write token for changes, the read
+    /// token or the write token for reads). Or set FANOUT_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the server's JSON instead of text, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Give up after this long without an answer (servers are retried).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The group: leader, term, each control node, the live config version.
+    Status,
+    /// Validate a `kind: cluster` file here, then commit it as the new live
+    /// config version. Exit 2 if it does not validate (nothing is sent).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Print the live config (or an older kept version) as YAML.
+    Get {
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// Show what applying FILE would change in the live config.
+    Diff {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// Make an earlier kept version live again (as a new version).
+    Rollback {
+        /// Version to go back to; default: the one before the live one.
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// List registered proxies and cache nodes.
+    Members,
+    /// Change the control plane's own membership (joint consensus).
+    Raft {
+        #[command(subcommand)]
+        change: RaftChange,
+    },
+    /// Take a member out of rotation: proxies stop sending it new keys.
+    Drain { id: String },
+    /// Remove a member.
+    Remove { id: String },
+    /// Purge cached objects on every cache node (in order; nodes that are
+    /// down apply it when they come back).
+    Purge {
+        /// One URL: HOST and PATH (with query).
+        #[arg(long, num_args = 2, value_names = ["HOST", "PATH"], conflicts_with_all = ["prefix", "tag"])]
+        url: Option<Vec<String>>,
+        /// Every object of HOST under PREFIX.
+        #[arg(long, num_args = 2, value_names = ["HOST", "PREFIX"], conflicts_with = "tag")]
+        prefix: Option<Vec<String>>,
+        /// Every object tagged TAG (Surrogate-Key or Cache-Tag).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Mark stale instead of removing (stale-if-error can still use it).
+        #[arg(long)]
+        soft: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RaftChange {
+    /// Add a control node: start it first with a `kind: control` file whose
+    /// peers list the running nodes (not itself), then add it here; it
+    /// catches up as a learner and becomes a voter.
+    Add {
+        #[arg(long)]
+        id: u64,
+        #[arg(long, value_name = "HOST:PORT")]
+        address: String,
+    },
+    /// Remove a control node from the group (it stops taking part; stop
+    /// its process afterwards).
+    Remove {
+        #[arg(long)]
+        id: u64,
     },
 }

@@ -9,6 +9,18 @@ use crate::cli::LoadtestTool;
 
 pub async fn run(tool: LoadtestTool, shutdown: CancellationToken) -> ExitCode {
     match tool {
+        LoadtestTool::ControlPlane {
+            writes,
+            agents,
+            dir,
+        } => {
+            crate::control_bench::run(crate::control_bench::Options {
+                writes,
+                agents,
+                dir,
+            })
+            .await
+        }
         LoadtestTool::FlashCrowd {
             target,
             host,
@@ -52,6 +64,8 @@ pub async fn run(tool: LoadtestTool, shutdown: CancellationToken) -> ExitCode {
                     "ok": result.ok,
                     "errors": result.errors,
                     "collapsed": result.collapsed,
+                    "hits": result.hits,
+                    "caches": result.caches,
                     "body_bytes": result.body_bytes,
                     "p50_ms": result.ms(0.5),
                     "p99_ms": result.ms(0.99),
@@ -66,9 +80,17 @@ pub async fn run(tool: LoadtestTool, shutdown: CancellationToken) -> ExitCode {
                     humantime::format_duration(spread)
                 );
                 println!(
-                    "  ok {}, failed {}, collapsed {}",
-                    result.ok, result.errors, result.collapsed
+                    "  ok {}, failed {}, collapsed {}, hits {}",
+                    result.ok, result.errors, result.collapsed, result.hits
                 );
+                if !result.caches.is_empty() {
+                    let per: Vec<String> = result
+                        .caches
+                        .iter()
+                        .map(|(c, n)| format!("{c} {n}"))
+                        .collect();
+                    println!("  answered by {}", per.join(", "));
+                }
                 if result.ok > 0 {
                     println!(
                         "  latency p50 {:.1} ms   p99 {:.1} ms   max {:.1} ms",

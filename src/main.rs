@@ -5,6 +5,8 @@
 //! configuration file or the command line is invalid (nothing is started).
 
 mod cli;
+mod control_bench;
+mod ctl;
 mod loadtest;
 mod telemetry;
 mod up;
@@ -58,7 +60,7 @@ async fn async_main(command: Command) -> ExitCode {
     let result = match command {
         Command::Up { file, demo } => return up::run(file.as_deref(), demo, shutdown).await,
         Command::Proxy { file } => match fanout_config::load_proxy(&file) {
-            Ok(c) => fanout_proxy::run(c, shutdown)
+            Ok(c) => fanout_proxy::run(c, Some(file.clone()), shutdown)
                 .await
                 .map_err(anyhow::Error::from),
             Err(e) => return config_failed(&e),
@@ -75,13 +77,45 @@ async fn async_main(command: Command) -> ExitCode {
                 .map_err(anyhow::Error::from),
             Err(e) => return config_failed(&e),
         },
+        Command::Control { file } => match fanout_config::load_control(&file) {
+            Ok(c) => fanout_control_plane::run(c, shutdown)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(e) => return config_failed(&e),
+        },
+        Command::Ctl(args) => return ctl::run(args).await,
         Command::Loadtest { tool } => return loadtest::run(tool, shutdown).await,
+        Command::Probe { url } => return probe(&url).await,
         Command::Check { .. } => unreachable!("handled before the runtime starts"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("fanout: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn probe(url: &str) -> ExitCode {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        eprintln!("fanout probe: {url:?} is not a URL");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    match tokio::time::timeout(std::time::Duration::from_secs(2), client.get(uri)).await {
+        Ok(Ok(r)) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(Ok(r)) => {
+            eprintln!("fanout probe: {url}: {}", r.status());
+            ExitCode::FAILURE
+        }
+        Ok(Err(e)) => {
+            eprintln!("fanout probe: {url}: {e}");
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            eprintln!("fanout probe: {url}: no answer within 2 s");
             ExitCode::FAILURE
         }
     }

@@ -13,9 +13,12 @@ use crate::cli::LogFormat;
 pub fn init_logging(format: Option<LogFormat>, filter: Option<&str>) {
     let filter = match filter {
         Some(f) => EnvFilter::new(f),
-        // The OpenTelemetry SDK announces itself at info; that is noise to an operator.
+        // The OpenTelemetry SDK announces itself at info, and openraft logs
+        // every election step and shutdown there: noise to an operator.
+        // openraft's errors for an unreachable peer repeat at every retry;
+        // Fanout reports leadership changes itself.
         None => EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn")),
+            .unwrap_or_else(|_| EnvFilter::new("info,opentelemetry=warn,openraft=warn")),
     };
     let json = matches!(format, Some(LogFormat::Json));
     let builder = tracing_subscriber::fmt()

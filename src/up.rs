@@ -49,18 +49,25 @@ pub async fn run(file: Option<&Path>, demo: bool, shutdown: CancellationToken) -
     // Parts stop on their own token, so a failing part can stop the rest
     // without being mistaken for Ctrl-C.
     let parts_token = CancellationToken::new();
-    let mut parts = start(&config, &parts_token);
+    let mut parts = JoinSet::new();
     let outcome = tokio::select! {
-        r = wait_ready(&config) => r,
-        Some(failed) = parts.join_next() => Err(part_failure(failed)),
+        r = start(&config, &parts_token, &mut parts) => r,
+        _ = shutdown.cancelled() => Err(anyhow::anyhow!("interrupted while starting")),
+    };
+    let outcome = match outcome {
+        Ok(control) => tokio::select! {
+            r = wait_ready(&config) => r.map(|()| control),
+            Some(failed) = parts.join_next() => Err(part_failure(failed)),
+        },
+        Err(e) => Err(e),
     };
     let code = match outcome {
         Err(e) => {
             eprintln!("fanout up: {e:#}");
             ExitCode::FAILURE
         }
-        Ok(()) => {
-            print_banner(&config);
+        Ok(control) => {
+            print_banner(&config, control.as_ref());
             match demo_plan {
                 Some(load) => run_demo(&config, load, &shutdown).await,
                 None => {
@@ -92,8 +99,22 @@ pub async fn run(file: Option<&Path>, demo: bool, shutdown: CancellationToken) -
 
 type PartResult = (String, anyhow::Result<()>);
 
-fn start(config: &UpConfig, token: &CancellationToken) -> JoinSet<PartResult> {
-    let mut parts = JoinSet::new();
+/// A control plane `up` started, and where its secrets live.
+struct ControlRun {
+    servers: Vec<String>,
+    token_file: std::path::PathBuf,
+    /// Kept so a temporary data directory lives as long as the cluster.
+    _temp: Option<tempfile::TempDir>,
+}
+
+/// Starts every part. With a control plane: the control nodes first, the
+/// cluster config applied to them, then cache nodes (which register), then
+/// proxies (which find the cache nodes registered).
+async fn start(
+    config: &UpConfig,
+    token: &CancellationToken,
+    parts: &mut JoinSet<PartResult>,
+) -> anyhow::Result<Option<ControlRun>> {
     if let Some(origin) = config.origin.clone() {
         let t = token.clone();
         parts.spawn(async move {
@@ -105,7 +126,28 @@ fn start(config: &UpConfig, token: &CancellationToken) -> JoinSet<PartResult> {
             )
         });
     }
-    for c in config.cache_node_configs() {
+    let control = match &config.control_plane {
+        Some(cp) => Some(start_control(config, cp, token, parts).await?),
+        None => None,
+    };
+    let source = |id: &str| {
+        control.as_ref().map(|c| fanout_config::ControlSource {
+            servers: c
+                .servers
+                .iter()
+                .filter_map(|s| fanout_config::HostPort::try_from(s.clone()).ok())
+                .collect(),
+            token_file: c.token_file.clone(),
+            state_file: c
+                .token_file
+                .with_file_name("state")
+                .join(format!("{id}.json")),
+            advertise: None,
+            zone: None,
+        })
+    };
+    for mut c in config.cache_node_configs() {
+        c.control = source(&c.id);
         let t = token.clone();
         parts.spawn(async move {
             (
@@ -114,16 +156,150 @@ fn start(config: &UpConfig, token: &CancellationToken) -> JoinSet<PartResult> {
             )
         });
     }
-    for p in config.proxy_configs() {
+    if let Some(c) = &control {
+        wait_registered(c, config).await?;
+    }
+    for mut p in config.proxy_configs() {
+        p.control = source(&p.id);
         let t = token.clone();
         parts.spawn(async move {
             (
                 p.id.clone(),
-                fanout_proxy::run(p, t).await.map_err(Into::into),
+                fanout_proxy::run(p, None, t).await.map_err(Into::into),
             )
         });
     }
-    parts
+    Ok(control)
+}
+
+async fn start_control(
+    config: &UpConfig,
+    cp: &fanout_config::UpControlPlane,
+    token: &CancellationToken,
+    parts: &mut JoinSet<PartResult>,
+) -> anyhow::Result<ControlRun> {
+    let (temp, dir) = match &cp.data_dir {
+        Some(d) => (None, d.clone()),
+        None => {
+            let t = tempfile::Builder::new().prefix("fanout-up-").tempdir()?;
+            let d = t.path().to_path_buf();
+            (Some(t), d)
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("data dir {}", dir.display()))?;
+    // Secrets are made once per data directory and kept with it.
+    let secret = |name: &str| -> anyhow::Result<std::path::PathBuf> {
+        let file = dir.join(name);
+        if !file.exists() {
+            let mut raw = [0u8; 24];
+            getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
+            let value: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&file, value).with_context(|| format!("{}", file.display()))?;
+        }
+        Ok(file)
+    };
+    let secret_file = secret("cluster.secret")?;
+    let token_file = secret("write.token")?;
+    let peers: Vec<fanout_config::ControlPeer> = cp
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, a)| fanout_config::ControlPeer {
+            id: i as u64 + 1,
+            address: fanout_config::HostPort {
+                host: reachable(*a).ip().to_string(),
+                port: a.port(),
+            },
+        })
+        .collect();
+    for (i, listen) in cp.nodes.iter().enumerate() {
+        let node = fanout_config::ControlConfig {
+            id: i as u64 + 1,
+            listen: *listen,
+            admin_listen: None,
+            data_dir: dir.join(format!("control-{}", i + 1)),
+            peers: peers.clone(),
+            cluster_secret_file: secret_file.clone(),
+            write_token_file: token_file.clone(),
+            read_token_file: None,
+            join: false,
+        };
+        let t = token.clone();
+        parts.spawn(async move {
+            (
+                format!("control-{}", node.id),
+                fanout_control_plane::run(node, t).await.map_err(Into::into),
+            )
+        });
+    }
+    let servers: Vec<String> = cp.nodes.iter().map(|a| reachable(*a).to_string()).collect();
+    let token_value = std::fs::read_to_string(&token_file)?.trim().to_string();
+    let mut client =
+        fanout_control_plane::client::ControlClient::new(servers.clone(), Some(token_value));
+    client.deadline = START_DEADLINE;
+    // Apply the file's cluster config unless it is already live (a kept
+    // data directory).
+    let live = client
+        .request(http::Method::GET, "/v1/config", None)
+        .await?;
+    if !live.status.is_success() || live.body != config.cluster_yaml.as_bytes() {
+        let a = client
+            .request(
+                http::Method::PUT,
+                "/v1/config",
+                Some((
+                    bytes::Bytes::from(config.cluster_yaml.clone()),
+                    "application/yaml",
+                )),
+            )
+            .await?;
+        anyhow::ensure!(
+            a.status.is_success(),
+            "the control plane refused the cluster config: {}",
+            a.error_text()
+        );
+    }
+    Ok(ControlRun {
+        servers,
+        token_file,
+        _temp: temp,
+    })
+}
+
+/// Waits until every cache node of the file has registered.
+async fn wait_registered(control: &ControlRun, config: &UpConfig) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&control.token_file)?
+        .trim()
+        .to_string();
+    let client =
+        fanout_control_plane::client::ControlClient::new(control.servers.clone(), Some(token));
+    let deadline = tokio::time::Instant::now() + START_DEADLINE;
+    loop {
+        let a = client
+            .request(http::Method::GET, "/v1/members", None)
+            .await?;
+        let registered: Vec<String> = a
+            .json()
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|m| m["id"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if config
+            .cache_nodes
+            .iter()
+            .all(|n| registered.contains(&n.id))
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "cache nodes did not register with the control plane within {START_DEADLINE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn part_failure(r: Result<PartResult, tokio::task::JoinError>) -> anyhow::Error {
@@ -221,7 +397,7 @@ fn plan_demo(config: &UpConfig) -> anyhow::Result<LiveLoad> {
     })
 }
 
-fn print_banner(config: &UpConfig) {
+fn print_banner(config: &UpConfig, control: Option<&ControlRun>) {
     let host = first_host(config).unwrap_or_else(|| "localhost".into());
     let proxy = reachable(config.proxies[0].listen);
     let mut out = format!(
@@ -259,6 +435,15 @@ fn print_banner(config: &UpConfig) {
             out += &format!("   admin http://{}/metrics", reachable(a));
         }
         out.push('\n');
+    }
+    if let Some(c) = control {
+        out += &format!(
+            "\n  control plane: {} (Raft, {} nodes)\n  Try:  fanout ctl --server {} --token-file {} status\n",
+            c.servers.join(", "),
+            c.servers.len(),
+            c.servers.join(","),
+            c.token_file.display()
+        );
     }
     println!("{out}");
 }

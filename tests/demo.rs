@@ -50,3 +50,75 @@ fn field<'a>(summary: &'a str, label: &str) -> &'a str {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no {label:?} in:\n{summary}"))
 }
+
+/// `fanout up` with a `control_plane` section: the parts follow the
+/// control plane, so a config applied with `fanout ctl` reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_a_control_plane_follows_configs_applied_with_ctl() {
+    let dir = temp_dir();
+    let ports = free_ports(3);
+    let nodes: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    let extra = format!(
+        "control_plane:\n  nodes: [{}]\n  data_dir: cp\n",
+        nodes.join(", ")
+    );
+    let (file, cluster) = up_file(dir.path(), 2, 1, &extra);
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, &mut process).await;
+    let proxy = cluster.proxies[0];
+    let r = get(proxy, "localhost", "/static/1", &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        get(proxy, "alias.localhost", "/static/1", &[])
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+
+    // The cluster section, with a second host, applied through ctl.
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let section = yaml
+        .split("\ncluster:\n")
+        .nth(1)
+        .unwrap()
+        .split("\ncache_nodes:")
+        .next()
+        .unwrap()
+        .replace("hosts: [localhost]", "hosts: [localhost, alias.localhost]");
+    let changed = dir.path().join("cluster.yaml");
+    let dedented: String = section
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&changed, format!("kind: cluster\n{dedented}\n")).unwrap();
+    let servers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let token = dir.path().join("cp").join("write.token");
+    let out = run(&[
+        "ctl",
+        "--server",
+        &servers.join(","),
+        "--token-file",
+        token.to_str().unwrap(),
+        "apply",
+        "-f",
+        changed.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies = poll_until_host(proxy, "alias.localhost", "/static/2", &[], |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!(replies.last().unwrap().status, 200);
+}

@@ -113,3 +113,54 @@ CONF
   taskset -c "$3" haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
   pids+=($!)
 }
+
+# Starts NGINX as a plain reverse proxy (no cache, keep-alive upstream),
+# one worker pinned to core $3. Usage: start_nginx_proxy LISTEN UPSTREAM CORE
+start_nginx_proxy() {
+  cat >"$work/nginx-proxy.conf" <<CONF
+user root;
+worker_processes 1;
+pid $work/nginx-proxy.pid;
+error_log $work/nginx-proxy-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  upstream up { server $2; keepalive 256; }
+  server {
+    listen $1;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_buffering off;
+    }
+  }
+}
+CONF
+  taskset -c "$3" nginx -c "$work/nginx-proxy.conf" -g 'daemon off;' & pids+=($!)
+}
+
+# Starts HAProxy as a plain reverse proxy (one thread, keep-alive to the
+# server), pinned to core $3. Usage: start_haproxy_proxy LISTEN UPSTREAM CORE
+start_haproxy_proxy() {
+  cat >"$work/haproxy-proxy.cfg" <<CONF
+global
+  maxconn 8000
+  nbthread 1
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  bind $1
+  default_backend be
+backend be
+  server up $2
+CONF
+  taskset -c "$3" haproxy -db -f "$work/haproxy-proxy.cfg" >"$work/haproxy-proxy.log" 2>&1 &
+  pids+=($!)
+}

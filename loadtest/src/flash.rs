@@ -39,6 +39,10 @@ pub struct FlashResult {
     pub body_bytes: u64,
     /// Responses whose last `Cache-Status` entry said the request was collapsed.
     pub collapsed: u64,
+    /// Responses whose last `Cache-Status` entry was a hit.
+    pub hits: u64,
+    /// Responses per cache (the name opening the last `Cache-Status` entry).
+    pub caches: std::collections::BTreeMap<String, u64>,
 }
 
 impl FlashResult {
@@ -77,13 +81,14 @@ pub async fn run(crowd: &FlashCrowd) -> Result<FlashResult, ConnectError> {
             let exchange = async {
                 let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
                 let status = resp.status();
-                let collapsed = resp
+                let cache_status = resp
                     .headers()
                     .get_all("cache-status")
                     .iter()
                     .next_back()
                     .and_then(|v| v.to_str().ok())
-                    .is_some_and(|v| v.contains("collapsed"));
+                    .unwrap_or("")
+                    .to_string();
                 // Count the bytes and drop them: copying a thousand bodies
                 // would make the generator, not the server, the bottleneck.
                 let mut body = resp.into_body();
@@ -96,12 +101,12 @@ pub async fn run(crowd: &FlashCrowd) -> Result<FlashResult, ConnectError> {
                 if !status.is_success() {
                     return Err(format!("status {status}"));
                 }
-                Ok((len, collapsed))
+                Ok((len, cache_status))
             };
             let result = tokio::time::timeout(timeout, exchange)
                 .await
                 .map_err(|_| format!("timed out after {timeout:?}"))?;
-            result.map(|(bytes, collapsed)| (at.elapsed(), bytes, collapsed))
+            result.map(|(bytes, cache_status)| (at.elapsed(), bytes, cache_status))
         });
     }
     let mut result = FlashResult {
@@ -111,13 +116,22 @@ pub async fn run(crowd: &FlashCrowd) -> Result<FlashResult, ConnectError> {
         first_error: None,
         body_bytes: 0,
         collapsed: 0,
+        hits: 0,
+        caches: Default::default(),
     };
     while let Some(joined) = tasks.join_next().await {
         match joined.map_err(|e| e.to_string()).and_then(|r| r) {
-            Ok((latency, bytes, collapsed)) => {
+            Ok((latency, bytes, cache_status)) => {
                 result.ok += 1;
                 result.body_bytes += bytes;
-                result.collapsed += collapsed as u64;
+                let mut params = cache_status.split(';').map(str::trim);
+                if let Some(cache) = params.next().filter(|c| !c.is_empty()) {
+                    *result.caches.entry(cache.to_string()).or_default() += 1;
+                }
+                for p in params {
+                    result.collapsed += (p == "collapsed") as u64;
+                    result.hits += (p == "hit") as u64;
+                }
                 let _ = result.latency.record((latency.as_micros() as u64).max(1));
             }
             Err(e) => {

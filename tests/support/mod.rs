@@ -19,13 +19,33 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_fanout");
 /// Generous: CI machines are small and busy.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
-/// `n` distinct free ports on 127.0.0.1. All are held until all are chosen,
-/// so they differ from each other; the kernel hands out ephemeral ports in
-/// rotation, so another test is unlikely to take one before we bind it.
+/// `n` distinct free ports on 127.0.0.1, from 10000 to 31999: below the
+/// kernel's ephemeral range (32768 and up), so no outgoing connection of
+/// this or another test can take one between our check and the server's
+/// bind. Each test process walks the range from its own offset, so tests
+/// running in parallel do not pick the same ports.
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const SPAN: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..SPAN {
+        if held.len() == n {
+            break;
+        }
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
+    assert_eq!(held.len(), n, "no {n} free ports below 32000");
     held.iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect()
@@ -149,6 +169,18 @@ pub fn spawn(args: &[&str]) -> Running {
         .args(args)
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fanout");
+    Running { child }
+}
+
+/// [`spawn`], with stdout piped to the test (for the access log).
+pub fn spawn_capturing_stdout(args: &[&str]) -> Running {
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start fanout");
@@ -335,10 +367,21 @@ pub async fn poll_until(
     headers: &[(&str, &str)],
     done: impl Fn(&Reply) -> bool,
 ) -> Vec<Reply> {
+    poll_until_host(addr, "localhost", path, headers, done).await
+}
+
+/// [`poll_until`] with another Host.
+pub async fn poll_until_host(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    done: impl Fn(&Reply) -> bool,
+) -> Vec<Reply> {
     let started = Instant::now();
     let mut seen = Vec::new();
     loop {
-        let r = get(addr, "localhost", path, headers).await.unwrap();
+        let r = get(addr, host, path, headers).await.unwrap();
         let stop = done(&r);
         seen.push(r);
         if stop {
@@ -350,4 +393,322 @@ pub async fn poll_until(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An origin, cache nodes and one proxy, each its own process started from
+/// its own file (so the proxy's file can be rewritten and reloaded).
+pub struct Standalone {
+    pub dir: tempfile::TempDir,
+    pub origin: SocketAddr,
+    /// (id, address) of each cache node.
+    pub caches: Vec<(String, SocketAddr)>,
+    pub proxy: SocketAddr,
+    pub proxy_admin: SocketAddr,
+    pub proxy_process: Running,
+    pub cache_processes: Vec<Running>,
+    pub _origin_process: Running,
+}
+
+impl Standalone {
+    pub fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    /// Writes `proxy.yaml` naming `nodes` (indexes into `caches`), with
+    /// `extra` appended (more top-level keys).
+    pub fn write_proxy(&self, nodes: &[usize], extra: &str) {
+        let mut yaml = format!(
+            "kind: proxy\nid: p\nlisten: '{}'\nadmin_listen: '{}'\ncluster: cluster.yaml\ncache_nodes:\n",
+            self.proxy, self.proxy_admin
+        );
+        for &i in nodes {
+            let (id, addr) = &self.caches[i];
+            yaml += &format!("  - {{ id: {id}, address: '{addr}' }}\n");
+        }
+        yaml += extra;
+        // Written whole and renamed, so a reload never reads half a file.
+        let tmp = self.dir.path().join("proxy.yaml.tmp");
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(tmp, self.dir.path().join("proxy.yaml")).unwrap();
+    }
+
+    /// The proxy's `/status` JSON.
+    pub async fn status(&self) -> serde_json::Value {
+        let r = get(self.proxy_admin, "localhost", "/status", &[])
+            .await
+            .expect("proxy /status");
+        assert_eq!(r.status, 200);
+        serde_json::from_slice(&r.body).expect("/status is JSON")
+    }
+}
+
+/// Starts an origin (4 KiB objects under `/o/`, and under `/slow/` after
+/// 500 ms), `caches` cache nodes
+/// and a proxy over all of them, with `proxy_extra` appended to the proxy
+/// file and `cluster_extra` to the cluster file, right after its `sites`
+/// (so it may add sites, with `ORIGIN` standing for the origin's address).
+pub async fn start_standalone(caches: usize, cluster_extra: &str, proxy_extra: &str) -> Standalone {
+    let dir = temp_dir();
+    start_in(dir, caches, cluster_extra, proxy_extra).await
+}
+
+/// [`start_standalone`], with the files of `seed` (certificates, say)
+/// copied into the cluster's directory first.
+pub async fn start_standalone_with(
+    caches: usize,
+    cluster_extra: &str,
+    proxy_extra: &str,
+    seed: &Path,
+) -> Standalone {
+    let dir = temp_dir();
+    for entry in std::fs::read_dir(seed).expect("read seed dir") {
+        let entry = entry.expect("seed entry");
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy seed file");
+    }
+    start_in(dir, caches, cluster_extra, proxy_extra).await
+}
+
+async fn start_in(
+    dir: tempfile::TempDir,
+    caches: usize,
+    cluster_extra: &str,
+    proxy_extra: &str,
+) -> Standalone {
+    let d = dir.path();
+    let p = free_ports(3 + 2 * caches);
+    let addr = |i: usize| -> SocketAddr { ([127, 0, 0, 1], p[i]).into() };
+    let origin = addr(0);
+    std::fs::write(
+        d.join("cluster.yaml"),
+        format!(
+            "kind: cluster\nhealth: {{ interval: 100ms, timeout: 50ms, rise: 2, fall: 2 }}\n\
+             sites:\n  - name: s\n    hosts: [localhost]\n    origin: {{ addresses: ['{origin}'] }}\n{}",
+            cluster_extra.replace("ORIGIN", &origin.to_string())
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("origin.yaml"),
+        format!(
+            "kind: origin\nlisten: '{origin}'\nobjects:\n  - {{ prefix: /o/, count: 100000, size: 4KiB }}\n\
+             \x20 - {{ prefix: /slow/, count: 100, size: 4KiB }}\nfaults:\n  - {{ path: '/slow/*', latency: 500ms }}\n"
+        ),
+    )
+    .unwrap();
+    let path = |f: &str| d.join(f).to_string_lossy().into_owned();
+    let mut origin_process = spawn(&["origin", &path("origin.yaml")]);
+    let mut cache_list = Vec::new();
+    let mut cache_processes = Vec::new();
+    for i in 0..caches {
+        let (listen, admin) = (addr(3 + 2 * i), addr(4 + 2 * i));
+        let id = format!("c{}", i + 1);
+        std::fs::write(
+            d.join(format!("{id}.yaml")),
+            format!("kind: cache\nid: {id}\nlisten: '{listen}'\nadmin_listen: '{admin}'\ncluster: cluster.yaml\n"),
+        )
+        .unwrap();
+        let mut process = spawn(&["cache", &path(&format!("{id}.yaml"))]);
+        wait_ready(&[admin], &mut process).await;
+        cache_list.push((id, listen));
+        cache_processes.push(process);
+    }
+    wait_origin(origin, &mut origin_process).await;
+    let mut s = Standalone {
+        dir,
+        origin,
+        caches: cache_list,
+        proxy: addr(1),
+        proxy_admin: addr(2),
+        // Replaced below, once the proxy file exists.
+        proxy_process: Running {
+            child: Command::new("true").spawn().expect("spawn true"),
+        },
+        cache_processes,
+        _origin_process: origin_process,
+    };
+    s.write_proxy(&(0..caches).collect::<Vec<_>>(), proxy_extra);
+    s.proxy_process = spawn(&["proxy", &s.path("proxy.yaml")]);
+    let admin = s.proxy_admin;
+    wait_ready(&[admin], &mut s.proxy_process).await;
+    s
+}
+
+/// Sends SIGHUP to a running process.
+pub fn hangup(process: &Running) {
+    let status = Command::new("kill")
+        .args(["-HUP", &process.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -HUP failed");
+}
+
+/// A control-plane group of real `fanout control` processes, each with its
+/// own data directory under one temp dir.
+pub struct ControlGroup {
+    pub dir: tempfile::TempDir,
+    pub addrs: Vec<SocketAddr>,
+    pub nodes: Vec<Option<Running>>,
+}
+
+pub const WRITE_TOKEN: &str = "write-token-for-tests";
+pub const READ_TOKEN: &str = "read-token-for-tests";
+
+impl ControlGroup {
+    /// Starts `n` nodes with the same peer list and waits for a leader.
+    pub async fn start(n: usize) -> ControlGroup {
+        let dir = temp_dir();
+        let d = dir.path();
+        std::fs::write(d.join("cluster.secret"), "raft-secret-for-tests\n").unwrap();
+        std::fs::write(d.join("write.token"), WRITE_TOKEN).unwrap();
+        std::fs::write(d.join("read.token"), READ_TOKEN).unwrap();
+        let ports = free_ports(n);
+        let addrs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+        let peers: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("  - {{ id: {}, address: '{a}' }}\n", i + 1))
+            .collect();
+        for (i, a) in addrs.iter().enumerate() {
+            std::fs::write(
+                d.join(format!("control-{}.yaml", i + 1)),
+                format!(
+                    "kind: control\nid: {}\nlisten: '{a}'\ndata_dir: data-{}\n\
+                     cluster_secret_file: cluster.secret\nwrite_token_file: write.token\n\
+                     read_token_file: read.token\npeers:\n{peers}",
+                    i + 1,
+                    i + 1
+                ),
+            )
+            .unwrap();
+        }
+        let mut group = ControlGroup {
+            dir,
+            addrs,
+            nodes: Vec::new(),
+        };
+        for i in 0..n {
+            let process = group.spawn_node(i);
+            group.nodes.push(Some(process));
+        }
+        group.wait_leader(&[]).await;
+        group
+    }
+
+    fn spawn_node(&self, i: usize) -> Running {
+        let file = self.dir.path().join(format!("control-{}.yaml", i + 1));
+        spawn(&["control", file.to_str().unwrap()])
+    }
+
+    /// `kill -9` node `i` (0-based).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.nodes[i].take() {
+            p.child.kill().unwrap();
+            p.child.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        self.nodes[i] = Some(self.spawn_node(i));
+    }
+
+    pub fn servers(&self) -> String {
+        self.addrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `GET /v1/status` of node `i`.
+    pub async fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let r = get(
+            self.addrs[i],
+            "control",
+            "/v1/status",
+            &[("authorization", &format!("Bearer {READ_TOKEN}"))],
+        )
+        .await
+        .ok()?;
+        (r.status == 200).then(|| serde_json::from_slice(&r.body).ok())?
+    }
+
+    /// Waits until every running node agrees on one leader that is not in
+    /// `not`; returns its index (0-based).
+    pub async fn wait_leader(&self, not: &[usize]) -> usize {
+        let started = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.is_some() {
+                    leaders.push(self.status(i).await.and_then(|s| s["leader"].as_u64()));
+                }
+            }
+            if let Some(Some(l)) = leaders.first() {
+                let l = *l as usize - 1;
+                if leaders.iter().all(|x| *x == Some(l as u64 + 1))
+                    && !not.contains(&l)
+                    && self.nodes[l].is_some()
+                {
+                    return l;
+                }
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "no agreed leader: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs `fanout ctl` against the group with the write token.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        let token = self.dir.path().join("write.token");
+        let servers = self.servers();
+        let mut all = vec![
+            "ctl",
+            "--server",
+            &servers,
+            "--token-file",
+            token.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+}
+
+/// Sends `method path` with `body` and the bearer `token`; returns the
+/// status and body.
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let fut = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .map_err(|_| format!("{method} {path} timed out"))?
 }
