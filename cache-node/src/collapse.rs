@@ -188,15 +188,17 @@ impl Fill {
         self.lock().received
     }
 
-    /// The whole body of a completed fill, in one buffer for the store.
-    pub fn body_bytes(&self) -> Bytes {
+    /// The whole body of a fill, in one buffer for the store: what was
+    /// received so far followed by `last`, a chunk not pushed yet.
+    pub fn body_bytes_with(&self, last: Option<&Bytes>) -> Bytes {
         let s = self.lock();
-        match s.chunks.as_slice() {
-            [] => Bytes::new(),
-            [one] => one.clone(),
-            many => {
-                let mut buf = BytesMut::with_capacity(s.received as usize);
-                for c in many {
+        match (s.chunks.as_slice(), last) {
+            ([], None) => Bytes::new(),
+            ([], Some(one)) | ([one], None) => one.clone(),
+            (many, last) => {
+                let extra = last.map_or(0, Bytes::len);
+                let mut buf = BytesMut::with_capacity(s.received as usize + extra);
+                for c in many.iter().chain(last) {
                     buf.extend_from_slice(c);
                 }
                 buf.freeze()
@@ -333,7 +335,7 @@ mod tests {
         fill.finish(true);
         assert_eq!(early.await.unwrap().unwrap(), b"hello world");
         assert_eq!(drain(late).await.unwrap(), b"hello world");
-        assert_eq!(&fill.body_bytes()[..], b"hello world");
+        assert_eq!(&fill.body_bytes_with(None)[..], b"hello world");
         assert_eq!(
             drain(fill.body_range(4, 8)).await.unwrap(),
             b"o wo",

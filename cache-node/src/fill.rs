@@ -11,6 +11,7 @@ use fanout_config::Site;
 use fanout_server::{empty, remove_hop_by_hop};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
+use hyper::body::Body as _;
 
 use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
 use crate::freshness::{classify, initial_age, Storability, TtlPolicy};
@@ -158,6 +159,11 @@ impl CacheNode {
         });
 
         let mut too_large = false;
+        // The last chunk of a storable body, held back until the response is
+        // stored: a viewer who has every byte and asks again (a player
+        // polling a playlist) finds it stored, and a purge issued after the
+        // last byte sees the entry.
+        let mut last_chunk = None;
         let deadline = tokio::time::Instant::from_std(started) + site.origin.total_timeout.get();
         loop {
             let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
@@ -173,6 +179,13 @@ impl CacheNode {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
+                    if body.is_end_stream()
+                        && freshness.is_some()
+                        && fill.received() + data.len() as u64 <= max
+                    {
+                        last_chunk = Some(data);
+                        break;
+                    }
                     if fill.push(data) > max && !too_large {
                         // Only possible without Content-Length: keep feeding
                         // the waiters we have, take no more, store nothing.
@@ -193,7 +206,7 @@ impl CacheNode {
             let stored = StoredResponse {
                 status,
                 headers: stored_headers,
-                body: fill.body_bytes(),
+                body: fill.body_bytes_with(last_chunk.as_ref()),
                 stored_at: received_at,
                 initial_age,
                 freshness,
@@ -201,6 +214,9 @@ impl CacheNode {
             };
             // Stored before the fill is retired, so no request finds neither.
             self.store.insert(store_key, Arc::new(stored));
+        }
+        if let Some(data) = last_chunk {
+            fill.push(data);
         }
         tracing::debug!(key = %key, chunks = fill.chunk_count(), bytes = fill.received(), "fill complete");
         fill.finish(true);
