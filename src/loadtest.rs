@@ -2,13 +2,79 @@
 
 use std::process::ExitCode;
 
+use std::path::Path;
+
 use fanout_loadtest::flash::{self, FlashCrowd};
+use fanout_loadtest::scenario::report::{Report, Threshold};
+use fanout_loadtest::scenario::{self, RunOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::LoadtestTool;
 
 pub async fn run(tool: LoadtestTool, shutdown: CancellationToken) -> ExitCode {
     match tool {
+        LoadtestTool::Run {
+            scenario,
+            target,
+            host,
+            origin,
+            shard,
+            json,
+            html,
+            fail_if,
+            quiet,
+        } => {
+            let config = match fanout_config::load_scenario(&scenario) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprint!("{e}");
+                    return ExitCode::from(crate::EXIT_CONFIG);
+                }
+            };
+            let options = RunOptions {
+                shard,
+                addresses: (!target.is_empty()).then_some(target),
+                host,
+                origin,
+                progress: !quiet,
+            };
+            if !quiet {
+                eprintln!(
+                    "Playing {:?} for {} (shard {shard}); Ctrl-C stops early and still reports.",
+                    config.name,
+                    humantime::format_duration(config.duration())
+                );
+            }
+            let report = scenario::run(&config, options, shutdown).await;
+            finish(&report, json.as_deref(), html.as_deref(), &fail_if)
+        }
+        LoadtestTool::Merge {
+            reports,
+            json,
+            html,
+            fail_if,
+        } => {
+            let mut parsed = Vec::new();
+            for path in &reports {
+                let read = std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| serde_json::from_str::<Report>(&t).map_err(|e| e.to_string()));
+                match read {
+                    Ok(r) => parsed.push(r),
+                    Err(e) => {
+                        eprintln!("fanout loadtest merge: {}: {e}", path.display());
+                        return ExitCode::from(crate::EXIT_CONFIG);
+                    }
+                }
+            }
+            match Report::merge(parsed) {
+                Ok(report) => finish(&report, json.as_deref(), html.as_deref(), &fail_if),
+                Err(e) => {
+                    eprintln!("fanout loadtest merge: {e}");
+                    ExitCode::from(crate::EXIT_CONFIG)
+                }
+            }
+        }
         LoadtestTool::ControlPlane {
             writes,
             agents,
@@ -122,5 +188,59 @@ async fn origin_requests(origin: std::net::SocketAddr, path: &str) -> Option<u64
             eprintln!("fanout loadtest: {e}");
             None
         }
+    }
+}
+
+/// Prints the summary, writes the reports asked for, and turns thresholds
+/// into the exit status.
+pub fn finish(
+    report: &Report,
+    json: Option<&Path>,
+    html: Option<&Path>,
+    fail_if: &[Threshold],
+) -> ExitCode {
+    print!("{}", report.render());
+    let mut ok = true;
+    if let Some(path) = json {
+        match serde_json::to_string_pretty(report)
+            .map_err(std::io::Error::other)
+            .and_then(|t| std::fs::write(path, t + "\n"))
+        {
+            Ok(()) => println!("  JSON report  {}", path.display()),
+            Err(e) => {
+                eprintln!("cannot write {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    if let Some(path) = html {
+        match std::fs::write(path, scenario::html::render(report)) {
+            Ok(()) => println!("  HTML report  {}", path.display()),
+            Err(e) => {
+                eprintln!("cannot write {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    if fail_if.is_empty() {
+        if report.totals.errors > 0 {
+            println!("FAILED: {} requests failed", report.totals.errors);
+            ok = false;
+        }
+    } else {
+        for t in fail_if {
+            match t.check(report) {
+                Ok(()) => println!("  pass         {t}"),
+                Err(why) => {
+                    println!("FAILED         {why}");
+                    ok = false;
+                }
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -22,7 +22,7 @@ use cli::{Cli, Command};
 
 /// Exit status for invalid configuration, as `fanout check` and every
 /// component report it.
-const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

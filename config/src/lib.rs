@@ -2,7 +2,7 @@
 //!
 //! Owns: the cluster config (sites, origins, cache policy, hashing, health
 //! checks) that the control plane distributes; the per-process files
-//! (`kind: proxy`, `cache`, `origin`, `up`, `control`); and the rules that turn a file
+//! (`kind: proxy`, `cache`, `origin`, `up`, `control`, `scenario`); and the rules that turn a file
 //! into these types or into errors of the form
 //! `file:line:column: field.path: what is wrong; allowed: what would be
 //! accepted`. It also owns the pure functions that interpret a site's
@@ -20,6 +20,7 @@ mod load;
 mod origin;
 mod positions;
 mod process;
+mod scenario;
 mod site_table;
 mod units;
 mod up;
@@ -36,13 +37,17 @@ pub use edge::{
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{
-    load_any, load_cache_node, load_cluster, load_control, load_origin, load_proxy, load_str,
-    load_up, AnyConfig, FileKind,
+    load_any, load_cache_node, load_cluster, load_control, load_origin, load_proxy, load_scenario,
+    load_str, load_up, AnyConfig, FileKind,
 };
 pub use origin::{
     Fault, LiveStream, ObjectGroup, OriginConfig, PathGlob, Rendition, TlsFiles, VodLibrary,
 };
 pub use process::{CacheNodeConfig, CacheNodeRef, ProxyConfig};
+pub use scenario::{
+    FaultAction, FaultStep, HttpFault, Limits, Phase, ScenarioConfig, SignalFault, Target,
+    ViewerModel,
+};
 pub use site_table::SiteTable;
 pub use units::{Size, Span};
 pub use up::{Demo, UpCacheNode, UpConfig, UpControlPlane, UpProxy};

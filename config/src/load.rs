@@ -13,6 +13,7 @@ use crate::error::{ConfigError, ConfigErrors, Location};
 use crate::origin::OriginConfig;
 use crate::positions::Positions;
 use crate::process::{CacheNodeConfig, CacheNodeFile, ProxyConfig, ProxyFile};
+use crate::scenario::ScenarioConfig;
 use crate::up::UpConfig;
 use crate::validate::{Finding, Validator};
 
@@ -25,16 +26,18 @@ pub enum FileKind {
     Origin,
     Up,
     Control,
+    Scenario,
 }
 
 impl FileKind {
-    const ALL: [FileKind; 6] = [
+    const ALL: [FileKind; 7] = [
         FileKind::Cluster,
         FileKind::Proxy,
         FileKind::Cache,
         FileKind::Origin,
         FileKind::Up,
         FileKind::Control,
+        FileKind::Scenario,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +48,7 @@ impl FileKind {
             FileKind::Origin => "origin",
             FileKind::Up => "up",
             FileKind::Control => "control",
+            FileKind::Scenario => "scenario",
         }
     }
 }
@@ -55,7 +59,7 @@ impl fmt::Display for FileKind {
     }
 }
 
-const KINDS_ALLOWED: &str = "kind: cluster, proxy, cache, origin, up or control";
+const KINDS_ALLOWED: &str = "kind: cluster, proxy, cache, origin, up, control or scenario";
 
 /// Any Fanout file, loaded and validated.
 #[derive(Debug, Clone)]
@@ -66,6 +70,7 @@ pub enum AnyConfig {
     Origin(OriginConfig),
     Up(Box<UpConfig>),
     Control(ControlConfig),
+    Scenario(Box<ScenarioConfig>),
 }
 
 impl AnyConfig {
@@ -77,6 +82,7 @@ impl AnyConfig {
             AnyConfig::Origin(_) => FileKind::Origin,
             AnyConfig::Up(_) => FileKind::Up,
             AnyConfig::Control(_) => FileKind::Control,
+            AnyConfig::Scenario(_) => FileKind::Scenario,
         }
     }
 }
@@ -373,6 +379,10 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
             let c = validated(&doc, c, |c, v| c.validate(v))?;
             AnyConfig::Control(c.resolve(doc.file.parent().unwrap_or(Path::new("."))))
         }
+        FileKind::Scenario => {
+            let s: ScenarioConfig = doc.typed()?;
+            AnyConfig::Scenario(Box::new(validated(&doc, s, |s, v| s.validate(v))?))
+        }
         FileKind::Proxy => {
             let p: ProxyFile = doc.typed()?;
             let p = validated(&doc, p, |p, v| p.validate(v))?;
@@ -474,6 +484,10 @@ loader!(
 loader!(
     /// Loads a `kind: up` file.
     load_up, Up, Box<UpConfig>
+);
+loader!(
+    /// Loads a `kind: scenario` file.
+    load_scenario, Scenario, Box<ScenarioConfig>
 );
 loader!(
     /// Loads a `kind: control` file, its relative paths resolved.

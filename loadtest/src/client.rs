@@ -13,10 +13,73 @@ use hyper_util::rt::TokioExecutor;
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 pub fn client() -> HttpClient {
+    client_with(Duration::from_secs(2))
+}
+
+pub fn client_with(connect_timeout: Duration) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// What one request of a scenario saw, timed from `intended`.
+#[derive(Debug)]
+pub struct Timed {
+    pub status: StatusCode,
+    pub hit: Option<bool>,
+    /// The body, when asked to keep it (playlists); otherwise empty.
+    pub body: Bytes,
+    pub bytes: u64,
+    pub ttfb: Duration,
+    pub total: Duration,
+}
+
+/// GETs `path` like [`get`], but measures from `intended` (the moment the
+/// viewer meant to send, so waiting for a slot or a late schedule counts)
+/// and keeps the body only when `keep_body`.
+pub async fn fetch_timed(
+    client: &HttpClient,
+    target: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+    intended: Instant,
+    keep_body: bool,
+) -> Result<Timed, FetchError> {
+    let req = Request::get(format!("http://{target}{path}"))
+        .header(header::HOST, host)
+        .body(Empty::new())
+        .map_err(FetchError::Request)?;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(FetchError::Connect)?;
+        let ttfb = intended.elapsed();
+        let status = resp.status();
+        let hit = cache_hit(resp.headers());
+        let mut body = resp.into_body();
+        let mut bytes = 0u64;
+        let mut kept = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(FetchError::Body)?;
+            if let Ok(data) = frame.into_data() {
+                bytes += data.len() as u64;
+                if keep_body {
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
+        Ok(Timed {
+            status,
+            hit,
+            body: Bytes::from(kept),
+            bytes,
+            ttfb,
+            total: intended.elapsed(),
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| FetchError::Timeout(timeout))?
 }
 
 /// What one request saw.

@@ -11,3 +11,5 @@ mod client;
 pub mod flash;
 pub mod live;
 pub mod origin;
+pub mod playlist;
+pub mod scenario;

@@ -1,0 +1,118 @@
+//! Just enough of HLS playlists (RFC 8216) to play them the way a player
+//! does: the renditions of a master playlist, and the numbered segments of
+//! a media playlist with their durations.
+
+use std::time::Duration;
+
+/// URI lines of a playlist (RFC 8216 §4.1: lines that are not tags).
+pub fn uris(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// A master playlist's variant streams, lowest bandwidth first.
+pub fn renditions(master: &str) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut bandwidth = None;
+    for line in master.lines().map(str::trim) {
+        if let Some(attrs) = line.strip_prefix("#EXT-X-STREAM-INF:") {
+            bandwidth = attrs
+                .split(',')
+                .find_map(|a| a.strip_prefix("BANDWIDTH="))
+                .and_then(|b| b.parse().ok())
+                .or(Some(0));
+        } else if !line.is_empty() && !line.starts_with('#') {
+            if let Some(b) = bandwidth.take() {
+                out.push((b, line.to_string()));
+            }
+        }
+    }
+    out.sort_by_key(|(b, _)| *b);
+    out
+}
+
+pub struct MediaPlaylist<'a> {
+    pub target_duration: Duration,
+    pub media_sequence: u64,
+    /// Each segment's URI and its `#EXTINF` duration.
+    pub segments: Vec<(&'a str, Duration)>,
+}
+
+impl<'a> MediaPlaylist<'a> {
+    pub fn parse(text: &'a str) -> MediaPlaylist<'a> {
+        let tag = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let target_duration =
+            Duration::from_secs(tag("#EXT-X-TARGETDURATION:").unwrap_or(2).max(1));
+        let mut segments = Vec::new();
+        let mut extinf = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(v) = line.strip_prefix("#EXTINF:") {
+                extinf = v
+                    .split(',')
+                    .next()
+                    .and_then(|d| d.trim().parse::<f64>().ok())
+                    .filter(|d| d.is_finite() && *d > 0.0)
+                    .map(Duration::from_secs_f64);
+            } else if !line.is_empty() && !line.starts_with('#') {
+                segments.push((line, extinf.take().unwrap_or(target_duration)));
+            }
+        }
+        MediaPlaylist {
+            target_duration,
+            media_sequence: tag("#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0),
+            segments,
+        }
+    }
+
+    /// Segments with their media sequence numbers.
+    pub fn numbered(&self) -> impl Iterator<Item = (u64, &'a str, Duration)> + '_ {
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(i, (u, d))| (self.media_sequence + i as u64, *u, *d))
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        (!self.segments.is_empty()).then(|| self.media_sequence + self.segments.len() as u64 - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_playlists_number_segments_from_the_media_sequence() {
+        let p = MediaPlaylist::parse(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:17\n#EXTINF:4.0,\n17.ts\n#EXTINF:3.5,\n18.ts\n",
+        );
+        assert_eq!(p.target_duration, Duration::from_secs(4));
+        assert_eq!(
+            p.numbered().collect::<Vec<_>>(),
+            [
+                (17, "17.ts", Duration::from_secs(4)),
+                (18, "18.ts", Duration::from_millis(3500))
+            ]
+        );
+        assert_eq!(p.last_seq(), Some(18));
+    }
+
+    #[test]
+    fn renditions_sort_by_bandwidth() {
+        let m =
+            "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=6000000,RESOLUTION=1920x1080\n1080p/index.m3u8\n\
+                 #EXT-X-STREAM-INF:RESOLUTION=426x240,BANDWIDTH=400000\n240p/index.m3u8\n";
+        assert_eq!(
+            renditions(m),
+            [
+                (400_000, "240p/index.m3u8".to_string()),
+                (6_000_000, "1080p/index.m3u8".to_string())
+            ]
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! The viewer models: how a live player, a VOD player and a page asset
+//! request load a target. Each viewer draws its choices from its own seeded
+//! generator, so a seed fixes what is asked for.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+use tokio::time::{sleep_until, Instant as TokioInstant};
+use tokio_util::sync::CancellationToken;
+
+use super::arrivals::Zipf;
+use super::recorder::{Class, ErrorKind, Outcome, Recorder};
+use crate::client::{fetch_timed, FetchError, HttpClient, Timed};
+use crate::playlist::{renditions, MediaPlaylist};
+
+/// What every viewer shares.
+pub struct Ctx {
+    pub client: HttpClient,
+    pub host: String,
+    pub timeout: Duration,
+    pub slots: Semaphore,
+    pub recorder: Arc<Recorder>,
+    /// Ends the run for every viewer.
+    pub end: CancellationToken,
+}
+
+/// One viewer's identity and connection target.
+pub struct Viewer {
+    pub ctx: Arc<Ctx>,
+    pub target: SocketAddr,
+    pub rng: fastrand::Rng,
+    /// Fires when this viewer leaves (a drain) or the run ends.
+    pub leave: CancellationToken,
+}
+
+impl Viewer {
+    /// One GET, recorded. `None` when the viewer left before it finished
+    /// (not counted: a player that closes does not see an error).
+    async fn get(
+        &mut self,
+        class: Class,
+        path: &str,
+        intended: Instant,
+        keep_body: bool,
+    ) -> Option<Result<Timed, ()>> {
+        let ctx = self.ctx.clone();
+        let exchange = async {
+            let _slot = ctx.slots.acquire().await;
+            fetch_timed(
+                &ctx.client,
+                self.target,
+                &ctx.host,
+                path,
+                ctx.timeout,
+                intended,
+                keep_body,
+            )
+            .await
+        };
+        let result = tokio::select! {
+            r = exchange => r,
+            _ = self.leave.cancelled() => return None,
+        };
+        let (outcome, result) = match result {
+            Ok(t) if t.status.is_success() => (
+                Outcome {
+                    class,
+                    ttfb: t.ttfb,
+                    total: t.total,
+                    bytes: t.bytes,
+                    hit: t.hit,
+                    error: None,
+                },
+                Ok(t),
+            ),
+            Ok(t) => {
+                let kind = if t.status.is_client_error() {
+                    ErrorKind::Status4xx
+                } else if t.status.is_server_error() {
+                    ErrorKind::Status5xx
+                } else {
+                    ErrorKind::Other
+                };
+                (
+                    failed(class, kind, format!("GET {path}: status {}", t.status)),
+                    Err(()),
+                )
+            }
+            Err(e) => {
+                let kind = match &e {
+                    FetchError::Timeout(_) => ErrorKind::Timeout,
+                    FetchError::Connect(c) if c.is_connect() => ErrorKind::Connect,
+                    FetchError::Body(_) => ErrorKind::Truncated,
+                    _ => ErrorKind::Other,
+                };
+                (failed(class, kind, format!("GET {path}: {e}")), Err(()))
+            }
+        };
+        self.ctx.recorder.record(outcome);
+        Some(result)
+    }
+
+    /// Sleeps until `at`; false if the viewer left first.
+    async fn wait_until(&self, at: Instant) -> bool {
+        tokio::select! {
+            _ = sleep_until(TokioInstant::from_std(at)) => true,
+            _ = self.leave.cancelled() => false,
+        }
+    }
+}
+
+fn failed(class: Class, kind: ErrorKind, what: String) -> Outcome {
+    Outcome {
+        class,
+        ttfb: Duration::ZERO,
+        total: Duration::ZERO,
+        bytes: 0,
+        hit: None,
+        error: Some((kind, what)),
+    }
+}
+
+/// Live-player settings from the scenario.
+pub struct LiveModel {
+    pub stream: String,
+    pub abr_down: f64,
+    pub abr_up: f64,
+    pub start_behind: u32,
+}
+
+/// A live HLS player from join to leave: master playlist, a rendition,
+/// the media playlist every target duration, each new segment in order.
+/// Playback starts when the first segment is in; a segment that arrives
+/// after the playhead needs it is a stall.
+pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
+    let base = format!("/live/{}/", m.stream);
+    let Some(Ok(master)) = v
+        .get(
+            Class::MasterPlaylist,
+            &format!("{base}master.m3u8"),
+            joined,
+            true,
+        )
+        .await
+    else {
+        return;
+    };
+    let ladder = renditions(&String::from_utf8_lossy(&master.body));
+    if ladder.is_empty() {
+        return;
+    }
+    let mut rung = v.rng.usize(..ladder.len());
+    let mut next_poll = Instant::now();
+    let mut next_seq: Option<u64> = None;
+    // When the playhead reaches the end of what is buffered.
+    let mut buffered_until: Option<Instant> = None;
+    loop {
+        if !v.wait_until(next_poll).await {
+            return;
+        }
+        let media = format!("{base}{}", ladder[rung].1);
+        let dir = media.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+        let polled = next_poll;
+        let Some(reply) = v.get(Class::LivePlaylist, &media, polled, true).await else {
+            return;
+        };
+        let mut target_duration = Duration::from_secs(2);
+        if let Ok(p) = reply {
+            let text = String::from_utf8_lossy(&p.body).into_owned();
+            let playlist = MediaPlaylist::parse(&text);
+            target_duration = playlist.target_duration;
+            let from = match next_seq {
+                Some(s) => s,
+                None => playlist
+                    .last_seq()
+                    .unwrap_or(0)
+                    .saturating_sub(u64::from(m.start_behind.max(1) - 1)),
+            };
+            for (seq, uri, duration) in playlist.numbered() {
+                if seq < from {
+                    continue;
+                }
+                let asked = Instant::now();
+                let Some(got) = v
+                    .get(Class::LiveSegment, &format!("{dir}/{uri}"), asked, false)
+                    .await
+                else {
+                    return;
+                };
+                next_seq = Some(seq + 1);
+                let Ok(got) = got else { continue };
+                let done = Instant::now();
+                match buffered_until {
+                    None => {
+                        v.ctx.recorder.startup(done - joined);
+                        v.ctx.recorder.played(duration, Duration::ZERO);
+                        buffered_until = Some(done + duration);
+                    }
+                    Some(until) => {
+                        let stalled = done.saturating_duration_since(until);
+                        v.ctx.recorder.played(duration, stalled);
+                        buffered_until = Some(until.max(done) + duration);
+                    }
+                }
+                let load = got.total.as_secs_f64() / duration.as_secs_f64().max(0.001);
+                if load > m.abr_down && rung > 0 {
+                    rung -= 1;
+                    v.ctx.recorder.switched_rendition();
+                } else if load < m.abr_up && rung + 1 < ladder.len() {
+                    rung += 1;
+                    v.ctx.recorder.switched_rendition();
+                }
+            }
+        }
+        next_poll = polled + target_duration;
+    }
+}
+
+/// VOD-player settings, with the title popularity drawn once per run.
+pub struct VodModel {
+    pub titles: Zipf,
+    pub seek_probability: f64,
+    pub watch_segments: u32,
+    pub read_ahead: u32,
+}
+
+/// The paths a VOD viewer asks for, in order: a title by popularity, its
+/// master and media playlists, then segments from the start, sometimes
+/// jumping elsewhere in the title. A pure function of the viewer's seed.
+pub fn vod_plan(
+    m: &VodModel,
+    rng: &mut fastrand::Rng,
+    rendition: &str,
+    segments: u32,
+) -> Vec<String> {
+    let title = m.titles.sample(rng);
+    let base = format!("/vod/{title}/{rendition}");
+    let mut paths = Vec::with_capacity(m.watch_segments as usize);
+    let mut n = 0u32;
+    for _ in 0..m.watch_segments {
+        if n >= segments {
+            break;
+        }
+        paths.push(format!("{base}/{n}.ts"));
+        n = if rng.f64() < m.seek_probability {
+            rng.u32(0..segments.max(1))
+        } else {
+            n + 1
+        };
+    }
+    paths
+}
+
+/// A VOD player: playlists, then segments paced to playback after a short
+/// read-ahead, until it has watched its share or the run ends.
+pub async fn vod(mut v: Viewer, m: &VodModel, joined: Instant) {
+    // The title is drawn first so the master playlist is the title's own.
+    let mut plan_rng = v.rng.clone();
+    let title = m.titles.sample(&mut plan_rng);
+    let Some(Ok(master)) = v
+        .get(
+            Class::VodPlaylist,
+            &format!("/vod/{title}/master.m3u8"),
+            joined,
+            true,
+        )
+        .await
+    else {
+        return;
+    };
+    let ladder = renditions(&String::from_utf8_lossy(&master.body));
+    let Some((_, media)) = ladder.get(ladder.len().saturating_sub(1) / 2) else {
+        return;
+    };
+    let media_path = format!("/vod/{title}/{media}");
+    let Some(Ok(playlist)) = v
+        .get(Class::VodPlaylist, &media_path, Instant::now(), true)
+        .await
+    else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&playlist.body).into_owned();
+    let parsed = MediaPlaylist::parse(&text);
+    let rendition = media.rsplit_once('/').map_or("", |(r, _)| r);
+    let paths = vod_plan(m, &mut v.rng, rendition, parsed.segments.len() as u32);
+    let segment = parsed.target_duration;
+    let mut playhead: Option<Instant> = None;
+    for (i, path) in paths.iter().enumerate() {
+        // Read ahead a few segments, then fetch each as playback needs it.
+        let due = playhead.map(|start| start + segment * (i as u32).saturating_sub(m.read_ahead));
+        let intended = match due {
+            Some(at) if at > Instant::now() => {
+                if !v.wait_until(at).await {
+                    return;
+                }
+                at
+            }
+            _ => Instant::now(),
+        };
+        match v.get(Class::VodSegment, path, intended, false).await {
+            None => return,
+            Some(_) => {
+                playhead.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+}
+
+/// Static-object settings.
+pub struct StaticModel {
+    pub prefix: String,
+    pub objects: Zipf,
+}
+
+/// One request for an object by popularity, sent at the arrival's
+/// scheduled time (open loop).
+pub async fn static_object(mut v: Viewer, m: &StaticModel, scheduled: Instant) {
+    let n = m.objects.sample(&mut v.rng);
+    let path = format!("{}{n}", m.prefix);
+    let _ = v.get(Class::Static, &path, scheduled, false).await;
+}
