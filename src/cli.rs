@@ -12,10 +12,10 @@ use clap::{Parser, Subcommand, ValueEnum};
     long_about = "Fanout puts a cluster of stateless proxies and cache nodes in front of an HTTP origin.\n\
                   Proxies route each request by consistent hashing to the cache node that owns its key;\n\
                   cache nodes answer from memory and send one request per object to the origin.\n\n\
-                  Start here:\n  fanout up --demo        a local cluster, a short simulated live audience, a summary\n  \
+                  Start here:\n  fanout up --demo        a local cluster, a 20 s load test, its summary and HTML report\n  \
                   fanout up               the same cluster, running until Ctrl-C\n  \
                   fanout check FILE...    validate configuration files\n\n\
-                  Every file names its kind on its first line (kind: cluster|proxy|cache|origin|up);\n\
+                  Every file names its kind on its first line (kind: cluster|proxy|cache|origin|up|control|scenario);\n\
                   see examples/ for one of each.",
     after_help = "Exit status: 0 success, 1 runtime failure, 2 invalid configuration or arguments."
 )]
@@ -47,11 +47,16 @@ pub enum Command {
     Up {
         /// A `kind: up` file; default: the built-in quickstart.
         file: Option<PathBuf>,
-        /// Also run a short simulated live audience against the proxies, print
-        /// a summary (requests, hit ratio, origin requests, latency) and exit:
+        /// Also run a short load test against the proxies (the file's
+        /// demo.scenario, or the built-in loadtest/scenarios/quickstart.yaml:
+        /// 20 s of live, VOD and static viewers), print its summary, write
+        /// report.json and report.html with charts to --report-dir, and exit:
         /// 0 if every request succeeded, 1 otherwise.
         #[arg(long)]
         demo: bool,
+        /// Where --demo writes its reports.
+        #[arg(long, value_name = "DIR", default_value = "fanout-report")]
+        report_dir: PathBuf,
     },
     /// Run one proxy from a `kind: proxy` file.
     Proxy { file: PathBuf },

@@ -58,7 +58,14 @@ async fn async_main(command: Command) -> ExitCode {
     };
     let shutdown = shutdown_on_signal();
     let result = match command {
-        Command::Up { file, demo } => return up::run(file.as_deref(), demo, shutdown).await,
+        Command::Up {
+            file,
+            demo,
+            report_dir,
+        } => {
+            let demo = demo.then_some(up::DemoArgs { report_dir });
+            return up::run(file.as_deref(), demo, shutdown).await;
+        }
         Command::Proxy { file } => match fanout_config::load_proxy(&file) {
             Ok(c) => fanout_proxy::run(c, Some(file.clone()), shutdown)
                 .await

@@ -8,20 +8,32 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
+use fanout_config::ScenarioConfig;
 use fanout_config::{HostPattern, UpConfig};
-use fanout_loadtest::live::LiveLoad;
+use fanout_loadtest::scenario::{self, RunOptions};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 const QUICKSTART: &str = include_str!("../examples/quickstart.yaml");
 const QUICKSTART_NAME: &str = "examples/quickstart.yaml (built in)";
+const DEMO_SCENARIO: &str = include_str!("../loadtest/scenarios/quickstart.yaml");
+const DEMO_SCENARIO_NAME: &str = "loadtest/scenarios/quickstart.yaml (built in)";
 
 /// How long every listener has to come up before `up` gives up.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 /// How long parts may take to drain on shutdown.
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
-pub async fn run(file: Option<&Path>, demo: bool, shutdown: CancellationToken) -> ExitCode {
+/// What `--demo` asks for: where its reports go.
+pub struct DemoArgs {
+    pub report_dir: std::path::PathBuf,
+}
+
+pub async fn run(
+    file: Option<&Path>,
+    demo: Option<DemoArgs>,
+    shutdown: CancellationToken,
+) -> ExitCode {
     let loaded = match file {
         Some(f) => fanout_config::load_up(f),
         None => match fanout_config::load_str(Path::new(QUICKSTART_NAME), QUICKSTART) {
@@ -34,16 +46,12 @@ pub async fn run(file: Option<&Path>, demo: bool, shutdown: CancellationToken) -
         Ok(c) => *c,
         Err(e) => return crate::config_failed(&e),
     };
-    let demo_plan = if demo {
-        match plan_demo(&config) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("fanout up --demo: {e}");
-                return ExitCode::from(crate::EXIT_CONFIG);
-            }
-        }
-    } else {
-        None
+    let demo_plan = match demo {
+        Some(args) => match plan_demo(&config) {
+            Ok(p) => Some((p, args)),
+            Err(code) => return code,
+        },
+        None => None,
     };
 
     // Parts stop on their own token, so a failing part can stop the rest
@@ -69,7 +77,7 @@ pub async fn run(file: Option<&Path>, demo: bool, shutdown: CancellationToken) -
         Ok(control) => {
             print_banner(&config, control.as_ref());
             match demo_plan {
-                Some(load) => run_demo(&config, load, &shutdown).await,
+                Some((plan, args)) => run_demo(plan, args, &shutdown).await,
                 None => {
                     tokio::select! {
                         _ = shutdown.cancelled() => ExitCode::SUCCESS,
@@ -366,34 +374,43 @@ fn first_host(config: &UpConfig) -> Option<String> {
         })
 }
 
-fn plan_demo(config: &UpConfig) -> anyhow::Result<LiveLoad> {
-    let origin = config
-        .origin
-        .as_ref()
-        .context("the demo needs the synthetic origin (an `origin:` section)")?;
-    let stream = match &config.demo.stream {
-        Some(s) => s.clone(),
-        None => origin
-            .live
-            .first()
-            .context("the demo needs a live stream under origin.live")?
-            .name
-            .clone(),
+/// The demo's scenario, aimed at this cluster: its proxies, host and origin.
+struct DemoPlan {
+    scenario: ScenarioConfig,
+    options: RunOptions,
+}
+
+fn plan_demo(config: &UpConfig) -> Result<DemoPlan, ExitCode> {
+    let loaded = match &config.demo.scenario {
+        Some(f) => fanout_config::load_scenario(f),
+        None => match fanout_config::load_str(Path::new(DEMO_SCENARIO_NAME), DEMO_SCENARIO) {
+            Ok(fanout_config::AnyConfig::Scenario(s)) => Ok(s),
+            Ok(_) => unreachable!("the demo scenario is a kind: scenario file"),
+            Err(e) => Err(e),
+        },
     };
-    let host = match &config.demo.host {
-        Some(h) => h.clone(),
-        None => first_host(config)
-            .context("the demo needs a site with an exact host name (or demo.host)")?,
+    let scenario = match loaded {
+        Ok(s) => *s,
+        Err(e) => return Err(crate::config_failed(&e)),
     };
-    Ok(LiveLoad {
-        targets: config.proxies.iter().map(|p| reachable(p.listen)).collect(),
-        host,
-        stream,
-        viewers: config.demo.viewers,
-        duration: config.demo.duration.get(),
-        ramp: config.demo.ramp.get(),
-        seed: 1,
-        request_timeout: Duration::from_secs(10),
+    let host = match config.demo.host.clone().or_else(|| first_host(config)) {
+        Some(h) => h,
+        None => {
+            eprintln!(
+                "fanout up --demo: the demo needs a site with an exact host name (or demo.host)"
+            );
+            return Err(ExitCode::from(crate::EXIT_CONFIG));
+        }
+    };
+    Ok(DemoPlan {
+        options: RunOptions {
+            addresses: Some(config.proxies.iter().map(|p| reachable(p.listen)).collect()),
+            host: Some(host),
+            origin: config.origin.as_ref().map(|o| reachable(o.listen)),
+            progress: true,
+            ..RunOptions::default()
+        },
+        scenario,
     })
 }
 
@@ -448,42 +465,35 @@ fn print_banner(config: &UpConfig, control: Option<&ControlRun>) {
     println!("{out}");
 }
 
-async fn run_demo(config: &UpConfig, load: LiveLoad, shutdown: &CancellationToken) -> ExitCode {
-    let origin = reachable(
-        config
-            .origin
-            .as_ref()
-            .map(|o| o.listen)
-            .expect("planned demos have an origin"),
-    );
-    let before = fanout_loadtest::origin::fetch_stats(origin).await;
+async fn run_demo(plan: DemoPlan, args: DemoArgs, shutdown: &CancellationToken) -> ExitCode {
     println!(
-        "Running the demo: {} live viewers of /live/{}/ for {}, spread over {} proxies...",
-        load.viewers,
-        load.stream,
-        humantime::format_duration(load.duration),
-        load.targets.len()
+        "Running the demo: scenario {:?} for {} against {} proxies...",
+        plan.scenario.name,
+        humantime::format_duration(plan.scenario.duration()),
+        plan.options.addresses.as_ref().map_or(0, Vec::len)
     );
-    let summary = fanout_loadtest::live::run(load, shutdown.clone()).await;
-    let after = fanout_loadtest::origin::fetch_stats(origin).await;
-    let origin_requests = match (before, after) {
-        (Ok(b), Ok(a)) => Some(a.requests.saturating_sub(b.requests)),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("fanout up --demo: {e}");
-            None
-        }
-    };
-    println!("\n{}", summary.render(origin_requests));
+    let report = scenario::run(&plan.scenario, plan.options, shutdown.clone()).await;
+    println!();
+    if let Err(e) = std::fs::create_dir_all(&args.report_dir) {
+        eprintln!(
+            "fanout up --demo: cannot create {}: {e}",
+            args.report_dir.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let code = crate::loadtest::finish(
+        &report,
+        Some(&args.report_dir.join("report.json")),
+        Some(&args.report_dir.join("report.html")),
+        &[],
+    );
     if shutdown.is_cancelled() {
         println!("Interrupted.");
         return ExitCode::from(130);
     }
-    if summary.requests == 0 || summary.errors > 0 {
-        eprintln!(
-            "fanout up --demo: failed: {} of {} requests failed",
-            summary.errors, summary.requests
-        );
+    if report.totals.requests == 0 {
+        eprintln!("fanout up --demo: failed: no request was made");
         return ExitCode::FAILURE;
     }
-    ExitCode::SUCCESS
+    code
 }

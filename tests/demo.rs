@@ -5,41 +5,59 @@ mod support;
 use support::*;
 
 #[test]
-fn the_demo_serves_live_viewers_and_prints_its_summary() {
+fn the_demo_runs_its_scenario_and_writes_the_reports() {
     let dir = temp_dir();
-    let (file, _cluster) = up_file(
-        dir.path(),
-        2,
-        2,
-        "demo:\n  viewers: 40\n  duration: 4s\n  ramp: 1s\n",
-    );
-    let out = run(&["up", file.to_str().unwrap(), "--demo"]);
+    std::fs::write(
+        dir.path().join("short.yaml"),
+        "kind: scenario
+name: short demo
+target: { addresses: ['127.0.0.1:1'], host: ignored }
+phases:
+  - { name: join, duration: 2s, arrival_rate: 20, population: 40 }
+  - { name: watch, duration: 2s, arrival_rate: 0, population: 40 }
+mix:
+  - { viewer: live, stream: main }
+",
+    )
+    .unwrap();
+    let (file, _cluster) = up_file(dir.path(), 2, 2, "demo:\n  scenario: short.yaml\n");
+    let reports = dir.path().join("reports");
+    let out = run(&[
+        "up",
+        file.to_str().unwrap(),
+        "--demo",
+        "--report-dir",
+        reports.to_str().unwrap(),
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "demo failed: {}\n{stdout}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("Fanout demo: 40 live viewers"), "{stdout}");
+    assert!(stdout.contains("Scenario \"short demo\""), "{stdout}");
     assert!(stdout.contains(", 0 failed"), "{stdout}");
-    // Forty viewers of two renditions: all but the first of each object's
-    // requests are hits, so the ratio is high; the origin saw far fewer
-    // requests than the viewers made.
-    let ratio: f64 = field(&stdout, "cache hit ratio")
+    // Live viewers of two renditions: all but the first request for each
+    // object are hits, and the origin saw far fewer requests than viewers
+    // made.
+    let ratio: f64 = field(&stdout, "hit ratio")
         .trim_end_matches('%')
         .parse()
         .unwrap();
     assert!(ratio > 50.0, "{stdout}");
     let requests: u64 = field(&stdout, "requests").parse().unwrap();
-    let origin: u64 = field(&stdout, "origin requests").parse().unwrap();
+    let origin: u64 = field(&stdout, "origin").parse().unwrap();
     assert!(
         origin > 0 && origin * 3 < requests,
         "origin {origin} vs {requests} requests:\n{stdout}"
     );
-    assert!(
-        stdout.contains("segments") && stdout.contains("p99"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("live_segment"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reports.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["totals"]["requests"].as_u64(), Some(requests));
+    let html = std::fs::read_to_string(reports.join("report.html")).unwrap();
+    assert!(html.contains("<svg"), "the HTML report has charts");
 }
 
 /// The first word after a summary line's label.

@@ -152,7 +152,14 @@ impl Document {
             // Point at the offending key itself, not at its parent mapping.
             // serde_path_to_error's path already ends in the unknown field.
             let (field_path, at) = if u.what == "field" {
-                (path.to_string(), self.positions.key(path))
+                // Inside an internally tagged enum (`viewer: live`) the path
+                // stops at the mapping; the key itself is one level down.
+                let last = path.rsplit(['.', '[']).next().unwrap_or("");
+                let child = join(path, u.name);
+                match self.positions.key(&child) {
+                    Some(at) if last != u.name => (child, Some(at)),
+                    _ => (path.to_string(), self.positions.key(path)),
+                }
             } else {
                 (path.to_string(), self.positions.value(path))
             };
@@ -360,6 +367,7 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
                 cp.data_dir = cp.data_dir.take().map(|d| doc.dir().join(d));
             }
             u.admin_token_file = u.admin_token_file.map(|f| relative_to(&doc.file, &f));
+            u.demo.scenario = u.demo.scenario.map(|f| relative_to(&doc.file, &f));
             u.cluster.resolve_paths(doc.dir());
             for p in &mut u.proxies {
                 if let Some(tls) = p.tls.as_mut() {

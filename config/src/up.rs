@@ -1,6 +1,7 @@
 //! `kind: up`: a whole local cluster in one file, for `fanout up`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -12,7 +13,7 @@ use crate::process::{
     validate_max_origin_fetches, validate_weight, CacheNodeConfig, CacheNodeRef, Listeners,
     ProxyConfig,
 };
-use crate::units::{Size, Span};
+use crate::units::Size;
 use crate::validate::Validator;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,46 +105,18 @@ impl UpProxy {
     }
 }
 
-/// The short built-in load that `fanout up --demo` runs.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// What `fanout up --demo` runs against the proxies once the cluster is up.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Demo {
-    /// Simulated live viewers, all watching one stream.
-    #[serde(default = "default_viewers")]
-    pub viewers: u32,
-    #[serde(default = "default_demo_duration")]
-    pub duration: Span,
-    /// Viewers join spread over this time.
-    #[serde(default = "default_ramp")]
-    pub ramp: Span,
-    /// Live stream to watch; default: the origin's first.
+    /// A `kind: scenario` file, relative to this file; default: the built-in
+    /// quickstart scenario (loadtest/scenarios/quickstart.yaml). Its target
+    /// is replaced by this cluster's proxies, host and origin.
     #[serde(default)]
-    pub stream: Option<String>,
+    pub scenario: Option<PathBuf>,
     /// Host header to send; default: the first site's first exact host.
     #[serde(default)]
     pub host: Option<String>,
-}
-
-fn default_viewers() -> u32 {
-    300
-}
-fn default_demo_duration() -> Span {
-    Span::from_secs(20)
-}
-fn default_ramp() -> Span {
-    Span::from_secs(5)
-}
-
-impl Default for Demo {
-    fn default() -> Self {
-        Demo {
-            viewers: default_viewers(),
-            duration: default_demo_duration(),
-            ramp: default_ramp(),
-            stream: None,
-            host: None,
-        }
-    }
 }
 
 impl UpConfig {
@@ -231,45 +204,6 @@ impl UpConfig {
                 &format!("cache_nodes[{i}].max_origin_fetches"),
                 v,
             );
-        }
-        let d = &self.demo;
-        if d.viewers == 0 || d.viewers > 1_000_000 {
-            v.error(
-                "demo.viewers",
-                format!("{} is out of range", d.viewers),
-                "1 to 1000000 viewers",
-            );
-        }
-        if d.duration.get().is_zero() {
-            v.error(
-                "demo.duration",
-                "duration is zero",
-                "a positive duration such as 20s",
-            );
-        }
-        if d.ramp > d.duration {
-            v.error(
-                "demo.ramp",
-                format!("ramp {} is longer than duration {}", d.ramp, d.duration),
-                "a ramp no longer than the demo",
-            );
-        }
-        let live: Vec<&str> = self
-            .origin
-            .iter()
-            .flat_map(|o| o.live.iter().map(|s| s.name.as_str()))
-            .collect();
-        match &d.stream {
-            Some(s) if !live.contains(&s.as_str()) => v.error(
-                "demo.stream",
-                format!("the origin has no live stream named {s:?}"),
-                if live.is_empty() {
-                    "a stream of origin.live (there are none)".to_string()
-                } else {
-                    format!("one of: {}", live.join(", "))
-                },
-            ),
-            _ => {}
         }
     }
 

@@ -47,11 +47,11 @@ fn yaml_syntax_errors_name_the_position() {
 fn missing_or_unknown_kind() {
     assert_eq!(
         one_error("sites: []\n"),
-        "site.yaml:1:1: missing `kind`; allowed: a mapping that starts with kind: cluster, proxy, cache, origin, up or control"
+        "site.yaml:1:1: missing `kind`; allowed: a mapping that starts with kind: cluster, proxy, cache, origin, up, control or scenario"
     );
     assert_eq!(
         one_error("kind: clustr\n"),
-        "site.yaml:1:7: kind: unknown kind \"clustr\"; allowed: kind: cluster, proxy, cache, origin, up or control"
+        "site.yaml:1:7: kind: unknown kind \"clustr\"; allowed: kind: cluster, proxy, cache, origin, up, control or scenario"
     );
 }
 
@@ -199,7 +199,7 @@ fn a_valid_up_file_loads() {
         panic!()
     };
     assert_eq!(u.proxy_configs()[0].cache_nodes.len(), 2);
-    assert_eq!(u.demo.viewers, 300);
+    assert_eq!(u.demo.scenario, None);
 }
 
 #[test]
@@ -315,5 +315,81 @@ peers:
         c.data_dir,
         Path::new("/etc/fanout/data/control-4"),
         "relative paths resolve against the file"
+    );
+}
+
+const SCENARIO: &str = "\
+kind: scenario
+name: final
+target: { addresses: ['127.0.0.1:8080'], host: localhost }
+phases:
+  - { name: toss, duration: 10s, arrival_rate: 100, population: 1000 }
+mix:
+  - { viewer: live, stream: main }
+";
+
+#[test]
+fn a_valid_scenario_loads_with_defaults() {
+    let AnyConfig::Scenario(s) = load_str(Path::new("s.yaml"), SCENARIO).unwrap() else {
+        panic!()
+    };
+    assert_eq!(s.seed, 1);
+    assert_eq!(s.limits.max_in_flight, 10_000);
+    assert_eq!(s.duration().as_secs(), 10);
+    assert_eq!(s.mix[0].weight(), 1);
+}
+
+#[test]
+fn scenario_errors_point_at_the_field() {
+    assert_eq!(
+        one_error(&SCENARIO.replace("viewer: live", "viewer: lve")),
+        "site.yaml:7:15: mix[0].viewer: unknown variant `lve` (did you mean `live`?); allowed: live, vod, static"
+    );
+    assert_eq!(
+        one_error(&SCENARIO.replace("stream: main", "stream: main, abr: 2")),
+        "site.yaml:7:35: mix[0].abr: unknown field `abr` (did you mean `abr_up`?); allowed: weight, stream, abr_down, abr_up, start_behind"
+    );
+    let e = errors(&SCENARIO.replace("arrival_rate: 100", "arrival_rate: -5, start_rate: .nan"));
+    assert_eq!(
+        e,
+        [
+            "site.yaml:5:48: phases[0].arrival_rate: invalid rate -5; allowed: viewers per second, zero or more",
+            "site.yaml:5:64: phases[0].start_rate: invalid rate NaN; allowed: viewers per second, zero or more",
+        ]
+    );
+    let with_mix = SCENARIO.replace(
+        "  - { viewer: live, stream: main }",
+        "  - { viewer: vod, titles: 0, zipf: 9 }\n  - { viewer: static, prefix: static/, count: 10 }",
+    );
+    assert_eq!(
+        errors(&with_mix),
+        [
+            "site.yaml:7:28: mix[0].titles: must be at least 1; allowed: the number of titles under /vod/",
+            "site.yaml:7:37: mix[0].zipf: Zipf exponent 9 out of range; allowed: 0 (uniform) to 5; about 1 for typical popularity",
+            "site.yaml:8:31: mix[1].prefix: \"static/\" does not start with /; allowed: a path prefix such as /static/",
+        ]
+    );
+}
+
+#[test]
+fn fault_steps_do_one_thing_within_the_run() {
+    let faults = |f: &str| format!("{SCENARIO}faults:\n{f}");
+    assert_eq!(
+        one_error(&faults("  - { at: 20s, command: 'true' }\n")),
+        "site.yaml:9:11: faults[0].at: 20s is after the run ends (10s); allowed: a time within the phases' total duration"
+    );
+    assert_eq!(
+        one_error(&faults(
+            "  - { at: 5s, command: 'true', signal: { pid: 42 } }\n"
+        )),
+        "site.yaml:9:5: faults[0]: a fault step does exactly one thing; allowed: one of http: {url, method}, signal: {pid, signal} or command: \"...\""
+    );
+    assert_eq!(
+        one_error(&faults("  - { at: 5s, signal: { pid: 1, signal: KILL } }\n")),
+        "site.yaml:9:30: faults[0].signal.pid: refusing to signal pid 1; allowed: the pid of a process under test"
+    );
+    assert_eq!(
+        one_error(&faults("  - { at: 5s, http: { url: 'https://x/' } }\n")),
+        "site.yaml:9:28: faults[0].http.url: \"https://x/\" is not an http:// URL; allowed: http://host:port/path"
     );
 }

@@ -1,5 +1,6 @@
-//! The HTTP client side of the load: one GET, timed, its body drained and
-//! counted, its cache status read from the response.
+//! The HTTP client side of the load: one GET, timed from when it was meant
+//! to be sent, its body drained and counted, its cache status read from the
+//! response.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -82,17 +83,6 @@ pub async fn fetch_timed(
         .map_err(|_| FetchError::Timeout(timeout))?
 }
 
-/// What one request saw.
-#[derive(Debug)]
-pub struct Fetched {
-    pub status: StatusCode,
-    /// `Some(true)` for a hit, `Some(false)` for any other cache status,
-    /// `None` when the response carried none.
-    pub hit: Option<bool>,
-    pub body: Bytes,
-    pub total: Duration,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("timed out after {0:?}")]
@@ -103,41 +93,6 @@ pub enum FetchError {
     Body(hyper::Error),
     #[error("bad request: {0}")]
     Request(http::Error),
-}
-
-/// GETs `path` from `target` with `host` as the Host header.
-pub async fn get(
-    client: &HttpClient,
-    target: SocketAddr,
-    host: &str,
-    path: &str,
-    timeout: Duration,
-) -> Result<Fetched, FetchError> {
-    let started = Instant::now();
-    let req = Request::get(format!("http://{target}{path}"))
-        .header(header::HOST, host)
-        .body(Empty::new())
-        .map_err(FetchError::Request)?;
-    let exchange = async {
-        let resp = client.request(req).await.map_err(FetchError::Connect)?;
-        let status = resp.status();
-        let hit = cache_hit(resp.headers());
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(FetchError::Body)?
-            .to_bytes();
-        Ok(Fetched {
-            status,
-            hit,
-            body,
-            total: started.elapsed(),
-        })
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| FetchError::Timeout(timeout))?
 }
 
 /// Reads the nearest cache's verdict: the last `Cache-Status` entry (RFC

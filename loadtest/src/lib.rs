@@ -3,13 +3,13 @@
 //! a live audience does.
 //!
 //! Owns: [`origin`] (HLS live and VOD, static objects, fault injection,
-//! request counts) and [`live`] (live HLS viewers and the summary of what
-//! they saw). Speaks only HTTP to the system under test, so the same load
-//! runs against Fanout, Varnish or NGINX.
+//! request counts), [`scenario`] (playing a `kind: scenario` file: open-loop
+//! arrivals, live/VOD/static viewers, fault steps, reports with charts) and
+//! [`flash`] (the flash-crowd benchmark). Speaks only HTTP to the system
+//! under test, so the same load runs against Fanout, Varnish or NGINX.
 
 mod client;
 pub mod flash;
-pub mod live;
 pub mod origin;
 pub mod playlist;
 pub mod scenario;

@@ -334,12 +334,14 @@ pub enum StatsError {
 /// Reads `/_origin/stats` from a running synthetic origin.
 pub async fn fetch_stats(origin: std::net::SocketAddr) -> Result<StatsSnapshot, StatsError> {
     let client = crate::client::client();
-    let f = crate::client::get(
+    let f = crate::client::fetch_timed(
         &client,
         origin,
         "origin",
         "/_origin/stats",
         Duration::from_secs(5),
+        std::time::Instant::now(),
+        true,
     )
     .await?;
     if f.status != StatusCode::OK {
