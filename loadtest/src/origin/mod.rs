@@ -334,18 +334,16 @@ pub enum StatsError {
 /// Reads `/_origin/stats` from a running synthetic origin.
 pub async fn fetch_stats(origin: std::net::SocketAddr) -> Result<StatsSnapshot, StatsError> {
     let client = crate::client::client();
-    let f = crate::client::fetch_timed(
+    let (status, body) = crate::client::get_body(
         &client,
         origin,
         "origin",
         "/_origin/stats",
         Duration::from_secs(5),
-        std::time::Instant::now(),
-        true,
     )
     .await?;
-    if f.status != StatusCode::OK {
-        return Err(StatsError::Status(f.status));
+    if status != StatusCode::OK {
+        return Err(StatsError::Status(status));
     }
-    Ok(serde_json::from_slice(&f.body)?)
+    Ok(serde_json::from_slice(&body)?)
 }

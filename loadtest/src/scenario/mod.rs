@@ -129,8 +129,11 @@ impl Audience {
             .insert(index, leave);
     }
 
-    fn left(&self, index: u64) {
+    fn left(&self, index: u64, registered: bool) {
         self.active.fetch_sub(1, Ordering::Relaxed);
+        if !registered {
+            return;
+        }
         self.leavers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -169,7 +172,7 @@ pub async fn run(
     let end = cancel.child_token();
     let recorder = Arc::new(Recorder::new(started));
     let ctx = Arc::new(Ctx {
-        client: crate::client::client_with(scenario.limits.connect_timeout.get()),
+        pool: crate::h1::Pool::new(&addresses, scenario.limits.connect_timeout.get()),
         host: options
             .host
             .clone()
@@ -229,8 +232,17 @@ pub async fn run(
             audience.turned_away.fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        let leave = end.child_token();
-        audience.join(arrival.index, leave.clone());
+        // A static request is over in moments: it is not sent away in a
+        // drain, so it skips the bookkeeping that would allow it.
+        let leave = if matches!(models[arrival.model], Model::Static(_)) {
+            audience.active.fetch_add(1, Ordering::Relaxed);
+            audience.arrived.fetch_add(1, Ordering::Relaxed);
+            end.clone()
+        } else {
+            let leave = end.child_token();
+            audience.join(arrival.index, leave.clone());
+            leave
+        };
         let viewer = Viewer {
             ctx: ctx.clone(),
             target: addresses[(arrival.index as usize) % addresses.len()],
@@ -239,12 +251,21 @@ pub async fn run(
         };
         let (models, audience) = (models.clone(), audience.clone());
         viewers.spawn(async move {
-            match &models[arrival.model] {
-                Model::Live(m) => viewers::live(viewer, m, at).await,
-                Model::Vod(m) => viewers::vod(viewer, m, at).await,
-                Model::Static(m) => viewers::static_object(viewer, m, at).await,
-            }
-            audience.left(arrival.index);
+            let registered = match &models[arrival.model] {
+                Model::Live(m) => {
+                    viewers::live(viewer, m, at).await;
+                    true
+                }
+                Model::Vod(m) => {
+                    viewers::vod(viewer, m, at).await;
+                    true
+                }
+                Model::Static(m) => {
+                    viewers::static_object(viewer, m, at).await;
+                    false
+                }
+            };
+            audience.left(arrival.index, registered);
         });
     }
     // The schedule is exhausted before the last phase ends when it closes

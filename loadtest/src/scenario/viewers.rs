@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::arrivals::Zipf;
 use super::recorder::{Class, ErrorKind, Outcome, Recorder};
-use crate::client::{fetch_timed, FetchError, HttpClient, Timed};
+use crate::h1::{H1Error, Pool, Response};
 use crate::playlist::{renditions, MediaPlaylist};
 
 /// What every viewer shares.
 pub struct Ctx {
-    pub client: HttpClient,
+    pub pool: Pool,
     pub host: String,
     pub timeout: Duration,
     pub slots: Semaphore,
@@ -44,18 +44,13 @@ impl Viewer {
         path: &str,
         intended: Instant,
         keep_body: bool,
-    ) -> Option<Result<Timed, ()>> {
+    ) -> Option<Result<Response, ()>> {
         let ctx = self.ctx.clone();
         let exchange = async {
             let _slot = ctx.slots.acquire().await;
-            fetch_timed(
-                &ctx.client,
-                self.target,
-                &ctx.host,
-                path,
+            tokio::time::timeout(
                 ctx.timeout,
-                intended,
-                keep_body,
+                ctx.pool.get(self.target, &ctx.host, path, keep_body),
             )
             .await
         };
@@ -64,39 +59,44 @@ impl Viewer {
             _ = self.leave.cancelled() => return None,
         };
         let (outcome, result) = match result {
-            Ok(t) if t.status.is_success() => (
+            Ok(Ok(r)) if (200..300).contains(&r.status) => (
                 Outcome {
                     class,
-                    ttfb: t.ttfb,
-                    total: t.total,
-                    bytes: t.bytes,
-                    hit: t.hit,
+                    ttfb: r.head_at.saturating_duration_since(intended),
+                    total: intended.elapsed(),
+                    bytes: r.bytes,
+                    hit: r.hit,
                     error: None,
                 },
-                Ok(t),
+                Ok(r),
             ),
-            Ok(t) => {
-                let kind = if t.status.is_client_error() {
-                    ErrorKind::Status4xx
-                } else if t.status.is_server_error() {
-                    ErrorKind::Status5xx
-                } else {
-                    ErrorKind::Other
+            Ok(Ok(r)) => {
+                let kind = match r.status {
+                    400..=499 => ErrorKind::Status4xx,
+                    500..=599 => ErrorKind::Status5xx,
+                    _ => ErrorKind::Other,
                 };
                 (
-                    failed(class, kind, format!("GET {path}: status {}", t.status)),
+                    failed(class, kind, format!("GET {path}: status {}", r.status)),
                     Err(()),
                 )
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 let kind = match &e {
-                    FetchError::Timeout(_) => ErrorKind::Timeout,
-                    FetchError::Connect(c) if c.is_connect() => ErrorKind::Connect,
-                    FetchError::Body(_) => ErrorKind::Truncated,
-                    _ => ErrorKind::Other,
+                    H1Error::Connect(_) | H1Error::ConnectTimeout(_) => ErrorKind::Connect,
+                    H1Error::Truncated(_) => ErrorKind::Truncated,
+                    H1Error::Io(_) | H1Error::Malformed(_) => ErrorKind::Other,
                 };
                 (failed(class, kind, format!("GET {path}: {e}")), Err(()))
             }
+            Err(_) => (
+                failed(
+                    class,
+                    ErrorKind::Timeout,
+                    format!("GET {path}: no complete response within {:?}", ctx.timeout),
+                ),
+                Err(()),
+            ),
         };
         self.ctx.recorder.record(outcome);
         Some(result)
@@ -190,7 +190,9 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
                     return;
                 };
                 next_seq = Some(seq + 1);
-                let Ok(got) = got else { continue };
+                if got.is_err() {
+                    continue;
+                }
                 let done = Instant::now();
                 match buffered_until {
                     None => {
@@ -204,7 +206,7 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
                         buffered_until = Some(until.max(done) + duration);
                     }
                 }
-                let load = got.total.as_secs_f64() / duration.as_secs_f64().max(0.001);
+                let load = (done - asked).as_secs_f64() / duration.as_secs_f64().max(0.001);
                 if load > m.abr_down && rung > 0 {
                     rung -= 1;
                     v.ctx.recorder.switched_rendition();

@@ -1,0 +1,461 @@
+//! The scenario viewers' HTTP/1.1 client: a GET written into the socket
+//! by the viewer's own task, the response head parsed with httparse, the
+//! body read by Content-Length, chunked coding or to the connection's end,
+//! and the connection kept per target for the next viewer.
+//!
+//! Why not hyper's pooled client: it runs each connection as its own task
+//! fed through a channel, so every request costs two task wake-ups and a
+//! pool lookup; here a request is a write and a read, which halves the
+//! generator's CPU per request (loadtest/bench/generator_efficiency.sh).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::verdict;
+
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("connect: {0}")]
+    Connect(io::Error),
+    #[error("connect: timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("{0}")]
+    Io(io::Error),
+    /// The connection ended before the body's declared end.
+    #[error("body ended after {0} bytes, before its declared length")]
+    Truncated(u64),
+    #[error("malformed response: {0}")]
+    Malformed(String),
+}
+
+/// What one GET saw.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub hit: Option<bool>,
+    /// The body, when asked for; otherwise empty.
+    pub body: Bytes,
+    pub bytes: u64,
+    /// From the call to the end of the response head.
+    pub head_at: Instant,
+}
+
+struct Conn {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+/// Idle keep-alive connections per target.
+pub struct Pool {
+    idle: HashMap<SocketAddr, Mutex<Vec<Conn>>>,
+    connect_timeout: Duration,
+}
+
+impl Pool {
+    pub fn new(targets: &[SocketAddr], connect_timeout: Duration) -> Pool {
+        Pool {
+            idle: targets
+                .iter()
+                .map(|t| (*t, Mutex::new(Vec::new())))
+                .collect(),
+            connect_timeout,
+        }
+    }
+
+    fn take(&self, target: SocketAddr) -> Option<Conn> {
+        self.idle
+            .get(&target)?
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
+    fn put(&self, target: SocketAddr, conn: Conn) {
+        if let Some(idle) = self.idle.get(&target) {
+            idle.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+        }
+    }
+
+    async fn connect(&self, target: SocketAddr) -> Result<Conn, H1Error> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(target))
+            .await
+            .map_err(|_| H1Error::ConnectTimeout(self.connect_timeout))?
+            .map_err(H1Error::Connect)?;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
+    /// GETs `path` from `target`. A reused connection that the server had
+    /// closed is replaced once, as browsers do.
+    pub async fn get(
+        &self,
+        target: SocketAddr,
+        host: &str,
+        path: &str,
+        keep_body: bool,
+    ) -> Result<Response, H1Error> {
+        let mut request = Vec::with_capacity(64 + path.len() + host.len());
+        request.extend_from_slice(b"GET ");
+        request.extend_from_slice(path.as_bytes());
+        request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        request.extend_from_slice(host.as_bytes());
+        request.extend_from_slice(b"\r\nUser-Agent: fanout-loadtest\r\n\r\n");
+        if let Some(mut conn) = self.take(target) {
+            match exchange(&mut conn, &request, keep_body).await {
+                Ok((response, reusable)) => {
+                    if reusable {
+                        self.put(target, conn);
+                    }
+                    return Ok(response);
+                }
+                Err(Attempt::Stale) => {}
+                Err(Attempt::Failed(e)) => return Err(e),
+            }
+        }
+        let mut conn = self.connect(target).await?;
+        match exchange(&mut conn, &request, keep_body).await {
+            Ok((response, reusable)) => {
+                if reusable {
+                    self.put(target, conn);
+                }
+                Ok(response)
+            }
+            Err(Attempt::Stale) => Err(H1Error::Malformed(
+                "the connection closed before a response".into(),
+            )),
+            Err(Attempt::Failed(e)) => Err(e),
+        }
+    }
+}
+
+enum Attempt {
+    /// Nothing came back on a connection: it was closed while idle.
+    Stale,
+    Failed(H1Error),
+}
+
+/// One request and response on `conn`; whether it may carry another.
+async fn exchange(
+    conn: &mut Conn,
+    request: &[u8],
+    keep_body: bool,
+) -> Result<(Response, bool), Attempt> {
+    conn.buf.clear();
+    if conn.stream.write_all(request).await.is_err() {
+        return Err(Attempt::Stale);
+    }
+    // The head.
+    let head = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(&conn.buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                break Head::of(&parsed, len).map_err(Attempt::Failed)?;
+            }
+            Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(Attempt::Failed(H1Error::Malformed(
+                    "response head over 64 KiB".into(),
+                )))
+            }
+            Err(e) => return Err(Attempt::Failed(H1Error::Malformed(e.to_string()))),
+        }
+        let empty = conn.buf.is_empty();
+        match read_more(conn).await {
+            Ok(0) if empty => return Err(Attempt::Stale),
+            Ok(0) => {
+                return Err(Attempt::Failed(H1Error::Malformed(
+                    "the connection closed mid-head".into(),
+                )))
+            }
+            Ok(_) => {}
+            Err(e) if empty => {
+                let _ = e;
+                return Err(Attempt::Stale);
+            }
+            Err(e) => return Err(Attempt::Failed(H1Error::Io(e))),
+        }
+    };
+    let head_at = Instant::now();
+    conn.buf.advance(head.len);
+    let mut kept = BytesMut::new();
+    let mut keep = |data: &[u8]| {
+        if keep_body {
+            kept.extend_from_slice(data);
+        }
+    };
+    let (bytes, reusable) = match head.framing {
+        Framing::Empty => (0, head.keep_alive),
+        Framing::Length(n) => {
+            let mut got = 0u64;
+            while got < n {
+                if conn.buf.is_empty() && read_more(conn).await.map_err(io_failed)? == 0 {
+                    return Err(Attempt::Failed(H1Error::Truncated(got)));
+                }
+                let take = (conn.buf.len() as u64).min(n - got) as usize;
+                keep(&conn.buf[..take]);
+                conn.buf.advance(take);
+                got += take as u64;
+            }
+            (got, head.keep_alive && conn.buf.is_empty())
+        }
+        Framing::Chunked => {
+            let got = read_chunked(conn, &mut keep)
+                .await
+                .map_err(Attempt::Failed)?;
+            (got, head.keep_alive && conn.buf.is_empty())
+        }
+        Framing::UntilClose => {
+            let mut got = conn.buf.len() as u64;
+            keep(&conn.buf);
+            conn.buf.clear();
+            while read_more(conn).await.map_err(io_failed)? > 0 {
+                got += conn.buf.len() as u64;
+                keep(&conn.buf);
+                conn.buf.clear();
+            }
+            (got, false)
+        }
+    };
+    Ok((
+        Response {
+            status: head.status,
+            hit: head.hit,
+            body: kept.freeze(),
+            bytes,
+            head_at,
+        },
+        reusable,
+    ))
+}
+
+fn io_failed(e: io::Error) -> Attempt {
+    Attempt::Failed(H1Error::Io(e))
+}
+
+async fn read_more(conn: &mut Conn) -> io::Result<usize> {
+    conn.buf.reserve(READ_CHUNK);
+    conn.stream.read_buf(&mut conn.buf).await
+}
+
+/// A chunked body (RFC 9112 §7.1), trailers skipped; returns its length.
+async fn read_chunked(conn: &mut Conn, keep: &mut impl FnMut(&[u8])) -> Result<u64, H1Error> {
+    let mut total = 0u64;
+    loop {
+        let line = read_line(conn, total).await?;
+        let size_hex = line.split(|b| *b == b';').next().unwrap_or_default();
+        let size_text = std::str::from_utf8(size_hex)
+            .map_err(|_| H1Error::Malformed("chunk size is not text".into()))?;
+        let size = u64::from_str_radix(size_text.trim(), 16)
+            .map_err(|_| H1Error::Malformed(format!("bad chunk size {size_text:?}")))?;
+        if size == 0 {
+            // Trailer fields, then the empty line.
+            while !read_line(conn, total).await?.is_empty() {}
+            return Ok(total);
+        }
+        let mut left = size;
+        while left > 0 {
+            if conn.buf.is_empty() && read_more(conn).await.map_err(H1Error::Io)? == 0 {
+                return Err(H1Error::Truncated(total));
+            }
+            let take = (conn.buf.len() as u64).min(left) as usize;
+            keep(&conn.buf[..take]);
+            conn.buf.advance(take);
+            left -= take as u64;
+            total += take as u64;
+        }
+        if !read_line(conn, total).await?.is_empty() {
+            return Err(H1Error::Malformed("chunk data longer than its size".into()));
+        }
+    }
+}
+
+/// The next CRLF-terminated line, without the CRLF.
+async fn read_line(conn: &mut Conn, so_far: u64) -> Result<Vec<u8>, H1Error> {
+    loop {
+        if let Some(i) = conn.buf.windows(2).position(|w| w == b"\r\n") {
+            let line = conn.buf[..i].to_vec();
+            conn.buf.advance(i + 2);
+            return Ok(line);
+        }
+        if conn.buf.len() > MAX_HEAD {
+            return Err(H1Error::Malformed("chunk line over 64 KiB".into()));
+        }
+        if read_more(conn).await.map_err(H1Error::Io)? == 0 {
+            return Err(H1Error::Truncated(so_far));
+        }
+    }
+}
+
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+struct Head {
+    len: usize,
+    status: u16,
+    hit: Option<bool>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+impl Head {
+    fn of(parsed: &httparse::Response<'_, '_>, len: usize) -> Result<Head, H1Error> {
+        let status = parsed
+            .code
+            .ok_or_else(|| H1Error::Malformed("no status code".into()))?;
+        let (mut length, mut chunked, mut close) = (None, false, parsed.version == Some(0));
+        let (mut cache_status, mut x_cache) = (None, None);
+        for h in parsed.headers.iter() {
+            let value = std::str::from_utf8(h.value).unwrap_or("");
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n: u64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| H1Error::Malformed(format!("bad Content-Length {value:?}")))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(H1Error::Malformed("conflicting Content-Length".into()));
+                }
+                length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value
+                    .rsplit(',')
+                    .next()
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for token in value.split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case("keep-alive") && parsed.version == Some(0)
+                    {
+                        close = false;
+                    }
+                }
+            } else if h.name.eq_ignore_ascii_case("cache-status") {
+                cache_status = Some(value);
+            } else if h.name.eq_ignore_ascii_case("x-cache") {
+                x_cache = Some(value);
+            }
+        }
+        let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
+            Framing::Empty
+        } else if chunked {
+            Framing::Chunked
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else {
+            close = true;
+            Framing::UntilClose
+        };
+        Ok(Head {
+            len,
+            status,
+            hit: verdict(cache_status, x_cache),
+            framing,
+            keep_alive: !close,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers each request on a connection with the next
+    /// canned response, then closes.
+    async fn canned(responses: Vec<&'static [u8]>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            for r in responses {
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                s.write_all(r).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn reads_every_framing_and_reuses_the_connection() {
+        let addr = canned(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nCache-Status: c; hit\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+        ])
+        .await;
+        let pool = Pool::new(&[addr], Duration::from_secs(1));
+        let r = pool.get(addr, "h", "/a", true).await.unwrap();
+        assert_eq!(
+            (r.status, &r.body[..], r.hit),
+            (200, &b"hello"[..], Some(true))
+        );
+        let r = pool.get(addr, "h", "/b", true).await.unwrap();
+        assert_eq!((&r.body[..], r.bytes, r.hit), (&b"abcde"[..], 5, None));
+        let r = pool.get(addr, "h", "/c", false).await.unwrap();
+        assert_eq!((r.status, r.bytes), (304, 0));
+        let r = pool.get(addr, "h", "/d", false).await.unwrap();
+        assert_eq!((r.bytes, r.body.len()), (13, 0));
+        // All four on one connection: the canned server accepts only one.
+    }
+
+    #[tokio::test]
+    async fn a_short_body_is_truncated_not_complete() {
+        let addr = canned(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]).await;
+        let pool = Pool::new(&[addr], Duration::from_secs(1));
+        match pool.get(addr, "h", "/", false).await {
+            Err(H1Error::Truncated(3)) => {}
+            other => panic!("{other:?}"),
+        }
+        let addr = canned(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        ])
+        .await;
+        let pool = Pool::new(&[addr], Duration::from_secs(1));
+        assert!(matches!(
+            pool.get(addr, "h", "/", false).await,
+            Err(H1Error::Truncated(2))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let pool = Pool::new(&[addr], Duration::from_secs(1));
+        assert!(matches!(
+            pool.get(addr, "h", "/", false).await,
+            Err(H1Error::Connect(_))
+        ));
+    }
+}
