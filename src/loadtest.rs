@@ -230,9 +230,9 @@ pub fn finish(
     } else {
         for t in fail_if {
             match t.check(report) {
-                Ok(()) => println!("  pass         {t}"),
+                Ok(v) => println!("  fail-if      {t}: no ({} is {v})", t.metric),
                 Err(why) => {
-                    println!("FAILED         {why}");
+                    println!("FAILED         fail-if {why}");
                     ok = false;
                 }
             }

@@ -76,7 +76,10 @@ faults:
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("pass         errors>0"), "{stdout}");
+    assert!(
+        stdout.contains("fail-if      errors>0: no (errors is 0)"),
+        "{stdout}"
+    );
 
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

@@ -634,9 +634,9 @@ impl std::fmt::Display for Threshold {
 }
 
 impl Threshold {
-    /// The figure, if this threshold trips on it (`None`: passed, or the
-    /// figure is not in this report, which also fails).
-    pub fn check(&self, report: &Report) -> Result<(), String> {
+    /// `Ok(figure)` when the threshold holds; `Err(why)` when it trips or
+    /// the figure is not in this report (no origin counters, say).
+    pub fn check(&self, report: &Report) -> Result<f64, String> {
         let Some(v) = report.metric(&self.metric) else {
             return Err(format!("{self}: {} is not in this report", self.metric));
         };
@@ -649,7 +649,7 @@ impl Threshold {
         if tripped {
             Err(format!("{self}: {} is {v}", self.metric))
         } else {
-            Ok(())
+            Ok(v)
         }
     }
 }
