@@ -37,6 +37,7 @@ pub async fn run(tool: LoadtestTool, shutdown: CancellationToken) -> ExitCode {
                 host,
                 origin,
                 progress: !quiet,
+                own_process: true,
             };
             if !quiet {
                 eprintln!(

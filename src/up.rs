@@ -408,6 +408,7 @@ fn plan_demo(config: &UpConfig) -> Result<DemoPlan, ExitCode> {
             host: Some(host),
             origin: config.origin.as_ref().map(|o| reachable(o.listen)),
             progress: true,
+            own_process: false,
             ..RunOptions::default()
         },
         scenario,

@@ -46,6 +46,9 @@ pub struct RunOptions {
     /// Show progress: a bar on a terminal, a line every few seconds
     /// otherwise; nothing when false.
     pub progress: bool,
+    /// The generator has the process to itself, so its memory is the
+    /// viewers' (false inside `fanout up --demo`, beside the cluster).
+    pub own_process: bool,
 }
 
 impl Default for RunOptions {
@@ -56,6 +59,7 @@ impl Default for RunOptions {
             host: None,
             origin: None,
             progress: false,
+            own_process: true,
         }
     }
 }
@@ -301,7 +305,11 @@ pub async fn run(
         recorder: &inner,
         arrived: audience.arrived.load(Ordering::Relaxed),
         turned_away: audience.turned_away.load(Ordering::Relaxed),
-        memory: memory.figures(),
+        memory: if options.own_process {
+            memory.figures()
+        } else {
+            report::MemoryFigures::default()
+        },
         origin: origin_figures,
         faults: fault_log,
     })
