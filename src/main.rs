@@ -56,6 +56,21 @@ async fn async_main(command: Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tracer = match telemetry::init_tracing() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("fanout: cannot set up trace export: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = run_command(command).await;
+    if let Some(provider) = tracer {
+        telemetry::flush_traces(provider).await;
+    }
+    code
+}
+
+async fn run_command(command: Command) -> ExitCode {
     let shutdown = shutdown_on_signal();
     let result = match command {
         Command::Up {

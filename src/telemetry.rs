@@ -1,10 +1,12 @@
-//! Process-wide telemetry setup, owned by the binary: `tracing` logs and
-//! the OpenTelemetry metrics SDK. Library crates only use the `tracing`
-//! and `opentelemetry` APIs; this is where their output is decided.
+//! Process-wide telemetry setup, owned by the binary: `tracing` logs, the
+//! OpenTelemetry metrics SDK, and span export over OTLP. Library crates
+//! only use the `tracing` and `opentelemetry` APIs; this is where their
+//! output is decided.
 
 use std::io::IsTerminal;
 
 use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::Resource;
 use tracing_subscriber::EnvFilter;
 
@@ -44,4 +46,61 @@ pub fn init_metrics() -> anyhow::Result<SdkMeterProvider> {
         .build();
     opentelemetry::global::set_meter_provider(provider.clone());
     Ok(provider)
+}
+
+/// Installs a tracer provider that exports spans over OTLP/HTTP (protobuf)
+/// when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
+/// is set; returns `None` (and the data path records nothing) otherwise.
+///
+/// Sampling follows `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`
+/// (default: parent-based, always on). Spans queue in a bounded batch
+/// (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048) exported from a background task every
+/// `OTEL_BSP_SCHEDULE_DELAY` (5 s); when the queue is full, new spans are
+/// dropped, never waited for, so an unreachable collector cannot slow a
+/// request.
+pub fn init_tracing() -> anyhow::Result<Option<SdkTracerProvider>> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+    use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+
+    let configured = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
+    // The W3C propagator runs whether or not spans are exported: a hop
+    // that records nothing still passes the context on unchanged.
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    if !configured("OTEL_EXPORTER_OTLP_ENDPOINT")
+        && !configured("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    {
+        return Ok(None);
+    }
+    let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
+        std::time::Duration::from_secs(10),
+        None,
+    );
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_http_client(client)
+        .with_protocol(Protocol::HttpBinary)
+        .build()?;
+    let processor =
+        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_resource(Resource::builder().with_service_name("fanout").build())
+        .build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    fanout_server::trace::enable();
+    tracing::info!("exporting traces over OTLP/HTTP");
+    Ok(Some(provider))
+}
+
+/// Exports the spans still queued, for at most five seconds.
+pub async fn flush_traces(provider: SdkTracerProvider) {
+    let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
+    if tokio::time::timeout(std::time::Duration::from_secs(5), flushed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("spans not exported within 5 s of stopping; dropped");
+    }
 }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use fanout_config::Site;
-use fanout_server::{empty, remove_hop_by_hop};
+use fanout_server::{empty, remove_hop_by_hop, trace};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
 use crate::freshness::{classify, initial_age, Storability, TtlPolicy};
@@ -52,6 +54,20 @@ impl CacheNode {
         if let Some(stale) = &stale {
             add_validators(&mut request_headers, &stale.headers);
         }
+        // One span for the whole fetch, head to last byte; it ends when
+        // this task does.
+        let span = trace::Span::from_headers(
+            "origin fetch",
+            SpanKind::Client,
+            &request_headers,
+            vec![
+                KeyValue::new("fanout.site", site.name.clone()),
+                KeyValue::new("url.path", path_and_query.clone()),
+            ],
+        );
+        if let Some(span) = &span {
+            span.inject(&mut request_headers);
+        }
         self.metrics.origin_fetch();
         let started = Instant::now();
         let fetched = self
@@ -66,6 +82,12 @@ impl CacheNode {
             )
             .await;
         let received_at = Instant::now();
+        if let Some(span) = &span {
+            match &fetched {
+                Ok(r) => span.status(r.response.status().as_u16()),
+                Err(e) => span.error(e.to_string()),
+            }
+        }
         let (resp, _permit) = match fetched {
             Ok(r) if !r.response.status().is_server_error() => (r.response, r.permit),
             failed => {

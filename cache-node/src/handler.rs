@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use fanout_config::{CacheKey, Site, SiteTable};
-use fanout_server::{empty, remove_hop_by_hop, text, ResponseBody};
+use fanout_server::{empty, remove_hop_by_hop, text, trace, ResponseBody};
 use http::{header, request, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 use crate::collapse::{Failure, Head, Inflight, Role, Via};
 use crate::fill::FillJob;
@@ -75,11 +77,41 @@ const CONDITIONAL: [header::HeaderName; 6] = [
 ];
 
 impl CacheNode {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<ResponseBody> {
         // Proxies' active health probes, on any host.
         if req.uri().path() == HEALTH_PATH {
             return text(StatusCode::OK, "ok\n");
         }
+        let Some(span) = trace::Span::server(
+            "cache request",
+            req.headers(),
+            vec![
+                KeyValue::new("http.request.method", req.method().to_string()),
+                KeyValue::new("url.path", req.uri().path().to_string()),
+                KeyValue::new("fanout.node", self.name.to_string()),
+            ],
+        ) else {
+            return self.answer(req).await;
+        };
+        // What this request sends on (a fill, a pass) continues this span.
+        span.inject(req.headers_mut());
+        let resp = self.answer(req).await;
+        span.status(resp.status().as_u16());
+        if let Some(status) = resp
+            .headers()
+            .get("cache-status")
+            .and_then(|v| v.to_str().ok())
+        {
+            span.set(KeyValue::new(
+                "http.response.header.cache_status",
+                status.to_string(),
+            ));
+        }
+        span.end();
+        resp
+    }
+
+    async fn answer(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
         let host = req
             .headers()
             .get(header::HOST)
@@ -102,7 +134,18 @@ impl CacheNode {
         let now = Instant::now();
         let wants = RequestDirectives::parse(req.headers());
         let mut stale = None;
-        if let Some(stored) = self.store.get(&key.lookup) {
+        let lookup = trace::Span::from_headers(
+            "cache lookup",
+            SpanKind::Internal,
+            req.headers(),
+            Vec::new(),
+        );
+        let found = self.store.get(&key.lookup);
+        if let Some(lookup) = lookup {
+            lookup.set(KeyValue::new("fanout.stored", found.is_some()));
+            lookup.end();
+        }
+        if let Some(stored) = found {
             if wants.accepts_fresh(&stored, now) {
                 self.metrics.request(Outcome::Hit);
                 return self.serve_stored(&method, req.headers(), &stored, now, "hit");
@@ -244,7 +287,21 @@ impl CacheNode {
         } else {
             ""
         };
-        match fill.head().await {
+        let waiting = (role == Role::Follower)
+            .then(|| {
+                trace::Span::from_headers(
+                    "collapse wait",
+                    SpanKind::Internal,
+                    &parts.headers,
+                    Vec::new(),
+                )
+            })
+            .flatten();
+        let head = fill.head().await;
+        if let Some(waiting) = waiting {
+            waiting.end();
+        }
+        match head {
             Head::Stored(stored, via) => {
                 let status = match via {
                     Via::Revalidated => {

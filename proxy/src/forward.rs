@@ -10,6 +10,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use fanout_config::{CacheKey, Site};
 use fanout_server::origin::FetchError;
+use fanout_server::trace;
 use fanout_server::{empty, remove_hop_by_hop, text, ConnInfo, ResponseBody};
 use http::header::HeaderName;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -114,7 +115,16 @@ impl Proxy {
         let started = Instant::now();
         let snapshot = self.routing.load_full();
         let entry = self.access_log.enabled().then(|| Entry::start(&req, &conn));
-        let (mut resp, site, upstream, hold) = self.route(&snapshot, req, conn).await;
+        let span = trace::Span::server(
+            "proxy request",
+            req.headers(),
+            vec![
+                KeyValue::new("http.request.method", req.method().to_string()),
+                KeyValue::new("url.path", req.uri().path().to_string()),
+            ],
+        );
+        let (mut resp, site, upstream, hold) =
+            self.route(&snapshot, req, conn, span.as_ref()).await;
         let site_attr = KeyValue::new(
             "site",
             site.map_or(Arc::<str>::from(""), |s| Arc::<str>::from(s.name.as_str())),
@@ -124,6 +134,11 @@ impl Proxy {
             Upstream::Origin => KeyValue::new("node", "origin"),
             Upstream::None => KeyValue::new("node", "none"),
         };
+        if let Some(span) = span {
+            span.status(resp.status().as_u16());
+            span.set(node_attr.clone());
+            span.end();
+        }
         self.metrics
             .record(resp.status(), started, &site_attr, &node_attr);
         append(resp.headers_mut(), header::VIA, via(Version::HTTP_11));
@@ -153,6 +168,7 @@ impl Proxy {
         snapshot: &'s Snapshot,
         req: Request<Incoming>,
         conn: ConnInfo,
+        span: Option<&trace::Span>,
     ) -> (
         Response<ResponseBody>,
         Option<&'s Site>,
@@ -191,6 +207,9 @@ impl Proxy {
             .to_string();
         remove_hop_by_hop(&mut parts.headers);
         add_forwarding_headers(&mut parts.headers, &host, parts.version, conn);
+        if let Some(span) = span {
+            span.inject(&mut parts.headers);
+        }
         let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
         let hash = key_hash(&key);
         // GET and HEAD may go to the next node of the ring when the chosen

@@ -22,6 +22,7 @@ mod hop;
 mod listener;
 pub mod origin;
 pub mod tls;
+pub mod trace;
 
 pub use admin::{serve_admin, AdminRoutes, Readiness};
 pub use body::{empty, full, text, BoxError, ResponseBody};

@@ -175,6 +175,19 @@ pub fn spawn(args: &[&str]) -> Running {
     Running { child }
 }
 
+/// [`spawn`], with extra environment variables.
+pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start fanout");
+    Running { child }
+}
+
 /// [`spawn`], with stdout piped to the test (for the access log).
 pub fn spawn_capturing_stdout(args: &[&str]) -> Running {
     let child = Command::new(BIN)

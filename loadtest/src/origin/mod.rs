@@ -97,6 +97,13 @@ impl Origin {
         }
         self.stats
             .count(path, req.version() == http::Version::HTTP_2);
+        if let Some(tp) = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
+            self.stats.traced(path, tp);
+        }
         let _in_flight = self.stats.in_flight();
         let fault = self
             .config

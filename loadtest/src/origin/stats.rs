@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 /// Distinct paths tracked; past this, requests are counted in `other_paths`
 /// so a long-tail load cannot grow the origin's memory without bound.
 const MAX_PATHS: usize = 200_000;
+/// Paths whose latest trace context is kept.
+const MAX_TRACED: usize = 1000;
 
 #[derive(Default)]
 pub struct Stats {
@@ -21,6 +23,7 @@ pub struct Stats {
     paths: Mutex<HashMap<String, u64>>,
     other_paths: AtomicU64,
     http2: AtomicU64,
+    traceparents: Mutex<HashMap<String, String>>,
 }
 
 /// The JSON served at `/_origin/stats`.
@@ -35,6 +38,10 @@ pub struct StatsSnapshot {
     pub other_paths: u64,
     /// Requests that came over HTTP/2 (the rest came over HTTP/1.x).
     pub http2_requests: u64,
+    /// The W3C `traceparent` of the latest traced request per path (up to
+    /// a thousand paths): where a trace reached the origin.
+    #[serde(default)]
+    pub traceparents: HashMap<String, String>,
 }
 
 impl Stats {
@@ -50,6 +57,14 @@ impl Stats {
             paths.insert(path.to_string(), 1);
         } else {
             self.other_paths.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Remembers the trace context a request for `path` arrived with.
+    pub fn traced(&self, path: &str, traceparent: &str) {
+        let mut t = self.traceparents.lock().unwrap_or_else(|p| p.into_inner());
+        if t.len() < MAX_TRACED || t.contains_key(path) {
+            t.insert(path.to_string(), traceparent.to_string());
         }
     }
 
@@ -72,12 +87,21 @@ impl Stats {
             paths: self.paths.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             other_paths: self.other_paths.load(Ordering::Relaxed),
             http2_requests: self.http2.load(Ordering::Relaxed),
+            traceparents: self
+                .traceparents
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
     pub fn reset(&self) {
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         paths.clear();
+        self.traceparents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.requests.store(0, Ordering::Relaxed);
         self.peak_in_flight
             .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);

@@ -1,0 +1,179 @@
+//! Traces end to end: a client's W3C trace context goes through the proxy
+//! and the cache node to the origin, and each hop exports its span over
+//! OTLP/HTTP to a collector (here, one in the test that decodes the
+//! protobuf with the opentelemetry-proto types).
+
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+use support::*;
+
+#[derive(Debug, Clone)]
+struct Received {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+}
+
+/// An OTLP/HTTP trace receiver on a free port.
+async fn collector() -> (std::net::SocketAddr, Arc<Mutex<Vec<Received>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let store = spans.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let store = store.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let store = store.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/v1/traces");
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let export =
+                            ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                        let mut store = store.lock().unwrap();
+                        for rs in export.resource_spans {
+                            for ss in rs.scope_spans {
+                                for s in ss.spans {
+                                    store.push(Received {
+                                        name: s.name,
+                                        trace_id: hex(&s.trace_id),
+                                        span_id: hex(&s.span_id),
+                                        parent: hex(&s.parent_span_id),
+                                    });
+                                }
+                            }
+                        }
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, spans)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_is_one_trace_from_client_to_origin() {
+    let (otlp, spans) = collector().await;
+    let dir = temp_dir();
+    let (file, cluster) = up_file(dir.path(), 1, 1, "");
+    let endpoint = format!("http://{otlp}");
+    let mut process = spawn_with_env(
+        &["up", file.to_str().unwrap()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, &mut process).await;
+
+    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let r = get(
+        cluster.proxies[0],
+        "localhost",
+        "/static/7",
+        &[("traceparent", &traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let by_name = loop {
+        let seen: HashMap<String, Received> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace_id == TRACE)
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        if [
+            "proxy request",
+            "cache request",
+            "cache lookup",
+            "origin fetch",
+        ]
+        .iter()
+        .all(|n| seen.contains_key(*n))
+        {
+            break seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans of the trace so far: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let proxy = &by_name["proxy request"];
+    let cache = &by_name["cache request"];
+    assert_eq!(
+        proxy.parent, CLIENT_SPAN,
+        "the proxy continues the client's trace"
+    );
+    assert_eq!(cache.parent, proxy.span_id);
+    assert_eq!(by_name["cache lookup"].parent, cache.span_id);
+    let fetch = &by_name["origin fetch"];
+    assert_eq!(fetch.parent, cache.span_id);
+
+    // The origin saw the trace, with the origin fetch as its parent.
+    let stats = get(cluster.origin, "origin", "/_origin/stats", &[])
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert_eq!(
+        stats["traceparents"]["/static/7"],
+        format!("00-{TRACE}-{}-01", fetch.span_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_collector_the_context_still_passes_through() {
+    let (_dir, cluster, _up) = start_up(1, 1, "").await;
+    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let r = get(
+        cluster.proxies[0],
+        "localhost",
+        "/static/8",
+        &[("traceparent", &traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+    let stats = get(cluster.origin, "origin", "/_origin/stats", &[])
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    assert_eq!(stats["traceparents"]["/static/8"], traceparent);
+}
