@@ -230,7 +230,11 @@ async fn start_control(
             cluster_secret_file: secret_file.clone(),
             write_token_file: token_file.clone(),
             read_token_file: None,
-            join: false,
+            // One node proposes the initial membership and the others wait
+            // to hear from it: with every node of one process initializing
+            // at once, the group sometimes elected a leader whose writes
+            // never committed (seen under CPU load).
+            join: i > 0,
         };
         let t = token.clone();
         parts.spawn(async move {
