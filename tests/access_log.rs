@@ -13,7 +13,12 @@ use support::*;
 async fn each_request_gets_one_json_line_and_opted_out_sites_none() {
     let mut s = start_standalone(
         1,
-        "  - name: quiet\n    hosts: [quiet.localhost]\n    access_log: false\n    origin: { addresses: ['ORIGIN'] }\n",
+        concat!(
+            "  - name: quiet\n    hosts: [quiet.localhost]\n    access_log: false\n",
+            "    origin: { addresses: ['ORIGIN'] }\n",
+            "  - name: sampled\n    hosts: [sampled.localhost]\n    access_log_sample: 0\n",
+            "    origin: { addresses: ['ORIGIN'] }\n",
+        ),
         "access_log: true\n",
     )
     .await;
@@ -35,9 +40,21 @@ async fn each_request_gets_one_json_line_and_opted_out_sites_none() {
 
     let quiet = get(s.proxy, "quiet.localhost", "/o/9", &[]).await.unwrap();
     assert_eq!(quiet.status, 200);
+    let sampled_out = get(s.proxy, "sampled.localhost", "/o/8", &[])
+        .await
+        .unwrap();
+    assert_eq!(sampled_out.status, 200);
     let miss = get(s.proxy, "localhost", "/o/1?x=1", &[]).await.unwrap();
     assert_eq!(miss.status, 200);
-    let hit = get(s.proxy, "localhost", "/o/1?x=1", &[]).await.unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let hit = get(
+        s.proxy,
+        "localhost",
+        "/o/1?x=1",
+        &[("traceparent", traceparent)],
+    )
+    .await
+    .unwrap();
     assert_eq!(hit.status, 200);
     let unknown = get(s.proxy, "nowhere.example", "/", &[]).await.unwrap();
     assert_eq!(unknown.status, 404);
@@ -58,7 +75,7 @@ async fn each_request_gets_one_json_line_and_opted_out_sites_none() {
     };
     assert_eq!(
         first["host"], "localhost",
-        "the quiet site is not logged: {first}"
+        "the quiet and sampled-out sites are not logged: {first}"
     );
     assert_eq!(first["path"], "/o/1?x=1");
     assert_eq!(first["method"], "GET");
@@ -77,6 +94,8 @@ async fn each_request_gets_one_json_line_and_opted_out_sites_none() {
     );
     assert!(first["duration_ms"].as_f64().unwrap() >= first["ttfb_ms"].as_f64().unwrap());
     assert!(first["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(first["trace_id"], serde_json::Value::Null);
+    assert_eq!(second["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(third["status"], 404);
     assert_eq!(third["site"], serde_json::Value::Null);
     assert!(

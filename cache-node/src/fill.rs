@@ -18,6 +18,7 @@ use opentelemetry::KeyValue;
 use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
 use crate::freshness::{classify, initial_age, Storability, TtlPolicy};
 use crate::handler::CacheNode;
+use crate::metrics::OriginFailure;
 use crate::store::StoredResponse;
 use crate::vary::{secondary_key, storage_key, vary_names};
 use fanout_server::origin::FetchError;
@@ -82,6 +83,9 @@ impl CacheNode {
             )
             .await;
         let received_at = Instant::now();
+        if fetched.is_ok() {
+            self.metrics.origin_answered(received_at - started);
+        }
         if let Some(span) = &span {
             match &fetched {
                 Ok(r) => span.status(r.response.status().as_u16()),
@@ -99,6 +103,11 @@ impl CacheNode {
                     Err(FetchError::Timeout { .. }) => (Failure::Timeout, None),
                     Err(_) => (Failure::Unreachable, None),
                 };
+                self.metrics.origin_error(match failure {
+                    Failure::Status(_) => OriginFailure::Status,
+                    Failure::Timeout => OriginFailure::Timeout,
+                    Failure::Unreachable => OriginFailure::Unreachable,
+                });
                 match &failed {
                     Ok(r) => {
                         tracing::warn!(site = %site.name, key = %key, status = %r.response.status(), "origin answered with a server error")
@@ -190,7 +199,7 @@ impl CacheNode {
         loop {
             let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
                 tracing::warn!(site = %site.name, key = %key, timeout = %site.origin.total_timeout, "origin body too slow; fill abandoned, not stored");
-                self.metrics.origin_error();
+                self.metrics.origin_error(OriginFailure::Timeout);
                 fill.finish(false);
                 self.inflight.remove(&key, &fill);
                 return;
@@ -201,6 +210,7 @@ impl CacheNode {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
+                    self.metrics.origin_body(data.len());
                     if body.is_end_stream()
                         && freshness.is_some()
                         && fill.received() + data.len() as u64 <= max
@@ -217,7 +227,7 @@ impl CacheNode {
                 }
                 Err(e) => {
                     tracing::warn!(site = %site.name, key = %key, error = %e, "origin body broke off; not stored");
-                    self.metrics.origin_error();
+                    self.metrics.origin_error(OriginFailure::Body);
                     fill.finish(false);
                     self.inflight.remove(&key, &fill);
                     return;

@@ -1,7 +1,9 @@
 //! The cache node's instruments, through the OpenTelemetry metrics API. The
 //! binary decides where they go (Prometheus text on `/metrics`).
 
-use opentelemetry::metrics::Counter;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram};
 use opentelemetry::KeyValue;
 
 use crate::store::Store;
@@ -48,12 +50,37 @@ impl Outcome {
     ];
 }
 
+/// Why an origin fetch failed.
+#[derive(Debug, Clone, Copy)]
+pub enum OriginFailure {
+    /// The origin answered 5xx.
+    Status,
+    Timeout,
+    /// Refused, reset, unresolvable: no answer at all.
+    Unreachable,
+    /// The body broke off after the head.
+    Body,
+}
+
+impl OriginFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            OriginFailure::Status => "status_5xx",
+            OriginFailure::Timeout => "timeout",
+            OriginFailure::Unreachable => "unreachable",
+            OriginFailure::Body => "body",
+        }
+    }
+}
+
 pub struct Metrics {
     requests: Counter<u64>,
     /// Attribute sets built once per node, not per request.
     outcome_attrs: Vec<[KeyValue; 2]>,
     origin_fetches: Counter<u64>,
     origin_errors: Counter<u64>,
+    origin_duration: Histogram<f64>,
+    origin_bytes: Counter<u64>,
     node: [KeyValue; 1],
     bytes_out: Counter<u64>,
 }
@@ -64,8 +91,10 @@ impl Metrics {
         let node_kv = KeyValue::new("node", node.to_string());
         let s = store.clone();
         let attrs = [node_kv.clone()];
+        // The Prometheus exporter appends the unit (`_bytes`) and, for
+        // counters, `_total`: names here carry neither.
         meter
-            .u64_observable_gauge("fanout_cache_stored_bytes")
+            .u64_observable_gauge("fanout_cache_size")
             .with_description("Bytes held by the cache, as weighed against its capacity")
             .with_unit("By")
             .with_callback(move |o| o.observe(s.weighted_size(), &attrs))
@@ -76,6 +105,13 @@ impl Metrics {
             .u64_observable_gauge("fanout_cache_entries")
             .with_description("Objects held by the cache")
             .with_callback(move |o| o.observe(s.entry_count(), &attrs))
+            .build();
+        let s = store.clone();
+        let attrs = [node_kv.clone()];
+        meter
+            .u64_observable_counter("fanout_cache_evictions")
+            .with_description("Objects evicted to stay within capacity (not expiries or purges)")
+            .with_callback(move |o| o.observe(s.evictions(), &attrs))
             .build();
         Metrics {
             requests: meter
@@ -91,12 +127,25 @@ impl Metrics {
                 .with_description("Requests the cache node sent to origins")
                 .build(),
             origin_errors: meter
-                .u64_counter("fanout_cache_origin_body_errors")
-                .with_description("Origin responses that broke off mid-body (never stored)")
+                .u64_counter("fanout_cache_origin_errors")
+                .with_description("Origin fetches that failed, by kind: status_5xx, timeout, unreachable, body (broke off mid-body)")
+                .build(),
+            origin_duration: meter
+                .f64_histogram("fanout_cache_origin_response_header_duration")
+                .with_description("Time from sending an origin request to its response head")
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .build(),
+            origin_bytes: meter
+                .u64_counter("fanout_cache_origin_body")
+                .with_description("Body bytes received from origins")
+                .with_unit("By")
                 .build(),
             bytes_out: meter
-                .u64_counter("fanout_cache_response_body_bytes")
-                .with_description("Body bytes of responses served from the store")
+                .u64_counter("fanout_cache_served_body")
+                .with_description("Body bytes of responses served from the store (hits)")
                 .with_unit("By")
                 .build(),
             node: [node_kv],
@@ -112,8 +161,19 @@ impl Metrics {
         self.origin_fetches.add(1, &self.node);
     }
 
-    pub fn origin_error(&self) {
-        self.origin_errors.add(1, &self.node);
+    pub fn origin_error(&self, kind: OriginFailure) {
+        self.origin_errors.add(
+            1,
+            &[self.node[0].clone(), KeyValue::new("kind", kind.as_str())],
+        );
+    }
+
+    pub fn origin_answered(&self, after: Duration) {
+        self.origin_duration.record(after.as_secs_f64(), &self.node);
+    }
+
+    pub fn origin_body(&self, bytes: usize) {
+        self.origin_bytes.add(bytes as u64, &self.node);
     }
 
     pub fn served_from_store(&self, bytes: usize) {

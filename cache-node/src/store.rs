@@ -128,16 +128,29 @@ impl Expiry<String, Arc<StoredResponse>> for ExpireWhenStale {
 #[derive(Clone)]
 pub struct Store {
     cache: Cache<String, Arc<StoredResponse>>,
+    evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Store {
     pub fn new(capacity_bytes: u64) -> Store {
+        let evictions = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = evictions.clone();
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|_k: &String, v: &Arc<StoredResponse>| v.weight())
             .expire_after(ExpireWhenStale)
+            .eviction_listener(move |_k, _v, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
             .build();
-        Store { cache }
+        Store { cache, evictions }
+    }
+
+    /// Entries evicted for space so far (not expired, replaced or purged).
+    pub fn evictions(&self) -> u64 {
+        self.evictions.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<StoredResponse>> {
@@ -177,11 +190,17 @@ impl Store {
         self.cache.invalidate(key);
     }
 
+    /// Entries held. moka counts lazily; this settles its pending work
+    /// first, so call it when scraped, not per request.
     pub fn entry_count(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 
+    /// Bytes held, as weighed against capacity; settles pending work
+    /// first, like [`Store::entry_count`].
     pub fn weighted_size(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.weighted_size()
     }
 }

@@ -120,6 +120,7 @@ mod tests {
     fn site(mode: QueryMode, drop: &[&str]) -> Site {
         Site {
             access_log: true,
+            access_log_sample: 1.0,
             name: "live".into(),
             hosts: vec![],
             path_prefixes: vec!["/".into()],

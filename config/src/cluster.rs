@@ -40,6 +40,13 @@ pub struct Site {
     /// Whether proxies with an access log write lines for this site.
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// The share of this site's requests that get a line (1: all).
+    #[serde(default = "all")]
+    pub access_log_sample: f64,
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 fn yes() -> bool {
@@ -431,6 +438,13 @@ impl ClusterConfig {
 
 impl Site {
     fn validate(&self, at: &str, v: &mut Validator) {
+        if !(0.0..=1.0).contains(&self.access_log_sample) {
+            v.error(
+                &v.join(at, "access_log_sample"),
+                format!("{} is not a share", self.access_log_sample),
+                "a number from 0 (no lines) to 1 (every request)",
+            );
+        }
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 64
             && self

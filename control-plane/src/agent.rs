@@ -164,6 +164,14 @@ impl Agent {
         // the watch's own timeout instead.
         client.attempt_timeout = client.deadline;
         let me = self.me.as_ref().map_or(String::new(), |m| m.id.clone());
+        // Against fanout_control_revision (the group's), this shows how far
+        // each proxy and cache node lags.
+        let applied = opentelemetry::global::meter("fanout-control-agent")
+            .u64_gauge("fanout_control_revision_applied")
+            .with_description("Control-plane revision this proxy or cache node has applied")
+            .build();
+        let attrs = [opentelemetry::KeyValue::new("member", me.clone())];
+        applied.record(current.revision, &attrs);
         loop {
             let path = format!(
                 "/v1/watch?after={}&purges_after={}&timeout_ms={}&agent={me}",
@@ -201,6 +209,7 @@ impl Agent {
             }
             match apply(&next) {
                 Ok(()) => {
+                    applied.record(next.revision, &attrs);
                     if let Err(e) = write_state(&self.state_file, &next) {
                         tracing::warn!(file = %self.state_file.display(), error = %e, "cannot save the control-plane state");
                     }

@@ -173,6 +173,7 @@ impl Api {
                 self.raft_rpc(&rpc, req).await
             }
             (Method::GET, ["v1", "status"]) => self.status(),
+            (Method::GET, ["metrics"]) => fanout_server::metrics(),
             (Method::GET, ["v1", "config"]) => self.get_config(&req),
             (Method::GET, ["v1", "members"]) => {
                 let s = self.state.applied.read().unwrap_or_else(|p| p.into_inner());

@@ -154,6 +154,7 @@ pub async fn run(config: ControlConfig, shutdown: CancellationToken) -> Result<(
             tracing::debug!(error = %e, "initialize skipped");
         }
     }
+    observe(id, &raft, &state_machine);
     let api = Arc::new(api::Api {
         id,
         raft: raft.clone(),
@@ -178,4 +179,73 @@ pub async fn run(config: ControlConfig, shutdown: CancellationToken) -> Result<(
     let _ = raft.shutdown().await;
     tracing::info!(id, "control node stopped");
     Ok(())
+}
+
+/// Raft and state gauges for `/metrics`, read when scraped.
+fn observe(id: NodeId, raft: &Raft, state: &store::StateMachine) {
+    let meter = opentelemetry::global::meter("fanout-control-plane");
+    let node = [opentelemetry::KeyValue::new("control_node", id.to_string())];
+    let gauge =
+        |name: &'static str, what: &'static str, read: Box<dyn Fn() -> u64 + Send + Sync>| {
+            let attrs = node.clone();
+            meter
+                .u64_observable_gauge(name)
+                .with_description(what)
+                .with_callback(move |o| o.observe(read(), &attrs))
+                .build();
+        };
+    let m = raft.metrics();
+    gauge(
+        "fanout_control_raft_term",
+        "Current Raft term",
+        Box::new(move || m.borrow().current_term),
+    );
+    let m = raft.metrics();
+    gauge(
+        "fanout_control_raft_leader",
+        "Id of the leader this node knows (0: none)",
+        Box::new(move || m.borrow().current_leader.unwrap_or(0)),
+    );
+    let m = raft.metrics();
+    gauge(
+        "fanout_control_raft_is_leader",
+        "1 on the leader, 0 elsewhere",
+        Box::new(move || u64::from(m.borrow().current_leader == Some(id))),
+    );
+    let m = raft.metrics();
+    gauge(
+        "fanout_control_raft_last_log_index",
+        "Index of the last entry in this node's log",
+        Box::new(move || m.borrow().last_log_index.unwrap_or(0)),
+    );
+    let m = raft.metrics();
+    gauge(
+        "fanout_control_raft_applied_index",
+        "Index of the last entry applied to this node's state machine (committed)",
+        Box::new(move || m.borrow().last_applied.map_or(0, |l| l.index)),
+    );
+    let s = state.clone();
+    gauge(
+        "fanout_control_revision",
+        "Revision of the cluster state this node has applied",
+        Box::new(move || {
+            s.applied
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .state
+                .revision
+        }),
+    );
+    let s = state.clone();
+    gauge(
+        "fanout_control_config_version",
+        "Cluster config version in force",
+        Box::new(move || {
+            s.applied
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .state
+                .config_version
+        }),
+    );
 }

@@ -6,7 +6,10 @@
 //! `proto`, `status`, `site`, `node` (the cache node id, `origin` when the
 //! proxy failed open, empty when nothing was forwarded), `cache_status`
 //! (the cache node's `Cache-Status`), `bytes`, `complete` (false when the
-//! client or upstream went away mid-body), `ttfb_ms` and `duration_ms`.
+//! client or upstream went away mid-body), `ttfb_ms`, `duration_ms`, and
+//! `trace_id` (the W3C trace id, when the request had or got one; null
+//! otherwise). A site's `access_log: false` turns its lines off and
+//! `access_log_sample` keeps that share of them.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -68,6 +71,7 @@ pub struct Line {
     complete: bool,
     ttfb_ms: f64,
     duration_ms: f64,
+    trace_id: Option<String>,
 }
 
 impl Entry {
@@ -103,9 +107,23 @@ impl Entry {
                 complete: false,
                 ttfb_ms: 0.0,
                 duration_ms: 0.0,
+                trace_id: req
+                    .headers()
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split('-').nth(1))
+                    .filter(|id| id.len() == 32)
+                    .map(str::to_string),
             },
             started: None,
         }
+    }
+
+    /// The trace this request belongs to, when this proxy started or
+    /// continued one.
+    pub fn traced(mut self, trace_id: String) -> Entry {
+        self.line.trace_id = Some(trace_id);
+        self
     }
 
     /// Records the response headers as they leave.

@@ -134,6 +134,7 @@ impl Proxy {
             Upstream::Origin => KeyValue::new("node", "origin"),
             Upstream::None => KeyValue::new("node", "none"),
         };
+        let trace_id = span.as_ref().map(trace::Span::trace_id);
         if let Some(span) = span {
             span.status(resp.status().as_u16());
             span.set(node_attr.clone());
@@ -143,7 +144,16 @@ impl Proxy {
             .record(resp.status(), started, &site_attr, &node_attr);
         append(resp.headers_mut(), header::VIA, via(Version::HTTP_11));
         let entry = entry
-            .filter(|_| site.is_none_or(|s| s.access_log))
+            .filter(|_| {
+                site.is_none_or(|s| {
+                    s.access_log
+                        && (s.access_log_sample >= 1.0 || fastrand::f64() < s.access_log_sample)
+                })
+            })
+            .map(|e| match &trace_id {
+                Some(id) => e.traced(id.clone()),
+                None => e,
+            })
             .map(|e| {
                 let node = match upstream {
                     Upstream::Node(i) => snapshot.ring.nodes()[i].id.clone(),

@@ -78,7 +78,8 @@ pub async fn serve_admin(
     )))
 }
 
-fn metrics() -> Response<crate::body::ResponseBody> {
+/// Prometheus text of every instrument in this process.
+pub fn metrics() -> Response<crate::body::ResponseBody> {
     let encoder = prometheus::TextEncoder::new();
     let mut out = Vec::with_capacity(16 * 1024);
     if let Err(e) = encoder.encode(&prometheus::gather(), &mut out) {

@@ -24,7 +24,7 @@ pub mod origin;
 pub mod tls;
 pub mod trace;
 
-pub use admin::{serve_admin, AdminRoutes, Readiness};
+pub use admin::{metrics, serve_admin, AdminRoutes, Readiness};
 pub use body::{empty, full, text, BoxError, ResponseBody};
 pub use hop::remove_hop_by_hop;
 pub use listener::{bind, serve, ConnInfo, ServeOptions};

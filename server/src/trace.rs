@@ -69,6 +69,11 @@ impl Span {
         global::get_text_map_propagator(|p| p.inject_context(&self.cx, &mut HeadersMut(headers)));
     }
 
+    /// The trace id, as 32 hex digits.
+    pub fn trace_id(&self) -> String {
+        self.cx.span().span_context().trace_id().to_string()
+    }
+
     pub fn set(&self, attribute: KeyValue) {
         self.cx.span().set_attribute(attribute);
     }
