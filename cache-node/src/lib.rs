@@ -139,6 +139,14 @@ pub async fn run(mut config: CacheNodeConfig, shutdown: CancellationToken) -> Re
     });
     let state_for_follower = state.clone();
     let follower = follow.map(|(agent, state)| {
+        tokio::spawn({
+            let (agent, traffic, shutdown) = (
+                agent.clone(),
+                state_for_follower.metrics.traffic(),
+                shutdown.clone(),
+            );
+            async move { agent.report(traffic, shutdown).await }
+        });
         let node_state = state_for_follower.clone();
         tokio::spawn(control::follow(
             agent,

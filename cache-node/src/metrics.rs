@@ -83,6 +83,8 @@ pub struct Metrics {
     origin_bytes: Counter<u64>,
     node: [KeyValue; 1],
     bytes_out: Counter<u64>,
+    /// Requests and hits, for the control plane's status page.
+    traffic: std::sync::Arc<fanout_control_plane::agent::Traffic>,
 }
 
 impl Metrics {
@@ -149,12 +151,19 @@ impl Metrics {
                 .with_unit("By")
                 .build(),
             node: [node_kv],
+            traffic: Default::default(),
         }
     }
 
     pub fn request(&self, outcome: Outcome) {
         let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
         self.requests.add(1, &self.outcome_attrs[i]);
+        self.traffic
+            .count(matches!(outcome, Outcome::Hit | Outcome::Stale));
+    }
+
+    pub fn traffic(&self) -> std::sync::Arc<fanout_control_plane::agent::Traffic> {
+        self.traffic.clone()
     }
 
     pub fn origin_fetch(&self) {

@@ -19,12 +19,39 @@ use crate::api::WatchSnapshot;
 use crate::client::ControlClient;
 use crate::state::{Member, MemberKind, MemberState};
 
+#[derive(Clone)]
 pub struct Agent {
     pub client: ControlClient,
     pub state_file: PathBuf,
     /// Registered at start; `None` to only watch.
     pub me: Option<Member>,
 }
+
+/// Requests a proxy or cache node has answered, and how many were cache
+/// hits; reported to the control plane for its status page.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    requests: std::sync::atomic::AtomicU64,
+    hits: std::sync::atomic::AtomicU64,
+}
+
+impl Traffic {
+    pub fn count(&self, hit: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        if hit {
+            self.hits.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn read(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.requests.load(Relaxed), self.hits.load(Relaxed))
+    }
+}
+
+/// How often a part reports its traffic.
+pub const REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// The agent of a proxy or cache node: it registers as `id`, reachable at
 /// the source's `advertise` address or else at `listen`.
@@ -146,6 +173,29 @@ impl Agent {
                 _ = shutdown.cancelled() => return,
             }
             pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Tells the control plane every [`REPORT_EVERY`] how many requests and
+    /// hits this part has answered, until `shutdown`. Best effort: a report
+    /// that does not arrive is replaced by the next.
+    pub async fn report(&self, traffic: std::sync::Arc<Traffic>, shutdown: CancellationToken) {
+        let Some(me) = &self.me else { return };
+        let mut client = self.client.clone();
+        client.deadline = REPORT_EVERY;
+        client.attempt_timeout = REPORT_EVERY;
+        let mut tick = tokio::time::interval(REPORT_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let (requests, hits) = traffic.read();
+            // Member ids are validated names: no characters to escape.
+            let path = format!("/v1/report?agent={}&requests={requests}&hits={hits}", me.id);
+            if let Err(e) = client.request(Method::GET, &path, None).await {
+                tracing::debug!(error = %e, "traffic report not delivered");
+            }
         }
     }
 

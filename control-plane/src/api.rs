@@ -47,6 +47,9 @@ pub struct Api {
     /// and when it last asked. Kept in memory, not in the Raft log: it is
     /// telemetry, and `ctl status` merges what every node saw.
     pub agents: std::sync::Mutex<std::collections::HashMap<String, (u64, SystemTime)>>,
+    /// Traffic reports by member id: (requests, hits, when), as this node
+    /// received them.
+    pub reports: std::sync::Mutex<std::collections::HashMap<String, (u64, u64, SystemTime)>>,
 }
 
 /// What `GET /v1/watch` answers: the whole state an agent needs, versioned.
@@ -152,14 +155,20 @@ impl Api {
             Access::Write
         };
         let token = bearer(&req);
-        let allowed = match access {
-            Access::Raft => token.is_some_and(|t| same(t, &self.secret)),
-            Access::Write => token.is_some_and(|t| same(t, &self.write_token)),
-            Access::Read => match &self.read_token {
-                None => true,
-                Some(read) => token.is_some_and(|t| same(t, read) || same(t, &self.write_token)),
-            },
-        };
+        // The status page itself carries no data; its script asks for
+        // /v1/status with the token from the URL's #token= fragment.
+        let page = method == Method::GET && (path == "/" || path == "/ui");
+        let allowed = page
+            || match access {
+                Access::Raft => token.is_some_and(|t| same(t, &self.secret)),
+                Access::Write => token.is_some_and(|t| same(t, &self.write_token)),
+                Access::Read => match &self.read_token {
+                    None => true,
+                    Some(read) => {
+                        token.is_some_and(|t| same(t, read) || same(t, &self.write_token))
+                    }
+                },
+            };
         if !allowed {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut()
@@ -174,6 +183,8 @@ impl Api {
             }
             (Method::GET, ["v1", "status"]) => self.status(),
             (Method::GET, ["metrics"]) => fanout_server::metrics(),
+            (Method::GET, ["v1", "report"]) => self.report(&req),
+            (Method::GET, [""] | ["ui"]) => status_page(),
             (Method::GET, ["v1", "config"]) => self.get_config(&req),
             (Method::GET, ["v1", "members"]) => {
                 let s = self.state.applied.read().unwrap_or_else(|p| p.into_inner());
@@ -239,6 +250,24 @@ impl Api {
         }
     }
 
+    /// `GET /v1/report?agent=ID&requests=N&hits=M`: a part's traffic.
+    fn report(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+        let number = |name| query(req, name).and_then(|v| v.parse::<u64>().ok());
+        let (Some(agent), Some(requests), Some(hits)) =
+            (query(req, "agent"), number("requests"), number("hits"))
+        else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give agent, requests and hits, e.g. /v1/report?agent=cache-1&requests=10&hits=9",
+            );
+        };
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        if reports.len() < 10_000 || reports.contains_key(agent) {
+            reports.insert(agent.to_string(), (requests, hits, SystemTime::now()));
+        }
+        json_response(StatusCode::OK, &json!({ "ok": true }))
+    }
+
     fn status(&self) -> Response<ResponseBody> {
         let m = self.raft.metrics().borrow().clone();
         let s = self.state.applied.read().unwrap_or_else(|p| p.into_inner());
@@ -249,13 +278,22 @@ impl Api {
             .collect();
         let agents: Vec<serde_json::Value> = {
             let agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+            let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+            let ms = |at: &SystemTime| {
+                at.duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            };
             let mut list: Vec<_> = agents
                 .iter()
                 .map(|(id, (rev, at))| {
+                    let traffic = reports.get(id);
                     json!({
                         "id": id,
                         "applied_revision": rev,
-                        "last_contact_unix_ms": at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                        "last_contact_unix_ms": ms(at),
+                        "requests": traffic.map(|t| t.0),
+                        "hits": traffic.map(|t| t.1),
+                        "reported_unix_ms": traffic.map(|t| ms(&t.2)),
                     })
                 })
                 .collect();
@@ -636,3 +674,18 @@ impl Api {
         }
     }
 }
+
+/// The status page: plain HTML, CSS and JavaScript from the binary, which
+/// polls `/v1/status` once a second.
+fn status_page() -> Response<ResponseBody> {
+    let mut r = Response::new(full(STATUS_PAGE));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+const STATUS_PAGE: &str = include_str!("status.html");

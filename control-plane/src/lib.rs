@@ -164,6 +164,7 @@ pub async fn run(config: ControlConfig, shutdown: CancellationToken) -> Result<(
         write_token,
         read_token,
         agents: Default::default(),
+        reports: Default::default(),
     });
     tracing::info!(id, listen = %config.listen, peers = config.peers.len(), "control node serving");
     serve(

@@ -31,6 +31,8 @@ pub struct Proxy {
     pub client: Client<HttpConnector, ResponseBody>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
+    /// Requests and hits, for the control plane's status page.
+    pub traffic: Arc<fanout_control_plane::agent::Traffic>,
 }
 
 pub struct Metrics {
@@ -134,6 +136,7 @@ impl Proxy {
             Upstream::Origin => KeyValue::new("node", "origin"),
             Upstream::None => KeyValue::new("node", "none"),
         };
+        self.traffic.count(is_hit(resp.headers()));
         let trace_id = span.as_ref().map(trace::Span::trace_id);
         if let Some(span) = span {
             span.status(resp.status().as_u16());
@@ -448,6 +451,18 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
         None => value,
     };
     headers.insert(name, joined);
+}
+
+/// Whether the nearest cache (the last `Cache-Status` entry) answered from
+/// its store.
+fn is_hit(headers: &HeaderMap) -> bool {
+    headers
+        .get_all("cache-status")
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|entry| entry.split(';').skip(1).any(|p| p.trim() == "hit"))
 }
 
 #[cfg(test)]

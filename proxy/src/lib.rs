@@ -133,7 +133,12 @@ pub async fn run(
         })?;
     let routing = Arc::new(ArcSwap::from_pointee(snapshot));
     let apply_lock = Arc::new(std::sync::Mutex::new(()));
+    let traffic = Arc::new(fanout_control_plane::agent::Traffic::default());
     let follower = follow.map(|(agent, state)| {
+        tokio::spawn({
+            let (agent, traffic, shutdown) = (agent.clone(), traffic.clone(), shutdown.clone());
+            async move { agent.report(traffic, shutdown).await }
+        });
         tokio::spawn(control::follow(
             agent,
             state,
@@ -192,6 +197,7 @@ pub async fn run(
         client,
         metrics: forward::Metrics::new(&id),
         access_log: access_log::AccessLog::new(config.edge.access_log),
+        traffic,
     });
     tracing::info!(proxy = %id, listen = %config.listen, tls_listen = ?tls.as_ref().map(|t| t.0), cache_nodes = config.cache_nodes.len(), "proxy serving");
     readiness.set(true);

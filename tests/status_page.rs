@@ -1,0 +1,119 @@
+//! The control plane's status page, loaded in a real headless browser
+//! (Debian's chromium; `.ci/run` installs it) against a `fanout up`
+//! cluster: its script reads /v1/status and shows the Raft leader, every
+//! proxy and cache node with its applied revision, and their traffic.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The page's DOM after its script has run.
+fn rendered(url: &str) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("chromium is needed for this test: apt-get install chromium (.ci/run does)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The text of the table row for `member`.
+fn row<'a>(dom: &'a str, member: &str) -> &'a str {
+    let start = dom
+        .find(&format!("data-member=\"{member}\""))
+        .unwrap_or_else(|| panic!("no row for {member} in:\n{dom}"));
+    let end = dom[start..].find("</tr>").unwrap() + start;
+    &dom[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_leader_members_and_traffic() {
+    let dir = temp_dir();
+    let ports = free_ports(3);
+    let nodes: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    let (file, cluster) = up_file(
+        dir.path(),
+        1,
+        1,
+        &format!("control_plane:\n  nodes: [{}]\n", nodes.join(", ")),
+    );
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, &mut process).await;
+    for _ in 0..2 {
+        let r = get(cluster.proxies[0], "localhost", "/static/4", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+
+    // Members watch and report to one control node: find it, and wait for
+    // both parts' traffic (reported every two seconds) to reach it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let node = 'found: loop {
+        for port in &ports {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
+            let Ok(r) = get(addr, "localhost", "/v1/status", &[]).await else {
+                continue;
+            };
+            let status: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            let reported = status["agents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["requests"] == 2 && a["hits"] == 1)
+                .count();
+            if reported == 2 {
+                break 'found addr;
+            }
+        }
+        assert!(Instant::now() < deadline, "traffic never reported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let url = format!("http://{node}/ui");
+    let dom = tokio::task::spawn_blocking(move || rendered(&url))
+        .await
+        .unwrap();
+    assert!(
+        dom.contains(r#"<span id="error"></span>"#),
+        "the page read /v1/status:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"<td id="leader">node "#),
+        "a leader is shown:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"<td id="role">Leader</td>"#)
+            || dom.contains(r#"<td id="role">Follower</td>"#),
+        "{dom}"
+    );
+    for member in ["cache-1", "proxy-1"] {
+        let row = row(&dom, member);
+        assert!(row.contains("up to date"), "{row}");
+        assert!(
+            row.contains(r#"<td class="num">2</td>"#),
+            "two requests: {row}"
+        );
+        assert!(row.contains("50.0%"), "one hit of two: {row}");
+    }
+}
