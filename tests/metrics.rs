@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::collections::HashSet;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{Sample, Scrape, Value};
@@ -107,6 +109,32 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         1.0
     );
     assert!(sum(&after, "fanout_cache_size_bytes", &[]) >= 16384.0);
+
+    // Every metric the Grafana dashboard queries is one Fanout exports
+    // (counters that only appear once their event happens are named here).
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana/fanout.json"),
+    )
+    .unwrap();
+    let exported: HashSet<&str> = after.samples.iter().map(|s| s.metric.as_str()).collect();
+    let on_event = [
+        "fanout_proxy_retries_total",
+        "fanout_proxy_fail_open_total",
+        "fanout_cache_origin_errors_total",
+    ];
+    let mut queried = 0;
+    for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if !word.starts_with("fanout_") {
+            continue;
+        }
+        queried += 1;
+        let name = word.strip_suffix("_bucket").unwrap_or(word);
+        assert!(
+            exported.contains(name) || on_event.contains(&name),
+            "the dashboard queries {word}, which is not exported"
+        );
+    }
+    assert!(queried > 20, "{queried} metric references in the dashboard");
     assert_eq!(sum(&after, "fanout_proxy_cache_node_up", &[]), 1.0);
 
     // The control plane: a term, one leader, and every part's applied
