@@ -57,15 +57,13 @@ impl CacheNode {
         }
         // One span for the whole fetch, head to last byte; it ends when
         // this task does.
-        let span = trace::Span::from_headers(
-            "origin fetch",
-            SpanKind::Client,
-            &request_headers,
-            vec![
-                KeyValue::new("fanout.site", site.name.clone()),
-                KeyValue::new("url.path", path_and_query.clone()),
-            ],
-        );
+        let span =
+            trace::Span::from_headers("origin fetch", SpanKind::Client, &request_headers, || {
+                vec![
+                    KeyValue::new("fanout.site", site.name.clone()),
+                    KeyValue::new("url.path", path_and_query.clone()),
+                ]
+            });
         if let Some(span) = &span {
             span.inject(&mut request_headers);
         }

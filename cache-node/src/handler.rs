@@ -82,15 +82,13 @@ impl CacheNode {
         if req.uri().path() == HEALTH_PATH {
             return text(StatusCode::OK, "ok\n");
         }
-        let Some(span) = trace::Span::server(
-            "cache request",
-            req.headers(),
+        let Some(span) = trace::Span::server("cache request", req.headers(), || {
             vec![
                 KeyValue::new("http.request.method", req.method().to_string()),
                 KeyValue::new("url.path", req.uri().path().to_string()),
                 KeyValue::new("fanout.node", self.name.to_string()),
-            ],
-        ) else {
+            ]
+        }) else {
             return self.answer(req).await;
         };
         // What this request sends on (a fill, a pass) continues this span.
@@ -134,12 +132,8 @@ impl CacheNode {
         let now = Instant::now();
         let wants = RequestDirectives::parse(req.headers());
         let mut stale = None;
-        let lookup = trace::Span::from_headers(
-            "cache lookup",
-            SpanKind::Internal,
-            req.headers(),
-            Vec::new(),
-        );
+        let lookup =
+            trace::Span::from_headers("cache lookup", SpanKind::Internal, req.headers(), Vec::new);
         let found = self.store.get(&key.lookup);
         if let Some(lookup) = lookup {
             lookup.set(KeyValue::new("fanout.stored", found.is_some()));
@@ -293,7 +287,7 @@ impl CacheNode {
                     "collapse wait",
                     SpanKind::Internal,
                     &parts.headers,
-                    Vec::new(),
+                    Vec::new,
                 )
             })
             .flatten();

@@ -117,14 +117,12 @@ impl Proxy {
         let started = Instant::now();
         let snapshot = self.routing.load_full();
         let entry = self.access_log.enabled().then(|| Entry::start(&req, &conn));
-        let span = trace::Span::server(
-            "proxy request",
-            req.headers(),
+        let span = trace::Span::server("proxy request", req.headers(), || {
             vec![
                 KeyValue::new("http.request.method", req.method().to_string()),
                 KeyValue::new("url.path", req.uri().path().to_string()),
-            ],
-        );
+            ]
+        });
         let (mut resp, site, upstream, hold) =
             self.route(&snapshot, req, conn, span.as_ref()).await;
         let site_attr = KeyValue::new(

@@ -8,10 +8,11 @@
 //! trace headers pass through untouched, so tracing costs nothing when off.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
 use opentelemetry::{global, Context, KeyValue};
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -34,16 +35,22 @@ pub struct Span {
 impl Span {
     /// A span for a request that arrived with `headers`, a child of the
     /// caller's span when they carry one. `None` when tracing is off.
+    /// `attributes` are built only for a span that is sampled.
     pub fn server(
         name: &'static str,
         headers: &HeaderMap,
-        attributes: Vec<KeyValue>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Option<Span> {
         Span::from_headers(name, SpanKind::Server, headers, attributes)
     }
 
     /// A span under this one.
-    pub fn child(&self, name: &'static str, kind: SpanKind, attributes: Vec<KeyValue>) -> Span {
+    pub fn child(
+        &self,
+        name: &'static str,
+        kind: SpanKind,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Span {
         start(name, kind, &self.cx, attributes)
     }
 
@@ -54,12 +61,18 @@ impl Span {
         name: &'static str,
         kind: SpanKind,
         headers: &HeaderMap,
-        attributes: Vec<KeyValue>,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Option<Span> {
         if !enabled() {
             return None;
         }
         let parent = global::get_text_map_propagator(|p| p.extract(&Headers(headers)));
+        let caller = parent.span().span_context().clone();
+        if caller.is_valid() && !caller.is_sampled() {
+            // The trace was not sampled upstream: record nothing and leave
+            // the caller's context in the headers for the next hop.
+            return None;
+        }
         Some(start(name, kind, &parent, attributes))
     }
 
@@ -99,13 +112,23 @@ impl Span {
     }
 }
 
-fn start(name: &'static str, kind: SpanKind, parent: &Context, attributes: Vec<KeyValue>) -> Span {
-    let tracer = global::tracer("fanout");
-    let span = tracer
+fn start(
+    name: &'static str,
+    kind: SpanKind,
+    parent: &Context,
+    attributes: impl FnOnce() -> Vec<KeyValue>,
+) -> Span {
+    // One tracer for the process: looking it up per span allocates.
+    static TRACER: OnceLock<global::BoxedTracer> = OnceLock::new();
+    let tracer = TRACER.get_or_init(|| global::tracer("fanout"));
+    let mut span = tracer
         .span_builder(name)
         .with_kind(kind)
-        .with_attributes(attributes)
-        .start_with_context(&tracer, parent);
+        .start_with_context(tracer, parent);
+    // Unsampled spans record nothing: do not build what they would drop.
+    if span.is_recording() {
+        span.set_attributes(attributes());
+    }
     Span {
         cx: parent.with_span(span),
     }
