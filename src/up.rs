@@ -460,9 +460,10 @@ fn print_banner(config: &UpConfig, control: Option<&ControlRun>) {
     }
     if let Some(c) = control {
         out += &format!(
-            "\n  control plane: {} (Raft, {} nodes)\n  Try:  fanout ctl --server {} --token-file {} status\n",
+            "\n  control plane: {} (Raft, {} nodes)\n  status page:   http://{}/\n  Try:  fanout ctl --server {} --token-file {} status\n",
             c.servers.join(", "),
             c.servers.len(),
+            c.servers[0],
             c.servers.join(","),
             c.token_file.display()
         );
