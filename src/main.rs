@@ -56,7 +56,7 @@ async fn async_main(command: Command) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let tracer = match telemetry::init_tracing() {
+    let tracer = match telemetry::init_tracing(&telemetry_settings(&command)) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("fanout: cannot set up trace export: {e:#}");
@@ -68,6 +68,21 @@ async fn async_main(command: Command) -> ExitCode {
         telemetry::flush_traces(provider).await;
     }
     code
+}
+
+/// The `telemetry:` section of the file a command runs, read ahead of the
+/// command so that tracing is set up before any part starts. A file that
+/// does not load gives the defaults here; the command reports its errors.
+fn telemetry_settings(command: &Command) -> fanout_config::Telemetry {
+    let loaded = match command {
+        Command::Proxy { file } => fanout_config::load_proxy(file).map(|c| c.telemetry),
+        Command::Cache { file } => fanout_config::load_cache_node(file).map(|c| c.telemetry),
+        Command::Up {
+            file: Some(file), ..
+        } => fanout_config::load_up(file).map(|c| c.telemetry.clone()),
+        _ => return fanout_config::Telemetry::default(),
+    };
+    loaded.unwrap_or_default()
 }
 
 async fn run_command(command: Command) -> ExitCode {

@@ -49,16 +49,20 @@ pub fn init_metrics() -> anyhow::Result<SdkMeterProvider> {
 }
 
 /// Installs a tracer provider that exports spans over OTLP/HTTP (protobuf)
-/// when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
-/// is set; returns `None` (and the data path records nothing) otherwise.
+/// when the file's `telemetry.otlp_endpoint`, `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; returns `None` (and the
+/// data path records nothing) otherwise.
 ///
-/// Sampling follows `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`
-/// (default: parent-based, always on). Spans queue in a bounded batch
+/// Sampling: the file's `telemetry.sample_ratio` (parent-based), else
+/// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default:
+/// parent-based, always on). Spans queue in a bounded batch
 /// (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048) exported from a background task every
 /// `OTEL_BSP_SCHEDULE_DELAY` (5 s); when the queue is full, new spans are
 /// dropped, never waited for, so an unreachable collector cannot slow a
 /// request.
-pub fn init_tracing() -> anyhow::Result<Option<SdkTracerProvider>> {
+pub fn init_tracing(
+    settings: &fanout_config::Telemetry,
+) -> anyhow::Result<Option<SdkTracerProvider>> {
     use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
     use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 
@@ -68,7 +72,8 @@ pub fn init_tracing() -> anyhow::Result<Option<SdkTracerProvider>> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    if !configured("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if settings.otlp_endpoint.is_none()
+        && !configured("OTEL_EXPORTER_OTLP_ENDPOINT")
         && !configured("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     {
         return Ok(None);
@@ -77,15 +82,25 @@ pub fn init_tracing() -> anyhow::Result<Option<SdkTracerProvider>> {
         std::time::Duration::from_secs(10),
         None,
     );
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_http_client(client)
-        .with_protocol(Protocol::HttpBinary)
-        .build()?;
+        .with_protocol(Protocol::HttpBinary);
+    if let Some(base) = &settings.otlp_endpoint {
+        // The file's endpoint is a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is.
+        builder = builder.with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')));
+    }
+    let exporter = builder.build()?;
     let processor =
         BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
-    let provider = SdkTracerProvider::builder()
-        .with_span_processor(processor)
+    let mut provider = SdkTracerProvider::builder().with_span_processor(processor);
+    if let Some(ratio) = settings.sample_ratio {
+        use opentelemetry_sdk::trace::Sampler;
+        provider = provider.with_sampler(Sampler::ParentBased(Box::new(
+            Sampler::TraceIdRatioBased(ratio),
+        )));
+    }
+    let provider = provider
         .with_resource(Resource::builder().with_service_name("fanout").build())
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());

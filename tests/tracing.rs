@@ -177,3 +177,62 @@ async fn without_a_collector_the_context_still_passes_through() {
     let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
     assert_eq!(stats["traceparents"]["/static/8"], traceparent);
 }
+
+/// The up file's `telemetry:` section: the endpoint, and a sample ratio of
+/// zero that records no new trace but continues a caller's sampled one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_names_the_collector_and_the_sampling() {
+    let (otlp, spans) = collector().await;
+    let dir = temp_dir();
+    let (file, cluster) = up_file(
+        dir.path(),
+        1,
+        1,
+        &format!("telemetry: {{ otlp_endpoint: 'http://{otlp}', sample_ratio: 0 }}\n"),
+    );
+    let mut process = spawn_with_env(
+        &["up", file.to_str().unwrap()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, &mut process).await;
+
+    // No caller context: a new trace, sampled out at ratio 0.
+    let r = get(cluster.proxies[0], "localhost", "/static/11", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // A caller that sampled its trace: continued and exported.
+    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let r = get(
+        cluster.proxies[0],
+        "localhost",
+        "/static/12",
+        &[("traceparent", &traceparent)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 200);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = spans.lock().unwrap().clone();
+        if seen.iter().any(|s| s.name == "origin fetch") {
+            // Spans leave in the order they end: the first request's would
+            // have come first.
+            let other: Vec<_> = seen.iter().filter(|s| s.trace_id != TRACE).collect();
+            assert!(other.is_empty(), "sampled out, yet exported: {other:#?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no spans from the file's endpoint: {seen:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -22,6 +22,7 @@ mod positions;
 mod process;
 mod scenario;
 mod site_table;
+mod telemetry;
 mod units;
 mod up;
 mod validate;
@@ -49,5 +50,6 @@ pub use scenario::{
     ViewerModel,
 };
 pub use site_table::SiteTable;
+pub use telemetry::Telemetry;
 pub use units::{Size, Span};
 pub use up::{Demo, UpCacheNode, UpConfig, UpControlPlane, UpProxy};

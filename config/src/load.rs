@@ -412,6 +412,7 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
                 cache_nodes: p.cache_nodes,
                 cluster,
                 control,
+                telemetry: p.telemetry.clone(),
             })
         }
         FileKind::Cache => {
@@ -434,6 +435,7 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
                 cluster,
                 admin_token_file: c.admin_token_file.map(|f| relative_to(&doc.file, &f)),
                 max_origin_fetches: c.max_origin_fetches,
+                telemetry: c.telemetry.clone(),
             })
         }
     })

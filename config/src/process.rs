@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::cluster::{ClusterConfig, HostPort};
 use crate::edge::{ClientLimits, ControlSource, EdgeSettings, EdgeTls, FailOpen, RetryPolicy};
+use crate::telemetry::Telemetry;
 use crate::units::Size;
 use crate::validate::Validator;
 
@@ -41,6 +42,9 @@ pub struct ProxyFile {
     /// One JSON line per request on stdout (sites can opt out).
     #[serde(default)]
     pub access_log: bool,
+    /// Trace export and sampling.
+    #[serde(default)]
+    pub telemetry: Telemetry,
 }
 
 impl ProxyFile {
@@ -93,6 +97,9 @@ pub struct CacheNodeFile {
     /// Origin requests this node has open at once; more wait their turn.
     #[serde(default = "default_max_origin_fetches")]
     pub max_origin_fetches: u32,
+    /// Trace export and sampling.
+    #[serde(default)]
+    pub telemetry: Telemetry,
 }
 
 pub(crate) fn default_max_origin_fetches() -> u32 {
@@ -125,6 +132,7 @@ pub struct ProxyConfig {
     pub cluster: ClusterConfig,
     pub edge: EdgeSettings,
     pub control: Option<ControlSource>,
+    pub telemetry: Telemetry,
 }
 
 /// What a cache node runs on.
@@ -139,6 +147,7 @@ pub struct CacheNodeConfig {
     pub admin_token_file: Option<PathBuf>,
     pub max_origin_fetches: u32,
     pub control: Option<ControlSource>,
+    pub telemetry: Telemetry,
 }
 
 pub(crate) fn validate_id(id: &str, path: &str, v: &mut Validator) {
@@ -205,6 +214,7 @@ impl Listeners {
 
 impl ProxyFile {
     pub(crate) fn validate(&self, v: &mut Validator) {
+        self.telemetry.validate("telemetry", v);
         validate_id(&self.id, "id", v);
         let mut l = Listeners::default();
         l.add(self.listen, "listen", v);
@@ -266,6 +276,7 @@ pub(crate) fn validate_cache_refs(nodes: &[CacheNodeRef], at: &str, v: &mut Vali
 
 impl CacheNodeFile {
     pub(crate) fn validate(&self, v: &mut Validator) {
+        self.telemetry.validate("telemetry", v);
         validate_id(&self.id, "id", v);
         validate_max_origin_fetches(self.max_origin_fetches, "max_origin_fetches", v);
         validate_capacity(self.capacity, "capacity", v);

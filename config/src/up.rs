@@ -36,6 +36,9 @@ pub struct UpConfig {
     /// proxies and cache nodes register with it and follow it.
     #[serde(default)]
     pub control_plane: Option<UpControlPlane>,
+    /// Trace export and sampling for every part.
+    #[serde(default)]
+    pub telemetry: crate::telemetry::Telemetry,
     /// The `cluster` section as written, with `kind: cluster`: what `up`
     /// applies to its control plane.
     #[serde(skip)]
@@ -121,6 +124,7 @@ pub struct Demo {
 
 impl UpConfig {
     pub(crate) fn validate(&self, v: &mut Validator) {
+        self.telemetry.validate("telemetry", v);
         self.cluster.validate("cluster", v);
         let mut listeners = Listeners::default();
         if let Some(o) = &self.origin {
@@ -234,6 +238,7 @@ impl UpConfig {
                 cluster: self.cluster.clone(),
                 edge: p.edge(),
                 control: None,
+                telemetry: self.telemetry.clone(),
             })
             .collect()
     }
@@ -250,6 +255,7 @@ impl UpConfig {
                 admin_token_file: self.admin_token_file.clone(),
                 max_origin_fetches: n.max_origin_fetches,
                 control: None,
+                telemetry: self.telemetry.clone(),
             })
             .collect()
     }

@@ -393,3 +393,36 @@ fn fault_steps_do_one_thing_within_the_run() {
         "site.yaml:9:28: faults[0].http.url: \"https://x/\" is not an http:// URL; allowed: http://host:port/path"
     );
 }
+
+#[test]
+fn telemetry_settings_are_checked() {
+    let yaml = "kind: proxy\nid: p1\nlisten: 127.0.0.1:8080\ncluster: cluster.yaml\n\
+                cache_nodes: [{ id: c1, address: '127.0.0.1:8081' }]\n\
+                telemetry: { otlp_endpoint: 'collector:4318', sample_ratio: 2 }\n";
+    assert_eq!(
+        errors(yaml),
+        [
+            "site.yaml:6:29: telemetry.otlp_endpoint: \"collector:4318\" is not an http(s) URL; allowed: a collector's OTLP/HTTP base URL, like http://otel-collector:4318",
+            "site.yaml:6:61: telemetry.sample_ratio: 2 is not a share; allowed: a number from 0 (no new traces) to 1 (every request)",
+        ]
+    );
+    let dir = tempdir();
+    std::fs::write(dir.join("cluster.yaml"), CLUSTER).unwrap();
+    let proxy = dir.join("proxy.yaml");
+    std::fs::write(
+        &proxy,
+        yaml.replace(
+            "'collector:4318', sample_ratio: 2",
+            "'http://collector:4318', sample_ratio: 0.01",
+        ),
+    )
+    .unwrap();
+    let AnyConfig::Proxy(p) = load_any(&proxy).unwrap() else {
+        panic!()
+    };
+    assert_eq!(p.telemetry.sample_ratio, Some(0.01));
+    assert_eq!(
+        p.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4318")
+    );
+}
