@@ -82,13 +82,7 @@ async fn up_with_a_control_plane_follows_configs_applied_with_ctl() {
     );
     let (file, cluster) = up_file(dir.path(), 2, 1, &extra);
     let mut process = spawn(&["up", file.to_str().unwrap()]);
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
+    wait_cluster_ready(&cluster, &mut process).await;
     let proxy = cluster.proxies[0];
     let r = get(proxy, "localhost", "/static/1", &[]).await.unwrap();
     assert_eq!(r.status, 200);

@@ -39,22 +39,10 @@ fn sum(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
     let dir = temp_dir();
-    let ports = free_ports(3);
-    let nodes: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
-    let (file, cluster) = up_file(
-        dir.path(),
-        1,
-        1,
-        &format!("control_plane:\n  nodes: [{}]\n", nodes.join(", ")),
-    );
+    let (control_plane, _) = control_plane_section();
+    let (file, cluster) = up_file(dir.path(), 1, 1, &control_plane);
     let mut process = spawn(&["up", file.to_str().unwrap()]);
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
+    wait_cluster_ready(&cluster, &mut process).await;
     let admin = cluster.cache_admins[0];
 
     let before = scrape(admin).await;

@@ -43,22 +43,10 @@ fn row<'a>(dom: &'a str, member: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_shows_leader_members_and_traffic() {
     let dir = temp_dir();
-    let ports = free_ports(3);
-    let nodes: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
-    let (file, cluster) = up_file(
-        dir.path(),
-        1,
-        1,
-        &format!("control_plane:\n  nodes: [{}]\n", nodes.join(", ")),
-    );
+    let (control_plane, ports) = control_plane_section();
+    let (file, cluster) = up_file(dir.path(), 1, 1, &control_plane);
     let mut process = spawn(&["up", file.to_str().unwrap()]);
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
+    wait_cluster_ready(&cluster, &mut process).await;
     for _ in 0..2 {
         let r = get(cluster.proxies[0], "localhost", "/static/4", &[])
             .await

@@ -91,13 +91,7 @@ async fn one_request_is_one_trace_from_client_to_origin() {
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
         ],
     );
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
+    wait_cluster_ready(&cluster, &mut process).await;
 
     let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
     let r = get(
@@ -194,13 +188,7 @@ async fn the_file_names_the_collector_and_the_sampling() {
         &["up", file.to_str().unwrap()],
         &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
     );
-    let admins: Vec<_> = cluster
-        .cache_admins
-        .iter()
-        .chain(&cluster.proxy_admins)
-        .copied()
-        .collect();
-    wait_ready(&admins, &mut process).await;
+    wait_cluster_ready(&cluster, &mut process).await;
 
     // No caller context: a new trace, sampled out at ratio 0.
     let r = get(cluster.proxies[0], "localhost", "/static/11", &[])

@@ -213,6 +213,28 @@ pub async fn wait_ready(admins: &[SocketAddr], process: &mut Running) {
     wait_ok(admins, "/readyz", process).await
 }
 
+/// Waits until every cache node and proxy of `cluster` is ready.
+pub async fn wait_cluster_ready(cluster: &Cluster, process: &mut Running) {
+    let admins: Vec<_> = cluster
+        .cache_admins
+        .iter()
+        .chain(&cluster.proxy_admins)
+        .copied()
+        .collect();
+    wait_ready(&admins, process).await
+}
+
+/// An up file's `control_plane` section with three nodes on free ports,
+/// and those ports.
+pub fn control_plane_section() -> (String, Vec<u16>) {
+    let ports = free_ports(3);
+    let nodes: Vec<String> = ports.iter().map(|p| format!("'127.0.0.1:{p}'")).collect();
+    (
+        format!("control_plane:\n  nodes: [{}]\n", nodes.join(", ")),
+        ports,
+    )
+}
+
 /// Waits until the synthetic origin answers its stats endpoint.
 pub async fn wait_origin(origin: SocketAddr, process: &mut Running) {
     wait_ok(&[origin], "/_origin/stats", process).await
