@@ -120,6 +120,22 @@ async fn a_is_up(proxy_admin: SocketAddr) -> Option<bool> {
     Some(line.ends_with(" 1"))
 }
 
+/// `fanout_proxy_cache_node_ejections_total` for node `a` and `reason`.
+async fn ejections_of_a(proxy_admin: SocketAddr, reason: &str) -> u64 {
+    let metrics = get(proxy_admin, "localhost", "/metrics", &[])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("fanout_proxy_cache_node_ejections_total{")
+                && l.contains("node=\"a\"")
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 async fn wait_for_a(proxy_admin: SocketAddr, up: bool) {
     let started = std::time::Instant::now();
     while a_is_up(proxy_admin).await != Some(up) {
@@ -150,6 +166,9 @@ async fn killing_a_cache_node_fails_no_request() {
             assert_eq!(r.cache_node(), "fanout-b", "{path} moved to the next node");
         }
     }
+    // The first failed request took `a` out; the back-off kept the rest
+    // from trying it (unless it ran out on a slow machine).
+    assert!(ejections_of_a(c.proxy_admin, "request").await >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,6 +181,8 @@ async fn probes_take_a_dead_node_out_and_bring_it_back() {
     c.a.child.wait().unwrap();
     // No request is sent: only the probes can notice.
     wait_for_a(c.proxy_admin, false).await;
+    assert_eq!(ejections_of_a(c.proxy_admin, "probe").await, 1);
+    assert_eq!(ejections_of_a(c.proxy_admin, "request").await, 0);
 
     let path = c.file("cache-a.yaml").to_string_lossy().into_owned();
     c.a = spawn(&["cache", &path]);

@@ -89,11 +89,11 @@ impl CacheNode {
                 KeyValue::new("fanout.node", self.name.to_string()),
             ]
         }) else {
-            return self.answer(req).await;
+            return self.answer_counted(req).await;
         };
         // What this request sends on (a fill, a pass) continues this span.
         span.inject(req.headers_mut());
-        let resp = self.answer(req).await;
+        let resp = self.answer_counted(req).await;
         span.status(resp.status().as_u16());
         if let Some(status) = resp
             .headers()
@@ -109,7 +109,8 @@ impl CacheNode {
         resp
     }
 
-    async fn answer(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn answer_counted(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+        let started = Instant::now();
         let host = req
             .headers()
             .get(header::HOST)
@@ -117,9 +118,24 @@ impl CacheNode {
             .or_else(|| req.uri().host())
             .unwrap_or("");
         let Some(site) = self.sites.load().find(host, req.uri().path()).cloned() else {
-            self.metrics.request(Outcome::UnknownSite);
-            return text(StatusCode::NOT_FOUND, "unknown site\n");
+            let resp = text(StatusCode::NOT_FOUND, "unknown site\n");
+            self.metrics
+                .answered("", 404, Outcome::UnknownSite, started);
+            return resp;
         };
+        let metrics = self.clone();
+        let (resp, outcome) = metrics.metrics.scope(self.answer(site.clone(), req)).await;
+        metrics
+            .metrics
+            .answered(&site.name, resp.status().as_u16(), outcome, started);
+        resp
+    }
+
+    async fn answer(
+        self: Arc<Self>,
+        site: Arc<Site>,
+        req: Request<Incoming>,
+    ) -> Response<ResponseBody> {
         let method = req.method().clone();
         if method != Method::GET && method != Method::HEAD {
             return self.pass(&site, req).await;
@@ -134,18 +150,20 @@ impl CacheNode {
         let mut stale = None;
         let lookup =
             trace::Span::from_headers("cache lookup", SpanKind::Internal, req.headers(), Vec::new);
+        let looked_up = Instant::now();
         let found = self.store.get(&key.lookup);
+        self.metrics.lookup(looked_up.elapsed());
         if let Some(lookup) = lookup {
             lookup.set(KeyValue::new("fanout.stored", found.is_some()));
             lookup.end();
         }
         if let Some(stored) = found {
             if wants.accepts_fresh(&stored, now) {
-                self.metrics.request(Outcome::Hit);
+                crate::metrics::decided(Outcome::Hit);
                 return self.serve_stored(&method, req.headers(), &stored, now, "hit");
             }
             if wants.accepts_stale(&stored, now) {
-                self.metrics.request(Outcome::Stale);
+                crate::metrics::decided(Outcome::Stale);
                 return self.serve_stored(
                     &method,
                     req.headers(),
@@ -157,7 +175,7 @@ impl CacheNode {
             if !wants.constrains_freshness() && stored.may_serve_while_revalidating(now) {
                 // RFC 5861 §3: this client gets the stale copy at once, and
                 // one fill (however many requests see it stale) refreshes it.
-                self.metrics.request(Outcome::Stale);
+                crate::metrics::decided(Outcome::Stale);
                 let (parts, _body) = req.into_parts();
                 self.clone()
                     .revalidate_in_background(site, key, &parts, stored.clone());
@@ -180,13 +198,13 @@ impl CacheNode {
         }
         let (parts, _body) = req.into_parts();
         if wants.no_store {
-            self.metrics.request(Outcome::Pass);
+            crate::metrics::decided(Outcome::Pass);
             return self
                 .direct(&site, &parts, "fwd=request; detail=no-store")
                 .await;
         }
         if self.hit_for_pass.contains_key(&key.primary) {
-            self.metrics.request(Outcome::HitForPass);
+            crate::metrics::decided(Outcome::HitForPass);
             return self
                 .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
                 .await;
@@ -299,11 +317,11 @@ impl CacheNode {
             Head::Stored(stored, via) => {
                 let status = match via {
                     Via::Revalidated => {
-                        self.metrics.request(outcome);
+                        crate::metrics::decided(outcome);
                         format!("fwd=stale; fwd-status=304{collapsed}; stored")
                     }
                     Via::StaleOnError(origin_status) => {
-                        self.metrics.request(Outcome::Stale);
+                        crate::metrics::decided(Outcome::Stale);
                         match origin_status {
                             Some(s) => format!(
                                 "fwd=stale; fwd-status={}{collapsed}; detail=stale-if-error",
@@ -322,7 +340,7 @@ impl CacheNode {
                 )
             }
             Head::Failed(failure) => {
-                self.metrics.request(Outcome::OriginError);
+                crate::metrics::decided(Outcome::OriginError);
                 self.with_status(failure_response(failure), "fwd=miss; detail=origin-error")
             }
             // Only the leader may take the private response: a follower that
@@ -332,7 +350,7 @@ impl CacheNode {
                 .flatten()
             {
                 Some(resp) => {
-                    self.metrics.request(outcome);
+                    crate::metrics::decided(outcome);
                     let (p, body) = resp.into_parts();
                     let body = if parts.method == Method::HEAD {
                         empty()
@@ -343,7 +361,7 @@ impl CacheNode {
                 }
                 // Not ours to share: ask the origin ourselves, in parallel.
                 None => {
-                    self.metrics.request(Outcome::HitForPass);
+                    crate::metrics::decided(Outcome::HitForPass);
                     self.direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
                         .await
                 }
@@ -354,11 +372,11 @@ impl CacheNode {
                 // leader's variant is not its to have.
                 if let (Role::Follower, Some(vary)) = (role, &head.vary) {
                     if secondary_key(&vary.names, &parts.headers) != vary.secondary {
-                        self.metrics.request(Outcome::Miss);
+                        crate::metrics::decided(Outcome::Miss);
                         return self.direct(&site, &parts, "fwd=vary-miss").await;
                     }
                 }
-                self.metrics.request(outcome);
+                crate::metrics::decided(outcome);
                 let age = (head.initial_age + head.received_at.elapsed()).as_secs();
                 let len = head
                     .headers
@@ -401,7 +419,7 @@ impl CacheNode {
     /// Methods a cache does not answer go to the origin, body and all; a
     /// successful unsafe one invalidates what it may have changed.
     async fn pass(&self, site: &Site, req: Request<Incoming>) -> Response<ResponseBody> {
-        self.metrics.request(Outcome::Pass);
+        crate::metrics::decided(Outcome::Pass);
         let (parts, body) = req.into_parts();
         match self
             .forward(site, &parts, body.map_err(Into::into).boxed_unsync())
@@ -479,7 +497,7 @@ impl CacheNode {
 
     fn origin_failed(&self, site: &Site, e: FetchError) -> Response<ResponseBody> {
         tracing::warn!(site = %site.name, error = %e, "origin request failed");
-        self.metrics.request(Outcome::OriginError);
+        crate::metrics::decided(Outcome::OriginError);
         self.with_status(
             failure_response(failure_of(&e)),
             "fwd=miss; detail=origin-error",

@@ -1,6 +1,13 @@
 //! The cache node's instruments, through the OpenTelemetry metrics API. The
-//! binary decides where they go (Prometheus text on `/metrics`).
+//! binary decides where they go (Prometheus text on `/metrics`, and OTLP
+//! when configured).
+//!
+//! A request's outcome is decided deep in the handler (a hit, a collapsed
+//! miss, a stale answer on origin error...), but it is counted once, with
+//! its site and status, when the response head is ready: [`decided`] notes
+//! the outcome in a task-local slot that [`Metrics::answered`] reads.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use opentelemetry::metrics::{Counter, Histogram};
@@ -23,6 +30,16 @@ pub enum Outcome {
     HitForPass,
     UnknownSite,
     OriginError,
+}
+
+tokio::task_local! {
+    static OUTCOME: Cell<Outcome>;
+}
+
+/// Notes how the request this task is answering was served. Outside
+/// [`Metrics::scope`] (a background fill) it does nothing.
+pub fn decided(outcome: Outcome) {
+    let _ = OUTCOME.try_with(|o| o.set(outcome));
 }
 
 impl Outcome {
@@ -75,6 +92,8 @@ impl OriginFailure {
 
 pub struct Metrics {
     requests: Counter<u64>,
+    response_duration: Histogram<f64>,
+    lookup_duration: Histogram<f64>,
     /// Attribute sets built once per node, not per request.
     outcome_attrs: Vec<[KeyValue; 2]>,
     origin_fetches: Counter<u64>,
@@ -118,7 +137,25 @@ impl Metrics {
         Metrics {
             requests: meter
                 .u64_counter("fanout_cache_requests")
-                .with_description("Requests answered by the cache node, by outcome")
+                .with_description("Requests answered by the cache node, by site, status class and outcome (hit, miss, collapsed, stale, pass, hit_for_pass, unknown_site, origin_error)")
+                .build(),
+            response_duration: meter
+                .f64_histogram("fanout_cache_response_header_duration")
+                .with_description("Time from request to the response head the cache node sends, by outcome: a hit's is the cache's own latency, a miss's includes the origin")
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0, 2.5, 5.0,
+                ])
+                .build(),
+            lookup_duration: meter
+                .f64_histogram("fanout_cache_lookup_duration")
+                .with_description("Time to look a key up in the store (variant selection included)")
+                .with_unit("s")
+                .with_boundaries(vec![
+                    0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1,
+                    0.001, 0.01,
+                ])
                 .build(),
             outcome_attrs: Outcome::ALL
                 .iter()
@@ -155,11 +192,45 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, outcome: Outcome) {
+    /// Runs the answer to one request with a slot for [`decided`], and
+    /// returns the outcome noted there (a miss if nothing was).
+    pub async fn scope<F: std::future::Future>(&self, answer: F) -> (F::Output, Outcome) {
+        OUTCOME
+            .scope(Cell::new(Outcome::Miss), async {
+                let out = answer.await;
+                (out, OUTCOME.with(Cell::get))
+            })
+            .await
+    }
+
+    /// Counts one request whose response head is ready.
+    pub fn answered(&self, site: &str, status: u16, outcome: Outcome, started: std::time::Instant) {
         let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        self.requests.add(1, &self.outcome_attrs[i]);
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        let [node, outcome_kv] = &self.outcome_attrs[i];
+        self.requests.add(
+            1,
+            &[
+                node.clone(),
+                outcome_kv.clone(),
+                KeyValue::new("site", site.to_string()),
+                KeyValue::new("status_class", class),
+            ],
+        );
+        self.response_duration
+            .record(started.elapsed().as_secs_f64(), &self.outcome_attrs[i]);
         self.traffic
             .count(matches!(outcome, Outcome::Hit | Outcome::Stale));
+    }
+
+    pub fn lookup(&self, took: Duration) {
+        self.lookup_duration.record(took.as_secs_f64(), &self.node);
     }
 
     pub fn traffic(&self) -> std::sync::Arc<fanout_control_plane::agent::Traffic> {

@@ -222,6 +222,25 @@ impl Agent {
             .build();
         let attrs = [opentelemetry::KeyValue::new("member", me.clone())];
         applied.record(current.revision, &attrs);
+        // Seconds since the control plane last answered a watch: a long
+        // poll returns at least every LONG_POLL, so anything well above
+        // that means this part is serving a state it cannot refresh.
+        let started = std::time::Instant::now();
+        let last_answer = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = last_answer.clone();
+        let age_attrs = attrs.clone();
+        let _age = opentelemetry::global::meter("fanout-control-agent")
+            .f64_observable_gauge("fanout_control_contact_age")
+            .with_description(
+                "Time since the control plane last answered this proxy's or cache node's watch",
+            )
+            .with_unit("s")
+            .with_callback(move |o| {
+                let at = seen.load(std::sync::atomic::Ordering::Relaxed);
+                let age = started.elapsed().saturating_sub(Duration::from_millis(at));
+                o.observe(age.as_secs_f64(), &age_attrs);
+            })
+            .build();
         loop {
             let path = format!(
                 "/v1/watch?after={}&purges_after={}&timeout_ms={}&agent={me}",
@@ -235,6 +254,10 @@ impl Agent {
             };
             let next = match answer {
                 Ok(a) if a.status.is_success() => {
+                    last_answer.store(
+                        started.elapsed().as_millis() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     match serde_json::from_slice::<WatchSnapshot>(&a.body) {
                         Ok(s) => s,
                         Err(e) => {

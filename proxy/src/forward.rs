@@ -40,6 +40,7 @@ pub struct Metrics {
     duration: Histogram<f64>,
     retries: Counter<u64>,
     fail_open: Counter<u64>,
+    ejections: crate::health::Ejections,
     proxy: KeyValue,
 }
 
@@ -67,6 +68,7 @@ impl Metrics {
                 .u64_counter("fanout_proxy_fail_open")
                 .with_description("Requests no cache node could take: sent to the origin, or refused with 503")
                 .build(),
+            ejections: crate::health::Ejections::new(proxy),
             proxy: KeyValue::new("proxy", proxy.to_string()),
         }
     }
@@ -283,7 +285,12 @@ impl Proxy {
                     );
                 }
                 Ok(Err(e)) => {
-                    let backoff = snapshot.health.failed(index, Instant::now());
+                    let (backoff, ejected) = snapshot.health.failed(index, Instant::now());
+                    if ejected {
+                        self.metrics
+                            .ejections
+                            .count(&snapshot.node_attrs[index], "request");
+                    }
                     tracing::warn!(node = %node.id, error = %e, backoff = ?backoff, retry = !last, "cache node request failed");
                 }
                 // Not retried: the node may be waiting on a slow origin, and a

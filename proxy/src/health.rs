@@ -61,11 +61,14 @@ impl Health {
             && self.down_until[node].load(Ordering::Relaxed) <= clock
     }
 
-    pub fn failed(&self, node: usize, now: Instant) -> Duration {
+    /// Holds the node out for a back-off that grows with its failures in
+    /// a row; says how long, and whether the node was in use until now (a
+    /// request that fails while it is already held out only lengthens it).
+    pub fn failed(&self, node: usize, now: Instant) -> (Duration, bool) {
         let n = self.consecutive_failures[node].fetch_add(1, Ordering::Relaxed);
         let backoff = BASE.saturating_mul(1 << n.min(5)).min(MAX);
-        self.down_until[node].store(self.now_ms(now + backoff), Ordering::Relaxed);
-        backoff
+        let before = self.down_until[node].swap(self.now_ms(now + backoff), Ordering::Relaxed);
+        (backoff, before <= self.now_ms(now))
     }
 
     pub fn probed_down(&self, node: usize) -> bool {
@@ -111,7 +114,11 @@ impl Health {
 /// Probes every cache node of the current snapshot until `shutdown`, by
 /// that snapshot's health settings. Streaks are kept per node id, so a
 /// reload that keeps a node keeps its count.
-pub async fn probe(routing: Arc<ArcSwap<Snapshot>>, shutdown: tokio_util::sync::CancellationToken) {
+pub async fn probe(
+    routing: Arc<ArcSwap<Snapshot>>,
+    ejections: Ejections,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -154,12 +161,45 @@ pub async fn probe(routing: Arc<ArcSwap<Snapshot>>, shutdown: tokio_util::sync::
             if !down && *streak <= -(settings.fall as i64) {
                 tracing::warn!(node = %nodes[i].id, failures = settings.fall, "cache node failed its health probes; marked down");
                 health.probed_down[i].store(true, Ordering::Relaxed);
+                ejections.count(&snapshot.node_attrs[i], "probe");
             } else if down && *streak >= settings.rise as i64 {
                 tracing::info!(node = %nodes[i].id, successes = settings.rise, "cache node passed its health probes; back in service");
                 health.probed_down[i].store(false, Ordering::Relaxed);
                 health.succeeded(i);
             }
         }
+    }
+}
+
+/// `fanout_proxy_cache_node_ejections_total{proxy,node,reason}`: times a
+/// cache node was taken out of use, after a failed request (`request`) or
+/// failed health probes (`probe`).
+#[derive(Clone)]
+pub struct Ejections {
+    counter: opentelemetry::metrics::Counter<u64>,
+    proxy: opentelemetry::KeyValue,
+}
+
+impl Ejections {
+    pub fn new(proxy: &str) -> Ejections {
+        Ejections {
+            counter: opentelemetry::global::meter("fanout-proxy")
+                .u64_counter("fanout_proxy_cache_node_ejections")
+                .with_description("Times a cache node was taken out of use: after a failed request (reason=request) or failed health probes (reason=probe)")
+                .build(),
+            proxy: opentelemetry::KeyValue::new("proxy", proxy.to_string()),
+        }
+    }
+
+    pub fn count(&self, node: &opentelemetry::KeyValue, reason: &'static str) {
+        self.counter.add(
+            1,
+            &[
+                self.proxy.clone(),
+                node.clone(),
+                opentelemetry::KeyValue::new("reason", reason),
+            ],
+        );
     }
 }
 
@@ -178,16 +218,16 @@ mod tests {
         let h = Health::new(2);
         let t = Instant::now();
         assert!(h.is_up(0, t));
-        assert_eq!(h.failed(0, t), Duration::from_secs(1));
+        assert_eq!(h.failed(0, t), (Duration::from_secs(1), true));
         assert!(!h.is_up(0, t) && h.is_up(1, t));
         assert!(h.is_up(0, t + Duration::from_millis(1001)));
-        assert_eq!(h.failed(0, t), Duration::from_secs(2));
+        assert_eq!(h.failed(0, t), (Duration::from_secs(2), false));
         for _ in 0..10 {
             h.failed(0, t);
         }
-        assert_eq!(h.failed(0, t), MAX);
+        assert_eq!(h.failed(0, t).0, MAX);
         h.succeeded(0);
         assert!(h.is_up(0, t));
-        assert_eq!(h.failed(0, t), Duration::from_secs(1));
+        assert_eq!(h.failed(0, t).0, Duration::from_secs(1));
     }
 }

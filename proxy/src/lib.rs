@@ -181,7 +181,11 @@ pub async fn run(
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .build(connector);
-    let prober = tokio::spawn(health::probe(routing.clone(), shutdown.clone()));
+    let prober = tokio::spawn(health::probe(
+        routing.clone(),
+        health::Ejections::new(&id),
+        shutdown.clone(),
+    ));
     export_node_health(&id, routing.clone());
     let reloader = source.map(|source| {
         let r = reload::Reloader::new(
