@@ -49,14 +49,15 @@ fn main() -> ExitCode {
 }
 
 async fn async_main(command: Command) -> ExitCode {
-    let _metrics = match telemetry::init_metrics() {
+    let settings = telemetry_settings(&command);
+    let metrics = match telemetry::init_metrics(&settings) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("fanout: cannot set up metrics: {e}");
+            eprintln!("fanout: cannot set up metrics: {e:#}");
             return ExitCode::FAILURE;
         }
     };
-    let tracer = match telemetry::init_tracing(&telemetry_settings(&command)) {
+    let tracer = match telemetry::init_tracing(&settings) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("fanout: cannot set up trace export: {e:#}");
@@ -67,6 +68,7 @@ async fn async_main(command: Command) -> ExitCode {
     if let Some(provider) = tracer {
         telemetry::flush_traces(provider).await;
     }
+    telemetry::flush_metrics(metrics).await;
     code
 }
 

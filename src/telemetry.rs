@@ -35,15 +35,45 @@ pub fn init_logging(format: Option<LogFormat>, filter: Option<&str>) {
 
 /// Installs the global meter provider. Metrics are collected into the
 /// Prometheus default registry, which every admin listener's `/metrics`
-/// renders.
-pub fn init_metrics() -> anyhow::Result<SdkMeterProvider> {
+/// renders, and, when the file's `telemetry.otlp_metrics_interval` is set
+/// or `OTEL_METRICS_EXPORTER` names `otlp`, also pushed over OTLP/HTTP
+/// (protobuf, cumulative) to the same collector as spans, every interval
+/// (`OTEL_METRIC_EXPORT_INTERVAL` in ms, default 60 s, when the file gives
+/// none). The push runs in its own task: a slow collector delays the next
+/// push, never a request.
+pub fn init_metrics(settings: &fanout_config::Telemetry) -> anyhow::Result<SdkMeterProvider> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+    use opentelemetry_sdk::metrics::periodic_reader_with_async_runtime::PeriodicReader;
+
     let exporter = opentelemetry_prometheus::exporter()
         .with_registry(prometheus::default_registry().clone())
         .build()?;
-    let provider = SdkMeterProvider::builder()
+    let mut provider = SdkMeterProvider::builder()
         .with_reader(exporter)
-        .with_resource(Resource::builder().with_service_name("fanout").build())
-        .build();
+        .with_resource(Resource::builder().with_service_name("fanout").build());
+    let named_by_env = std::env::var("OTEL_METRICS_EXPORTER")
+        .is_ok_and(|v| v.split(',').any(|e| e.trim() == "otlp"));
+    if settings.otlp_metrics_interval.is_some() || named_by_env {
+        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
+            std::time::Duration::from_secs(10),
+            None,
+        );
+        let mut builder = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_http_client(client)
+            .with_protocol(Protocol::HttpBinary);
+        if let Some(base) = &settings.otlp_endpoint {
+            builder = builder.with_endpoint(format!("{}/v1/metrics", base.trim_end_matches('/')));
+        }
+        let mut reader =
+            PeriodicReader::builder(builder.build()?, opentelemetry_sdk::runtime::Tokio);
+        if let Some(every) = settings.otlp_metrics_interval {
+            reader = reader.with_interval(every.get());
+        }
+        provider = provider.with_reader(reader.build());
+        tracing::info!("pushing metrics over OTLP/HTTP");
+    }
+    let provider = provider.build();
     opentelemetry::global::set_meter_provider(provider.clone());
     Ok(provider)
 }
@@ -117,5 +147,17 @@ pub async fn flush_traces(provider: SdkTracerProvider) {
         .is_err()
     {
         tracing::warn!("spans not exported within 5 s of stopping; dropped");
+    }
+}
+
+/// Pushes the metrics one last time (when pushing is on), for at most five
+/// seconds, so a stopping part's final counts reach the collector.
+pub async fn flush_metrics(provider: SdkMeterProvider) {
+    let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
+    if tokio::time::timeout(std::time::Duration::from_secs(5), flushed)
+        .await
+        .is_err()
+    {
+        tracing::warn!("metrics not pushed within 5 s of stopping; dropped");
     }
 }

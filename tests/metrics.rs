@@ -3,8 +3,9 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{Sample, Scrape, Value};
@@ -76,6 +77,24 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         moved("fanout_cache_requests_total", &[("outcome", "hit")]),
         2.0
     );
+    assert_eq!(
+        moved(
+            "fanout_cache_requests_total",
+            &[("site", "live"), ("status_class", "2xx")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        moved("fanout_cache_lookup_duration_seconds_count", &[]),
+        3.0
+    );
+    assert_eq!(
+        moved(
+            "fanout_cache_response_header_duration_seconds_count",
+            &[("outcome", "hit")]
+        ),
+        2.0
+    );
     assert_eq!(moved("fanout_cache_origin_fetches_total", &[]), 1.0);
     assert_eq!(moved("fanout_cache_origin_body_bytes_total", &[]), 16384.0);
     assert_eq!(
@@ -109,6 +128,7 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         "fanout_proxy_retries_total",
         "fanout_proxy_fail_open_total",
         "fanout_cache_origin_errors_total",
+        "fanout_proxy_cache_node_ejections_total",
     ];
     let mut queried = 0;
     for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
@@ -143,7 +163,15 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
             .filter(|s| s.metric == "fanout_control_revision_applied")
             .map(value)
             .collect();
+        let contact_age = m
+            .samples
+            .iter()
+            .filter(|s| s.metric == "fanout_control_contact_age_seconds")
+            .map(value)
+            .collect::<Vec<_>>();
         if leaders == 1.0
+            && contact_age.len() == 2
+            && contact_age.iter().all(|a| *a < 60.0)
             && sum(&m, "fanout_control_raft_term", &[]) >= 1.0
             && group >= 1.0
             && applied.len() == 2
@@ -153,8 +181,104 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         }
         assert!(
             Instant::now() < deadline,
-            "leaders {leaders}, group revision {group}, applied {applied:?}"
+            "leaders {leaders}, group revision {group}, applied {applied:?}, contact age {contact_age:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sums of each sum-type metric (counters) in OTLP pushes, latest push wins.
+type Pushed = Arc<Mutex<HashMap<String, f64>>>;
+
+/// An OTLP/HTTP metrics receiver on a free port.
+async fn metrics_collector() -> (std::net::SocketAddr, Pushed) {
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
+    use prost::Message;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let pushed: Pushed = Default::default();
+    let store = pushed.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let store = store.clone();
+                    async move {
+                        assert_eq!(req.uri().path(), "/v1/metrics");
+                        let body = http_body_util::BodyExt::collect(req.into_body())
+                            .await
+                            .unwrap()
+                            .to_bytes();
+                        let export =
+                            ExportMetricsServiceRequest::decode(body).expect("OTLP protobuf");
+                        let mut store = store.lock().unwrap();
+                        for rm in export.resource_metrics {
+                            for sm in rm.scope_metrics {
+                                for m in sm.metrics {
+                                    let Some(Data::Sum(sum)) = m.data else {
+                                        continue;
+                                    };
+                                    let total = sum
+                                        .data_points
+                                        .iter()
+                                        .map(|p| match p.value {
+                                            Some(number_data_point::Value::AsInt(v)) => v as f64,
+                                            Some(number_data_point::Value::AsDouble(v)) => v,
+                                            None => 0.0,
+                                        })
+                                        .sum();
+                                    store.insert(m.name, total);
+                                }
+                            }
+                        }
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::new()),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, pushed)
+}
+
+/// With `telemetry.otlp_metrics_interval`, the same counters `/metrics`
+/// shows are pushed to the collector, and they move with requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_pushed_over_otlp_when_the_file_asks() {
+    let (otlp, pushed) = metrics_collector().await;
+    let dir = temp_dir();
+    let (file, cluster) = up_file(
+        dir.path(),
+        1,
+        1,
+        &format!("telemetry: {{ otlp_endpoint: 'http://{otlp}', otlp_metrics_interval: 200ms }}\n"),
+    );
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_cluster_ready(&cluster, &mut process).await;
+    for _ in 0..3 {
+        let r = get(cluster.proxies[0], "localhost", "/static/5", &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = pushed.lock().unwrap().clone();
+        // Names as instrumented: the Prometheus suffixes are the exporter's.
+        if seen.get("fanout_cache_requests") == Some(&3.0)
+            && seen.get("fanout_proxy_requests") == Some(&3.0)
+            && seen.get("fanout_cache_origin_fetches") == Some(&1.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pushed: {seen:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

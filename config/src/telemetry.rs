@@ -1,9 +1,12 @@
-//! The `telemetry:` section of proxy, cache and up files: where spans go
-//! and how many traces are kept. The standard `OTEL_EXPORTER_OTLP_*` and
-//! `OTEL_TRACES_SAMPLER_ARG` variables apply where the file says nothing.
+//! The `telemetry:` section of proxy, cache and up files: where spans go,
+//! how many traces are kept, and whether metrics are pushed over OTLP as
+//! well as served at `/metrics`. The standard `OTEL_EXPORTER_OTLP_*`,
+//! `OTEL_TRACES_SAMPLER_ARG` and `OTEL_METRICS_EXPORTER` variables apply
+//! where the file says nothing.
 
 use serde::Deserialize;
 
+use crate::units::Span;
 use crate::validate::Validator;
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -17,6 +20,11 @@ pub struct Telemetry {
     /// it is always continued (parent-based sampling).
     #[serde(default)]
     pub sample_ratio: Option<f64>,
+    /// Push every metric over OTLP (to `otlp_endpoint`, `/v1/metrics`) this
+    /// often, besides serving them at `/metrics`. Unset: no push, unless
+    /// `OTEL_METRICS_EXPORTER` names `otlp`.
+    #[serde(default)]
+    pub otlp_metrics_interval: Option<Span>,
 }
 
 impl Telemetry {
@@ -27,6 +35,17 @@ impl Telemetry {
                     &v.join(at, "otlp_endpoint"),
                     format!("{e:?} is not an http(s) URL"),
                     "a collector's OTLP/HTTP base URL, like http://otel-collector:4318",
+                );
+            }
+        }
+        if let Some(i) = self.otlp_metrics_interval {
+            if i.get() < std::time::Duration::from_millis(100)
+                || i.get() > std::time::Duration::from_secs(3600)
+            {
+                v.error(
+                    &v.join(at, "otlp_metrics_interval"),
+                    format!("{i} is out of range"),
+                    "100ms to 1h (collectors commonly expect 10s to 60s)",
                 );
             }
         }

@@ -425,4 +425,24 @@ fn telemetry_settings_are_checked() {
         p.telemetry.otlp_endpoint.as_deref(),
         Some("http://collector:4318")
     );
+    let pushes = |interval: &str| {
+        "kind: proxy\nid: p1\nlisten: 127.0.0.1:8080\ncluster: cluster.yaml\n\
+         cache_nodes: [{ id: c1, address: '127.0.0.1:8081' }]\n\
+         telemetry: { otlp_metrics_interval: INTERVAL }\n"
+            .replace("INTERVAL", interval)
+    };
+    assert_eq!(
+        one_error(&pushes("10ms")),
+        "site.yaml:6:37: telemetry.otlp_metrics_interval: 10ms is out of range; allowed: 100ms to 1h (collectors commonly expect 10s to 60s)"
+    );
+    assert!(one_error(&pushes("15"))
+        .starts_with("site.yaml:6:37: telemetry.otlp_metrics_interval: 15 has no unit"));
+    std::fs::write(&proxy, pushes("15s")).unwrap();
+    let AnyConfig::Proxy(p) = load_any(&proxy).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        p.telemetry.otlp_metrics_interval.map(|i| i.get()),
+        Some(std::time::Duration::from_secs(15))
+    );
 }
