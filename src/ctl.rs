@@ -66,9 +66,8 @@ fn report(args: &CtlArgs, answer: &Answer, text: impl FnOnce(&Answer) -> String)
 async fn command(client: &ControlClient, args: &CtlArgs) -> anyhow::Result<ExitCode> {
     Ok(match &args.command {
         CtlCommand::Status => {
+            // The node that answers merges in what its peers know.
             let a = client.request(Method::GET, "/v1/status", None).await?;
-            // Each node knows the agents that watch through it: ask them all.
-            let agents = agents_everywhere(client, args).await;
             report(args, &a, |a| {
                 let j = a.json();
                 let mut out = format!(
@@ -86,17 +85,38 @@ async fn command(client: &ControlClient, args: &CtlArgs) -> anyhow::Result<ExitC
                     j["role"].as_str().unwrap_or("?"),
                     j["applied_index"]
                 );
-                for m in j["members"].as_array().into_iter().flatten() {
-                    out += &format!("  {}  {}\n", m["id"], m["address"].as_str().unwrap_or(""));
+                for m in j["control_nodes"].as_array().into_iter().flatten() {
+                    out += &format!("  {}  {:<22}", m["id"], m["address"].as_str().unwrap_or(""));
+                    out += &match m["reachable"].as_bool() {
+                        Some(true) => format!(
+                            "{:<10} term {}  applied index {}\n",
+                            m["role"].as_str().unwrap_or("?"),
+                            m["term"],
+                            m["applied_index"]
+                        ),
+                        _ => "unreachable\n".to_string(),
+                    };
                 }
                 let revision = j["revision"].as_u64().unwrap_or(0);
+                let agents: Vec<(&str, u64, u64)> = j["agents"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| {
+                        Some((
+                            a["id"].as_str()?,
+                            a["applied_revision"].as_u64()?,
+                            a["last_contact_unix_ms"].as_u64()?,
+                        ))
+                    })
+                    .collect();
                 if !agents.is_empty() {
                     out += "agents (applied revision, last contact):\n";
                 }
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                for (id, (rev, at)) in &agents {
+                for (id, rev, at) in &agents {
                     let lag = revision.saturating_sub(*rev);
                     out += &format!(
                         "  {id:<20} r{rev:<6} {:>6.1} s ago{}\n",
@@ -272,33 +292,4 @@ async fn command(client: &ControlClient, args: &CtlArgs) -> anyhow::Result<ExitC
             })
         }
     })
-}
-
-/// Agents seen by any control node: the latest report of each.
-async fn agents_everywhere(
-    client: &ControlClient,
-    args: &CtlArgs,
-) -> std::collections::BTreeMap<String, (u64, u64)> {
-    let mut merged = std::collections::BTreeMap::new();
-    for server in &args.servers {
-        let mut one = client.clone().with_servers(vec![server.clone()]);
-        one.deadline = std::time::Duration::from_secs(1);
-        let Ok(a) = one.request(Method::GET, "/v1/status", None).await else {
-            continue;
-        };
-        for agent in a.json()["agents"].as_array().into_iter().flatten() {
-            let (Some(id), Some(rev), Some(at)) = (
-                agent["id"].as_str(),
-                agent["applied_revision"].as_u64(),
-                agent["last_contact_unix_ms"].as_u64(),
-            ) else {
-                continue;
-            };
-            let entry = merged.entry(id.to_string()).or_insert((rev, at));
-            if at > entry.1 {
-                *entry = (rev, at);
-            }
-        }
-    }
-    merged
 }

@@ -1,7 +1,8 @@
 //! The control plane's status page, loaded in a real headless browser
 //! (Debian's chromium; `.ci/run` installs it) against a `fanout up`
 //! cluster: its script reads /v1/status and shows the Raft leader, every
-//! proxy and cache node with its applied revision, and their traffic.
+//! control node, and every proxy and cache node with its applied revision
+//! and traffic, whichever control node the page is loaded from.
 
 mod support;
 
@@ -57,10 +58,10 @@ async fn the_status_page_shows_leader_members_and_traffic() {
     // Members watch and report to one control node: find it, and wait for
     // both parts' traffic (reported every two seconds) to reach it.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let node = 'found: loop {
+    let watched = 'found: loop {
         for port in &ports {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
-            let Ok(r) = get(addr, "localhost", "/v1/status", &[]).await else {
+            let Ok(r) = get(addr, "localhost", "/v1/status?local=1", &[]).await else {
                 continue;
             };
             let status: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -78,6 +79,24 @@ async fn the_status_page_shows_leader_members_and_traffic() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
+    // The page of a node that no part talks to still shows them all.
+    let node = ports
+        .iter()
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+        .find(|a| *a != watched)
+        .unwrap();
+    let r = get(node, "localhost", "/v1/status?local=1", &[])
+        .await
+        .unwrap();
+    let own: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        own["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["requests"].is_null()),
+        "no traffic reported to {node} itself: {own}"
+    );
     let url = format!("http://{node}/ui");
     let dom = tokio::task::spawn_blocking(move || rendered(&url))
         .await
@@ -95,6 +114,19 @@ async fn the_status_page_shows_leader_members_and_traffic() {
             || dom.contains(r#"<td id="role">Follower</td>"#),
         "{dom}"
     );
+    let mut leaders = 0;
+    for id in 1..=3 {
+        let start = dom
+            .find(&format!("data-node=\"{id}\""))
+            .unwrap_or_else(|| panic!("no row for control node {id}:\n{dom}"));
+        let row = &dom[start..start + dom[start..].find("</tr>").unwrap()];
+        assert!(
+            row.contains("Leader") || row.contains("Follower"),
+            "control node {id} answered its peer: {row}"
+        );
+        leaders += row.contains("Leader") as usize;
+    }
+    assert_eq!(leaders, 1, "{dom}");
     for member in ["cache-1", "proxy-1"] {
         let row = row(&dom, member);
         assert!(row.contains("up to date"), "{row}");

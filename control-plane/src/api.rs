@@ -181,7 +181,7 @@ impl Api {
                 let rpc = rpc.to_string();
                 self.raft_rpc(&rpc, req).await
             }
-            (Method::GET, ["v1", "status"]) => self.status(),
+            (Method::GET, ["v1", "status"]) => self.status(&req).await,
             (Method::GET, ["metrics"]) => fanout_server::metrics(),
             (Method::GET, ["v1", "report"]) => self.report(&req),
             (Method::GET, [""] | ["ui"]) => status_page(),
@@ -268,7 +268,72 @@ impl Api {
         json_response(StatusCode::OK, &json!({ "ok": true }))
     }
 
-    fn status(&self) -> Response<ResponseBody> {
+    /// `GET /v1/status`: this node's view, with the parts that watch and
+    /// report to its peers merged in, so any node's status page shows the
+    /// whole fleet. `?local=1` is this node's view alone (what peers ask
+    /// each other for).
+    async fn status(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+        let mut status = self.local_status();
+        if query(req, "local").is_some() {
+            return json_response(StatusCode::OK, &status);
+        }
+        let peers: Vec<(NodeId, String)> = {
+            let m = self.raft.metrics().borrow().clone();
+            let nodes = m
+                .membership_config
+                .nodes()
+                .filter(|(id, _)| **id != self.id)
+                .map(|(id, n)| (*id, n.addr.clone()))
+                .collect();
+            nodes
+        };
+        let auth = req.headers().get(header::AUTHORIZATION).cloned();
+        let views = futures_util::future::join_all(
+            peers
+                .iter()
+                .map(|(_, address)| self.peer_status(address, auth.clone())),
+        )
+        .await;
+        let mut control_nodes = vec![control_node_summary(&status, true)];
+        for ((id, address), view) in peers.iter().zip(views) {
+            match view {
+                Some(view) => {
+                    merge_agents(&mut status, &view);
+                    control_nodes.push(control_node_summary(&view, true));
+                }
+                None => control_nodes.push(json!({
+                    "id": id, "address": address, "reachable": false,
+                })),
+            }
+        }
+        status["control_nodes"] = serde_json::Value::Array(control_nodes);
+        json_response(StatusCode::OK, &status)
+    }
+
+    /// A peer's own view, or `None` if it does not answer within a second
+    /// (a partitioned node must not hold up the page).
+    async fn peer_status(
+        &self,
+        address: &str,
+        auth: Option<HeaderValue>,
+    ) -> Option<serde_json::Value> {
+        let mut builder = Request::get(format!("http://{address}/v1/status?local=1"));
+        if let Some(auth) = auth {
+            builder = builder.header(header::AUTHORIZATION, auth);
+        }
+        let request = builder.body(Full::new(Bytes::new())).ok()?;
+        let answer = tokio::time::timeout(Duration::from_secs(1), async {
+            let resp = self.client.request(request).await.ok()?;
+            if !resp.status().is_success() {
+                return None;
+            }
+            let body = resp.into_body().collect().await.ok()?.to_bytes();
+            serde_json::from_slice(&body).ok()
+        });
+        answer.await.ok().flatten()
+    }
+
+    fn local_status(&self) -> serde_json::Value {
         let m = self.raft.metrics().borrow().clone();
         let s = self.state.applied.read().unwrap_or_else(|p| p.into_inner());
         let voters: Vec<serde_json::Value> = m
@@ -289,6 +354,7 @@ impl Api {
                     let traffic = reports.get(id);
                     json!({
                         "id": id,
+                        "control_node": self.id,
                         "applied_revision": rev,
                         "last_contact_unix_ms": ms(at),
                         "requests": traffic.map(|t| t.0),
@@ -300,11 +366,14 @@ impl Api {
             list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
             list
         };
-        json_response(
-            StatusCode::OK,
-            &json!({
+        json!({
                 "agents": agents,
                 "id": self.id,
+                "address": m
+                    .membership_config
+                    .nodes()
+                    .find(|(id, _)| **id == self.id)
+                    .map(|(_, n)| n.addr.clone()),
                 "role": format!("{:?}", m.state),
                 "leader": m.current_leader,
                 "term": m.current_term,
@@ -317,8 +386,7 @@ impl Api {
                 "config_version": s.state.config_version,
                 "purge_seq": s.state.purge_seq,
                 "proxies_and_caches": s.state.members.len(),
-            }),
-        )
+        })
     }
 
     fn get_config(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
@@ -673,6 +741,51 @@ impl Api {
             ),
         }
     }
+}
+
+/// One control node's line in `control_nodes`.
+fn control_node_summary(view: &serde_json::Value, reachable: bool) -> serde_json::Value {
+    json!({
+        "id": view["id"],
+        "address": view["address"],
+        "reachable": reachable,
+        "role": view["role"],
+        "leader": view["leader"],
+        "term": view["term"],
+        "applied_index": view["applied_index"],
+        "revision": view["revision"],
+    })
+}
+
+/// Adds a peer's agents to `into`: an agent seen by both keeps the newer
+/// watch contact and, separately, the newer traffic report (a part watches
+/// one node but may report to another after a failover).
+fn merge_agents(into: &mut serde_json::Value, peer: &serde_json::Value) {
+    let (Some(mine), Some(theirs)) = (into["agents"].as_array_mut(), peer["agents"].as_array())
+    else {
+        return;
+    };
+    let newer = |a: &serde_json::Value, b: &serde_json::Value, field: &str| {
+        b[field].as_u64().unwrap_or(0) > a[field].as_u64().unwrap_or(0)
+    };
+    for agent in theirs {
+        match mine.iter_mut().find(|m| m["id"] == agent["id"]) {
+            None => mine.push(agent.clone()),
+            Some(m) => {
+                if newer(m, agent, "last_contact_unix_ms") {
+                    for field in ["control_node", "applied_revision", "last_contact_unix_ms"] {
+                        m[field] = agent[field].clone();
+                    }
+                }
+                if newer(m, agent, "reported_unix_ms") {
+                    for field in ["requests", "hits", "reported_unix_ms"] {
+                        m[field] = agent[field].clone();
+                    }
+                }
+            }
+        }
+    }
+    mine.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
 }
 
 /// The status page: plain HTML, CSS and JavaScript from the binary, which
