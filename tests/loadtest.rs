@@ -158,6 +158,11 @@ faults:
 
 /// A server that takes 200 ms per request, on a free loopback port.
 async fn slow_server() -> std::net::SocketAddr {
+    server_taking(Duration::from_millis(200)).await
+}
+
+/// A server that answers every request after `delay`, on a free loopback port.
+async fn server_taking(delay: Duration) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -166,8 +171,8 @@ async fn slow_server() -> std::net::SocketAddr {
                 return;
             };
             tokio::spawn(async move {
-                let service = service_fn(|_req| async {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                let service = service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
                     Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(b"ok"))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -222,4 +227,62 @@ mix: [{{ viewer: static, prefix: /x/, count: 10 }}]
     assert!(l.p50 >= 500.0, "p50 {} ms hides the queue", l.p50);
     assert!(l.max >= 1000.0, "max {} ms hides the queue", l.max);
     assert_eq!(report.totals.errors, 0);
+}
+
+/// A viewer whose address refuses the connection, or accepts and closes it
+/// without answering (a proxy restarting), moves on to the next address,
+/// as a player does with the next address its name resolves to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_move_to_the_next_address_when_one_refuses_or_drops_them() {
+    let good = server_taking(Duration::ZERO).await;
+    let refusing = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let dropping = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        });
+        addr
+    };
+    let text = format!(
+        "kind: scenario
+name: failover
+seed: 4
+target: {{ addresses: ['{refusing}', '{dropping}', '{good}'], host: localhost }}
+phases: [{{ name: p, duration: 2s, arrival_rate: 30, population: 100000 }}]
+mix: [{{ viewer: static, prefix: /x/, count: 10 }}]
+"
+    );
+    let fanout_config::AnyConfig::Scenario(s) =
+        fanout_config::load_str(Path::new("failover.yaml"), &text).unwrap()
+    else {
+        panic!()
+    };
+    let report = scenario::run(&s, RunOptions::default(), CancellationToken::new()).await;
+    assert_eq!(report.totals.errors, 0, "{:?}", report.first_errors);
+    assert!(report.totals.requests >= 30, "{}", report.totals.requests);
+    // Two of every three viewers start on a bad address; the one on the
+    // refusing address passes the dropping one too.
+    assert!(
+        report.totals.failovers >= report.totals.requests / 2,
+        "{} failovers for {} requests",
+        report.totals.failovers,
+        report.totals.requests
+    );
+
+    // With only bad addresses, the requests fail: nothing is hidden.
+    let text = text.replace(&format!(", '{good}'"), "");
+    let fanout_config::AnyConfig::Scenario(s) =
+        fanout_config::load_str(Path::new("failover.yaml"), &text).unwrap()
+    else {
+        panic!()
+    };
+    let report = scenario::run(&s, RunOptions::default(), CancellationToken::new()).await;
+    assert_eq!(report.totals.errors, report.totals.requests);
+    assert!(report.totals.requests > 0);
 }

@@ -37,6 +37,21 @@ pub enum H1Error {
     Truncated(u64),
     #[error("malformed response: {0}")]
     Malformed(String),
+    /// A new connection was closed or reset before any response byte: the
+    /// server went away (a restart, a drain) without answering.
+    #[error("the connection closed before a response")]
+    NoResponse,
+}
+
+impl H1Error {
+    /// Nothing reached the server's application, or it answered nothing:
+    /// a GET may go to another address of the same service.
+    pub fn may_fail_over(&self) -> bool {
+        matches!(
+            self,
+            H1Error::Connect(_) | H1Error::ConnectTimeout(_) | H1Error::NoResponse
+        )
+    }
 }
 
 /// What one GET saw.
@@ -136,9 +151,7 @@ impl Pool {
                 }
                 Ok(response)
             }
-            Err(Attempt::Stale) => Err(H1Error::Malformed(
-                "the connection closed before a response".into(),
-            )),
+            Err(Attempt::Stale) => Err(H1Error::NoResponse),
             Err(Attempt::Failed(e)) => Err(e),
         }
     }

@@ -177,6 +177,7 @@ pub async fn run(
     let recorder = Arc::new(Recorder::new(started));
     let ctx = Arc::new(Ctx {
         pool: crate::h1::Pool::new(&addresses, scenario.limits.connect_timeout.get()),
+        addresses: addresses.clone(),
         host: options
             .host
             .clone()

@@ -152,6 +152,8 @@ pub struct Inner {
     pub stall_s: f64,
     pub play_s: f64,
     pub rendition_switches: u64,
+    /// Requests sent again to the next target address.
+    pub failovers: u64,
     pub first_errors: Vec<String>,
 }
 
@@ -187,6 +189,7 @@ impl Recorder {
                 stall_s: 0.0,
                 play_s: 0.0,
                 rendition_switches: 0,
+                failovers: 0,
                 first_errors: Vec::new(),
             }),
         }
@@ -261,6 +264,10 @@ impl Recorder {
             inner.stall_s += stalled.as_secs_f64();
             bucket(&mut inner.timeline, second).stall_s += stalled.as_secs_f64();
         }
+    }
+
+    pub fn failed_over(&self) {
+        self.lock().failovers += 1;
     }
 
     pub fn switched_rendition(&self) {

@@ -53,6 +53,11 @@ pub struct Totals {
     pub hits: u64,
     pub misses: u64,
     pub no_cache_status: u64,
+    /// Requests sent again to the next target address after the first
+    /// refused the connection or closed it without answering (counted once
+    /// each, whatever the second attempt's outcome).
+    #[serde(default)]
+    pub failovers: u64,
     /// Hits among responses that carried a cache status.
     pub hit_ratio: Option<f64>,
     /// Total latency of every successful request, in milliseconds.
@@ -255,6 +260,7 @@ impl Report {
                 hits: r.hits,
                 misses: r.misses,
                 no_cache_status: r.no_status,
+                failovers: r.failovers,
                 latency_hist: encode(&all),
                 ..Totals::default()
             },
@@ -353,6 +359,7 @@ impl Report {
             a.hits += b.hits;
             a.misses += b.misses;
             a.no_cache_status += b.no_cache_status;
+            a.failovers += b.failovers;
             a.latency_hist = add_encoded(&a.latency_hist, &b.latency_hist)?;
             for (k, n) in &r.errors {
                 *out.errors.entry(k.clone()).or_default() += n;
@@ -491,6 +498,13 @@ impl Report {
                 100.0 * self.offload().unwrap_or(0.0),
                 o.bytes as f64 / 1048576.0,
                 100.0 * self.byte_offload().unwrap_or(0.0)
+            );
+        }
+        if t.failovers > 0 {
+            let _ = writeln!(
+                out,
+                "  failovers    {} requests moved to the next target address after a refused or dropped connection",
+                t.failovers
             );
         }
         let _ = writeln!(

@@ -18,6 +18,10 @@ use crate::playlist::{renditions, MediaPlaylist};
 /// What every viewer shares.
 pub struct Ctx {
     pub pool: Pool,
+    /// Every target address: a viewer whose address refuses or drops a
+    /// request before answering moves on to the next, as a player does
+    /// with the next address a name resolves to.
+    pub addresses: Vec<SocketAddr>,
     pub host: String,
     pub timeout: Duration,
     pub slots: Semaphore,
@@ -46,12 +50,25 @@ impl Viewer {
         keep_body: bool,
     ) -> Option<Result<Response, ()>> {
         let ctx = self.ctx.clone();
+        let target = &mut self.target;
         let exchange = async {
             let _slot = ctx.slots.acquire().await;
-            tokio::time::timeout(
-                ctx.timeout,
-                ctx.pool.get(self.target, &ctx.host, path, keep_body),
-            )
+            tokio::time::timeout(ctx.timeout, async {
+                // Each other address once, in order, then give up.
+                let mut tries = ctx.addresses.len();
+                loop {
+                    tries -= 1;
+                    match ctx.pool.get(*target, &ctx.host, path, keep_body).await {
+                        Err(e) if e.may_fail_over() && tries > 0 => {
+                            let at = ctx.addresses.iter().position(|a| a == target);
+                            *target =
+                                ctx.addresses[at.map_or(0, |i| (i + 1) % ctx.addresses.len())];
+                            ctx.recorder.failed_over();
+                        }
+                        other => break other,
+                    }
+                }
+            })
             .await
         };
         let result = tokio::select! {
@@ -85,7 +102,9 @@ impl Viewer {
                 let kind = match &e {
                     H1Error::Connect(_) | H1Error::ConnectTimeout(_) => ErrorKind::Connect,
                     H1Error::Truncated(_) => ErrorKind::Truncated,
-                    H1Error::Io(_) | H1Error::Malformed(_) => ErrorKind::Other,
+                    H1Error::NoResponse | H1Error::Io(_) | H1Error::Malformed(_) => {
+                        ErrorKind::Other
+                    }
                 };
                 (failed(class, kind, format!("GET {path}: {e}")), Err(()))
             }
