@@ -8,8 +8,10 @@
 #   1. kill a cache node: no failed client request;
 #   2. disconnect the control-plane leader from the network: a new leader
 #      commits writes; reconnected, the old leader catches up;
-#   3. restart every control and cache node one by one (a rolling upgrade
-#      of everything behind the proxies): no failed client request;
+#   3. restart every container one by one, control nodes, cache nodes and
+#      proxies (a rolling upgrade), under a live and static audience from
+#      `fanout loadtest run` that, like a player given two addresses,
+#      moves to the other proxy when one refuses it: no failed request;
 #   4. stop the whole control plane: proxies and cache nodes keep serving,
 #      and a restarted cache node starts from its saved state and serves.
 #
@@ -39,9 +41,12 @@ trap cleanup EXIT
 
 cargo build --release --locked --quiet --bin fanout
 FANOUT=$PWD/target/release/fanout
+# Fixed host ports, so a restarted proxy comes back where clients look.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+export FANOUT_PROXY_1_PORT=$(free_port) FANOUT_PROXY_2_PORT=$(free_port)
 "$compose_dir/up.sh" >/dev/null
-P1=$(dc port proxy-1 8080)
-P2=$(dc port proxy-2 8080)
+P1=127.0.0.1:$FANOUT_PROXY_1_PORT
+P2=127.0.0.1:$FANOUT_PROXY_2_PORT
 
 # Waits (up to 30 s) until both proxies answer 200 for /o/0.
 wait_serving() {
@@ -136,21 +141,36 @@ done
 [ "$caught" -ge "$target" ] || { echo "chaos: the old leader did not catch up ($caught < $target)" >&2; exit 1; }
 echo "chaos: leader control-$leader disconnected: control-$new_leader leads, a write committed ${committed} ms after the cut (revision $revision_before -> $target); the old leader caught up after reconnecting"
 
-# 3. Rolling restart of everything behind the proxies, under load.
-load 40 >"$compose_dir/.load3" &
+# 3. Rolling restart of every container but the origin, under a steady
+#    audience on both proxies; the audience stops once the last part is back.
+report=$(mktemp)
+"$FANOUT" --log error loadtest run tests/cluster/rolling-restart.yaml \
+  --target "$P1" --target "$P2" --json "$report" >"$compose_dir/.load3" 2>&1 &
 loader=$!
-for part in control-1 control-2 control-3 cache-1 cache-2 cache-3; do
+sleep 3
+for part in control-1 control-2 control-3 cache-1 cache-2 cache-3 proxy-1 proxy-2; do
   dc restart "$part" >/dev/null 2>&1
   # The next part goes only once this one serves again.
   for _ in $(seq 100); do
     [ "$(docker inspect -f '{{.State.Health.Status}}' "$(dc ps -q "$part")")" = healthy ] && break
     sleep 0.2
   done
+  [ "$(docker inspect -f '{{.State.Health.Status}}' "$(dc ps -q "$part")")" = healthy ] \
+    || { echo "chaos: $part did not come back healthy" >&2; exit 1; }
 done
-wait "$loader"
-read -r ok failed hits <"$compose_dir/.load3"
-echo "chaos: rolling restart of 3 control and 3 cache nodes under load: $ok requests, $failed failed, hit ratio $(ratio "$hits" "$ok")"
-[ "$failed" = 0 ] || { echo "chaos: requests failed during the rolling restart" >&2; exit 1; }
+kill -0 "$loader" 2>/dev/null \
+  || { echo "chaos: the audience ended before the restarts did" >&2; cat "$compose_dir/.load3" >&2; exit 1; }
+kill -INT "$loader"
+wait "$loader" || true
+jq -e .totals "$report" >/dev/null \
+  || { echo "chaos: no load report" >&2; cat "$compose_dir/.load3" >&2; exit 1; }
+read -r ok failed failovers hit_ratio stalls < <(jq -r \
+  '[.totals.requests, .totals.errors, .totals.failovers, (.totals.hit_ratio // 0) * 100, .viewers.stalls] | @tsv' "$report")
+echo "chaos: rolling restart of 3 control nodes, 3 cache nodes and 2 proxies under load: $ok requests, $failed failed, $failovers moved to the other proxy, hit ratio $(printf '%.1f' "$hit_ratio")%, $stalls playback stalls"
+[ "$failed" = 0 ] || { echo "chaos: requests failed during the rolling restart: $(jq -c '.errors, .first_errors' "$report")" >&2; exit 1; }
+[ "$ok" -gt 100 ] || { echo "chaos: the audience did not run" >&2; exit 1; }
+[ "$failovers" -gt 0 ] || { echo "chaos: no request met a restarting proxy; the step tested nothing" >&2; exit 1; }
+rm -f "$report"
 
 # 4. The whole control plane stops; the data path keeps serving, and a
 #    cache node restarted meanwhile starts from its saved state.
