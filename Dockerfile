@@ -2,15 +2,21 @@
 #   docker build -t fanout .
 # One binary runs every part; the command picks it (control, cache, proxy,
 # origin, ctl). Without a registry, deploy/build-local-image.sh builds the
-# same runtime layout from local files only.
+# same runtime layout from local files only, and deploy/test-dockerfile.sh
+# builds this file with local stand-ins for the two base images.
+#
+# The base images are arguments, for mirrors and pinned digests:
+#   docker build --build-arg RUNTIME_IMAGE=registry.example/debian:bookworm-slim .
+ARG RUST_IMAGE=rust:1-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
-FROM rust:1-bookworm AS build
+FROM ${RUST_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin fanout \
  && strip target/release/fanout
 
-FROM debian:bookworm-slim
+FROM ${RUNTIME_IMAGE}
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/fanout fanout \
  && mkdir -p /var/lib/fanout/data && chown -R fanout:fanout /var/lib/fanout
 COPY --from=build /src/target/release/fanout /usr/local/bin/fanout
