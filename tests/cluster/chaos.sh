@@ -68,15 +68,18 @@ round() {
 }
 
 # Load on both proxies for SECONDS, in rounds. Prints the requests that
-# succeeded, failed, and were cache hits.
+# succeeded, failed, and were cache hits; with a second argument, also
+# appends each round to that file: start time (ns), ok, failed, hits.
 load() {
-  local until=$((SECONDS + $1)) ok=0 failed=0 hits=0
+  local until=$((SECONDS + $1)) ok=0 failed=0 hits=0 start out
   while [ "$SECONDS" -lt "$until" ]; do
     for p in "$P1" "$P2"; do
+      start=$(date +%s%N)
       out=$(round "$p")
       ok=$((ok + $(jq .ok <<<"$out")))
       failed=$((failed + $(jq .errors <<<"$out")))
       hits=$((hits + $(jq .hits <<<"$out")))
+      [ -z "${2:-}" ] || echo "$start $(jq -r '[.ok, .errors, .hits] | @tsv' <<<"$out")" >>"$2"
     done
   done
   echo "$ok $failed $hits"
@@ -84,17 +87,27 @@ load() {
 
 ratio() { awk -v h="$1" -v n="$2" 'BEGIN { printf "%.1f%%", n ? 100 * h / n : 0 }'; }
 
+# Hit ratio of the rounds in file $1 that started before (when $3 is
+# "before") or after time $2 (ns).
+ratio_around() {
+  awk -v t="$2" -v side="$3" '(side == "before") == ($1 < t) { ok += $2; hits += $4 }
+    END { printf "%.1f%%", ok ? 100 * hits / ok : 0 }' "$1"
+}
+
 wait_serving
 echo "chaos: cluster up (proxies $P1 $P2)"
 
 # 1. A cache node dies under load.
-load 12 >"$compose_dir/.load1" &
+rounds=$(mktemp)
+load 12 "$rounds" >"$compose_dir/.load1" &
 loader=$!
 sleep 3
+killed_at=$(date +%s%N)
 dc kill cache-2 >/dev/null 2>&1
 wait "$loader"
 read -r ok failed hits <"$compose_dir/.load1"
-echo "chaos: cache-2 killed under load: $ok requests, $failed failed, hit ratio $(ratio "$hits" "$ok")"
+echo "chaos: cache-2 killed under load: $ok requests, $failed failed, hit ratio $(ratio "$hits" "$ok") ($(ratio_around "$rounds" "$killed_at" before) before the kill, $(ratio_around "$rounds" "$killed_at" after) after)"
+rm -f "$rounds"
 [ "$failed" = 0 ] || { echo "chaos: requests failed when a cache node died" >&2; exit 1; }
 [ "$ok" -gt 0 ] || { echo "chaos: the load did not run" >&2; exit 1; }
 # Its keys went to the others: a new round is answered without it.
@@ -174,6 +187,8 @@ rm -f "$report"
 
 # 4. The whole control plane stops; the data path keeps serving, and a
 #    cache node restarted meanwhile starts from its saved state.
+read -r ok failed hits < <(load 4)
+echo "chaos: before stopping the control plane: $ok requests, $failed failed, hit ratio $(ratio "$hits" "$ok")"
 dc stop control-1 control-2 control-3 >/dev/null 2>&1
 dc restart cache-1 >/dev/null 2>&1
 wait_serving
