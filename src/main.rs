@@ -8,6 +8,7 @@ mod cli;
 mod control_bench;
 mod ctl;
 mod loadtest;
+mod span_queue;
 mod telemetry;
 mod up;
 

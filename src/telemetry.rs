@@ -85,16 +85,14 @@ pub fn init_metrics(settings: &fanout_config::Telemetry) -> anyhow::Result<SdkMe
 ///
 /// Sampling: the file's `telemetry.sample_ratio` (parent-based), else
 /// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (default:
-/// parent-based, always on). Spans queue in a bounded batch
-/// (`OTEL_BSP_MAX_QUEUE_SIZE`, 2048) exported from a background task every
-/// `OTEL_BSP_SCHEDULE_DELAY` (5 s); when the queue is full, new spans are
-/// dropped, never waited for, so an unreachable collector cannot slow a
-/// request.
+/// parent-based, always on). Spans go through [`crate::span_queue`]: a
+/// bounded queue exported from a background task, where a full queue drops
+/// and counts spans rather than wait, so an unreachable or hung collector
+/// cannot slow a request.
 pub fn init_tracing(
     settings: &fanout_config::Telemetry,
 ) -> anyhow::Result<Option<SdkTracerProvider>> {
     use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-    use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 
     let configured = |var: &str| std::env::var(var).is_ok_and(|v| !v.trim().is_empty());
     // The W3C propagator runs whether or not spans are exported: a hop
@@ -120,9 +118,7 @@ pub fn init_tracing(
         // The file's endpoint is a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is.
         builder = builder.with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')));
     }
-    let exporter = builder.build()?;
-    let processor =
-        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let processor = crate::span_queue::QueuedExport::start(builder.build()?);
     let mut provider = SdkTracerProvider::builder().with_span_processor(processor);
     if let Some(ratio) = settings.sample_ratio {
         use opentelemetry_sdk::trace::Sampler;

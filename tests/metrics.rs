@@ -129,6 +129,7 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         "fanout_proxy_fail_open_total",
         "fanout_cache_origin_errors_total",
         "fanout_proxy_cache_node_ejections_total",
+        "fanout_trace_spans_dropped_total",
     ];
     let mut queried = 0;
     for word in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

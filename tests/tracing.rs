@@ -224,3 +224,67 @@ async fn the_file_names_the_collector_and_the_sampling() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A collector that accepts connections and never answers: exports hang,
+/// the queue fills, and further spans are dropped and counted, while
+/// requests are answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_collector_costs_dropped_spans_not_requests() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let dir = temp_dir();
+    let (file, cluster) = up_file(dir.path(), 1, 1, "");
+    let endpoint = format!("http://{hung}");
+    let mut process = spawn_with_env(
+        &["up", file.to_str().unwrap()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "4"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "1"),
+        ],
+    );
+    wait_cluster_ready(&cluster, &mut process).await;
+    for i in 0..20 {
+        let r = get(
+            cluster.proxies[0],
+            "localhost",
+            &format!("/static/{}", 100 + i % 3),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = get(cluster.cache_admins[0], "localhost", "/metrics", &[])
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&m.body).into_owned();
+        let dropped: f64 = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("fanout_trace_spans_dropped_total{")
+                    && l.contains("reason=\"queue_full\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        // 20 requests end 60 or more spans; the queue holds 4 and one
+        // export is stuck.
+        if dropped >= 40.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{dropped} spans counted as dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
