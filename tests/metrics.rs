@@ -53,7 +53,18 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
             .unwrap();
         assert_eq!(r.status, 200);
     }
-    let after = scrape(admin).await;
+    // The proxy counts a body's bytes when it has sent the last of them,
+    // which may be just after the client has read it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let after = scrape(admin).await;
+        let sent = sum(&after, "fanout_proxy_response_body_bytes_total", &[])
+            - sum(&before, "fanout_proxy_response_body_bytes_total", &[]);
+        if sent >= 3.0 * 16384.0 || Instant::now() > deadline {
+            break after;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     // Conventions: one prefix, counters end in _total, units spelled once.
     for s in &after.samples {
@@ -96,6 +107,13 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         2.0
     );
     assert_eq!(moved("fanout_cache_origin_fetches_total", &[]), 1.0);
+    assert_eq!(
+        moved(
+            "fanout_proxy_response_body_bytes_total",
+            &[("site", "live")]
+        ),
+        3.0 * 16384.0
+    );
     assert_eq!(moved("fanout_cache_origin_body_bytes_total", &[]), 16384.0);
     assert_eq!(
         moved("fanout_cache_served_body_bytes_total", &[]),

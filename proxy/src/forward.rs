@@ -40,6 +40,7 @@ pub struct Metrics {
     duration: Histogram<f64>,
     retries: Counter<u64>,
     fail_open: Counter<u64>,
+    body_bytes: Counter<u64>,
     ejections: crate::health::Ejections,
     proxy: KeyValue,
 }
@@ -67,6 +68,11 @@ impl Metrics {
             fail_open: meter
                 .u64_counter("fanout_proxy_fail_open")
                 .with_description("Requests no cache node could take: sent to the origin, or refused with 503")
+                .build(),
+            body_bytes: meter
+                .u64_counter("fanout_proxy_response_body")
+                .with_description("Body bytes the proxy sent to clients, by site")
+                .with_unit("By")
                 .build(),
             ejections: crate::health::Ejections::new(proxy),
             proxy: KeyValue::new("proxy", proxy.to_string()),
@@ -165,11 +171,17 @@ impl Proxy {
                 };
                 e.answered(&resp, site.map(|s| s.name.clone()), node, started)
             });
-        if entry.is_none() && hold.is_none() {
-            return resp;
-        }
         let (parts, body) = resp.into_parts();
-        let body = Tracked::new(body, hold, entry.map(|e| (e, self.access_log.clone())));
+        let sent = (
+            self.metrics.body_bytes.clone(),
+            [self.metrics.proxy.clone(), site_attr],
+        );
+        let body = Tracked::new(
+            body,
+            hold,
+            entry.map(|e| (e, self.access_log.clone())),
+            sent,
+        );
         resp = Response::from_parts(parts, body.boxed_unsync());
         resp
     }

@@ -1,6 +1,7 @@
 //! A response body that keeps its request's resources (a cache node's
 //! in-flight count, an origin slot) until the last byte is sent or the
-//! client goes away, and writes the access-log line at that moment.
+//! client goes away, and at that moment writes the access-log line and
+//! counts the bytes sent.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -8,6 +9,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use fanout_server::{BoxError, ResponseBody};
 use http_body::{Body, Frame, SizeHint};
+use opentelemetry::metrics::Counter;
+use opentelemetry::KeyValue;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::forward::Hold;
@@ -16,16 +19,24 @@ pub struct Tracked {
     inner: ResponseBody,
     _hold: Option<Hold>,
     log: Option<(Entry, AccessLog)>,
+    /// `fanout_proxy_response_body_bytes_total` and its labels.
+    sent: (Counter<u64>, [KeyValue; 2]),
     bytes: u64,
     complete: bool,
 }
 
 impl Tracked {
-    pub fn new(inner: ResponseBody, hold: Option<Hold>, log: Option<(Entry, AccessLog)>) -> Self {
+    pub fn new(
+        inner: ResponseBody,
+        hold: Option<Hold>,
+        log: Option<(Entry, AccessLog)>,
+        sent: (Counter<u64>, [KeyValue; 2]),
+    ) -> Self {
         Tracked {
             inner,
             _hold: hold,
             log,
+            sent,
             bytes: 0,
             complete: false,
         }
@@ -64,6 +75,9 @@ impl Body for Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.sent.0.add(self.bytes, &self.sent.1);
+        }
         if let Some((entry, log)) = self.log.take() {
             let complete = self.complete || self.inner.is_end_stream();
             log.write(entry.finished(self.bytes, complete));
