@@ -85,7 +85,10 @@ async fn each_request_gets_one_json_line_and_opted_out_sites_none() {
     assert_eq!(first["bytes"], 4096);
     assert_eq!(first["complete"], true);
     assert!(
-        first["cache_status"].as_str().unwrap().contains("fwd=miss"),
+        first["cache_status"]
+            .as_str()
+            .unwrap()
+            .contains("fwd=uri-miss"),
         "{first}"
     );
     assert!(

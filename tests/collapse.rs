@@ -93,7 +93,7 @@ async fn a_client_that_joins_mid_fill_gets_every_byte() {
     assert!(first.headers()["cache-status"]
         .to_str()
         .unwrap()
-        .contains("fwd=miss; stored"));
+        .contains("fwd=uri-miss; stored"));
     let mut first_body = first.into_body();
     // Read the first bytes: the origin is sending at 1 MiB/s, so the fill
     // has half a second to go.
@@ -322,7 +322,7 @@ async fn a_stalled_origin_body_is_abandoned_at_the_total_timeout() {
         .await
         .unwrap();
     assert!(
-        again.header("cache-status").contains("fwd=miss"),
+        again.header("cache-status").contains("fwd=uri-miss"),
         "nothing was stored: {}",
         again.header("cache-status")
     );

@@ -165,7 +165,7 @@ async fn parts_register_follow_changes_drains_and_purges() {
     let r = get(f.proxy, "localhost", "/o/1", &[]).await.unwrap();
     assert_eq!(r.status, 200);
     assert!(
-        r.header("cache-status").contains("fwd=miss"),
+        r.header("cache-status").contains("fwd=uri-miss"),
         "{}",
         r.header("cache-status")
     );
@@ -201,7 +201,7 @@ async fn parts_register_follow_changes_drains_and_purges() {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let r = get(f.proxy, "localhost", "/o/3", &[]).await.unwrap();
-        if r.header("cache-status").contains("fwd=miss") {
+        if r.header("cache-status").contains("fwd=uri-miss") {
             break;
         }
         assert!(
@@ -290,7 +290,7 @@ async fn a_purge_issued_while_a_cache_node_is_stopped_reaches_it_when_it_resumes
     let deadline = Instant::now() + DEADLINE;
     loop {
         let r = get(f.proxy, "localhost", "/o/5", &[]).await.unwrap();
-        if r.header("cache-status").contains("fwd=miss") {
+        if r.header("cache-status").contains("fwd=uri-miss") {
             break;
         }
         assert!(

@@ -15,7 +15,7 @@ async fn a_miss_is_stored_and_the_repeat_is_a_hit_with_one_origin_request() {
     assert_eq!(first.body.len(), 16 * 1024);
     let status = first.header("cache-status");
     assert!(
-        status.contains("fwd=miss") && status.contains("stored"),
+        status.contains("fwd=uri-miss") && status.contains("stored"),
         "first: {status}"
     );
     assert_eq!(first.header("age"), "0");
@@ -142,7 +142,7 @@ async fn the_proxy_speaks_h2c_with_prior_knowledge() {
     assert!(resp.headers()["cache-status"]
         .to_str()
         .unwrap()
-        .contains("fwd=miss"));
+        .contains("fwd=uri-miss"));
     assert_eq!(
         resp.into_body().collect().await.unwrap().to_bytes().len(),
         16 * 1024

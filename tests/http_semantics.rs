@@ -124,7 +124,7 @@ async fn a_range_on_a_miss_fetches_the_whole_object_once_and_answers_from_the_fi
     assert_eq!(r.header("content-range"), "bytes 300000-300099/524288");
     assert_eq!(r.body.len(), 100);
     assert!(
-        r.header("cache-status").contains("fwd=miss; stored"),
+        r.header("cache-status").contains("fwd=uri-miss; stored"),
         "{}",
         r.header("cache-status")
     );
@@ -259,7 +259,8 @@ async fn a_reload_does_not_reach_the_origin_but_max_age_and_min_fresh_revalidate
     assert_eq!(origin_count(cluster.origin, "/static/31").await, 1);
 
     // Once the copy is two seconds old, a client that accepts at most one
-    // second of age gets a revalidated copy (the origin answers 304).
+    // second of age gets a revalidated copy (the origin answers 304). The
+    // copy was fresh: the request's own directive sent it forward.
     poll_until(proxy, "/static/31", &[], |r| {
         r.header("age").parse::<u64>().unwrap_or(0) >= 2
     })
@@ -274,7 +275,7 @@ async fn a_reload_does_not_reach_the_origin_but_max_age_and_min_fresh_revalidate
     .unwrap();
     assert!(
         r.header("cache-status")
-            .contains("fwd=stale; fwd-status=304"),
+            .contains("fwd=request; fwd-status=304"),
         "{}",
         r.header("cache-status")
     );
@@ -327,7 +328,7 @@ async fn a_successful_unsafe_request_invalidates_the_stored_copy() {
     assert_eq!(support::post(proxy, "/static/41").await, 204);
     let after = get(proxy, "localhost", "/static/41", &[]).await.unwrap();
     assert!(
-        after.header("cache-status").contains("fwd=miss"),
+        after.header("cache-status").contains("fwd=uri-miss"),
         "{}",
         after.header("cache-status")
     );
@@ -357,7 +358,7 @@ async fn each_variant_is_stored_under_its_own_secondary_key() {
     assert_eq!(first_en.body.as_ref(), variant_body("/vary/1", "en", 8192));
     let first_fr = get(proxy, "localhost", "/vary/1", &fr).await.unwrap();
     assert!(
-        first_fr.header("cache-status").contains("fwd=miss"),
+        first_fr.header("cache-status").contains("fwd=vary-miss"),
         "{}",
         first_fr.header("cache-status")
     );

@@ -88,11 +88,11 @@ async fn location_and_content_location_on_the_same_host_are_invalidated() {
     assert_eq!(post(proxy, "/a").await, 201);
     assert_eq!(post(proxy, "/x").await, 201);
     assert!(
-        status(get(proxy, "localhost", "/b", &[]).await.unwrap()).contains("fwd=miss"),
+        status(get(proxy, "localhost", "/b", &[]).await.unwrap()).contains("fwd=uri-miss"),
         "Location"
     );
     assert!(
-        status(get(proxy, "localhost", "/c", &[]).await.unwrap()).contains("fwd=miss"),
+        status(get(proxy, "localhost", "/c", &[]).await.unwrap()).contains("fwd=uri-miss"),
         "absolute Content-Location, same host"
     );
     assert!(

@@ -103,7 +103,7 @@ async fn purge_by_url_removes_every_variant() {
     );
     assert!(status_of(&cluster, "/vary/3", &[("accept-language", "fr")])
         .await
-        .contains("fwd=miss"));
+        .contains("fwd=uri-miss"));
     assert!(
         status_of(&cluster, "/static/61", &[])
             .await
@@ -132,7 +132,7 @@ async fn purge_by_prefix_and_by_surrogate_key() {
     );
     assert!(status_of(&cluster, "/static/70", &[])
         .await
-        .contains("fwd=miss"));
+        .contains("fwd=uri-miss"));
     assert!(status_of(&cluster, "/static/80", &[])
         .await
         .contains("; hit"));
@@ -142,7 +142,7 @@ async fn purge_by_prefix_and_by_surrogate_key() {
     );
     assert!(status_of(&cluster, "/tagged/2", &[])
         .await
-        .contains("fwd=miss"));
+        .contains("fwd=uri-miss"));
     assert_eq!(
         purge(&cluster, "tag=no-such-tag").await.1,
         "{\"purged\":0,\"soft\":false}\n"

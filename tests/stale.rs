@@ -104,7 +104,9 @@ async fn an_expired_response_is_revalidated_with_a_304() {
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let s = setup().await;
     let first = get(s.proxy, "localhost", "/swr/1", &[]).await.unwrap();
-    assert!(first.header("cache-status").contains("fwd=miss; stored"));
+    assert!(first
+        .header("cache-status")
+        .contains("fwd=uri-miss; stored"));
     // Once stale, replies are the stale copy while one background request
     // (300 ms at the origin) refreshes it; then fresh hits again.
     let seen = poll_until(s.proxy, "/swr/1", &[], |r| {
@@ -148,10 +150,18 @@ async fn a_dead_origin_is_covered_by_the_stale_copy_for_the_site_window_only() {
         "a stale copy stood in for the dead origin"
     );
 
-    // must-revalidate: no stale copy, ever.
+    // must-revalidate: no stale copy, ever. The 502 says the stored copy
+    // was too old to use (fwd=stale) and the origin failed.
     let seen = poll_until(s.proxy, "/strict/3", &[], |r| r.status != 200).await;
-    assert_eq!(seen.last().unwrap().status, 502);
+    let last = seen.last().unwrap();
+    assert_eq!(last.status, 502);
+    assert!(
+        last.header("cache-status")
+            .contains("fwd=stale; detail=origin-error"),
+        "{}",
+        last.header("cache-status")
+    );
     assert!(!seen
         .iter()
-        .any(|r| r.header("cache-status").contains("stale")));
+        .any(|r| r.header("cache-status").contains("stale-if-error")));
 }

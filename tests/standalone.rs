@@ -48,7 +48,7 @@ async fn separate_processes_form_a_cluster_and_stop_cleanly_on_sigterm() {
     let first = get(proxy_addr, "localhost", "/o/1", &[]).await.unwrap();
     assert_eq!(
         first.header("cache-status"),
-        "fanout-c1; fwd=miss; stored; ttl=300"
+        "fanout-c1; fwd=uri-miss; stored; ttl=300"
     );
     let second = get(proxy_addr, "localhost", "/o/1", &[]).await.unwrap();
     assert!(

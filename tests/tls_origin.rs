@@ -119,7 +119,9 @@ async fn a_trusted_https_origin_is_fetched_once_and_cached() {
     let first = get(s.proxy, "localhost", "/s/1", &[]).await.unwrap();
     assert_eq!(first.status, 200, "{}", first.header("cache-status"));
     assert_eq!(first.body.len(), 32 * 1024);
-    assert!(first.header("cache-status").contains("fwd=miss; stored"));
+    assert!(first
+        .header("cache-status")
+        .contains("fwd=uri-miss; stored"));
     let second = get(s.proxy, "localhost", "/s/1", &[]).await.unwrap();
     assert!(second.header("cache-status").contains("; hit"));
     assert_eq!(second.body, first.body);

@@ -148,6 +148,15 @@ impl CacheNode {
         let now = Instant::now();
         let wants = RequestDirectives::parse(req.headers());
         let mut stale = None;
+        // Why this request goes forward, for Cache-Status (RFC 9211 §2.2):
+        // nothing stored for the URI, or nothing for these request headers
+        // when it varies; below, a stored copy too old, or one the
+        // client's own directives refused.
+        let mut fwd = if key.lookup != key.primary {
+            "vary-miss"
+        } else {
+            "uri-miss"
+        };
         let lookup =
             trace::Span::from_headers("cache lookup", SpanKind::Internal, req.headers(), Vec::new);
         let looked_up = Instant::now();
@@ -187,13 +196,19 @@ impl CacheNode {
                     "hit; detail=stale-while-revalidate",
                 );
             }
+            fwd = if stored.is_fresh(now) {
+                "request"
+            } else {
+                "stale"
+            };
             stale = Some(stored);
         }
         if wants.only_if_cached {
             // §5.2.1.7: nothing usable is stored, and the origin is off limits.
             return self.with_status(
                 text(StatusCode::GATEWAY_TIMEOUT, "not cached\n"),
-                "fwd=miss; detail=only-if-cached",
+                // Not forwarded: no `fwd` (RFC 9211 §2.2).
+                "detail=only-if-cached",
             );
         }
         let (parts, _body) = req.into_parts();
@@ -209,7 +224,7 @@ impl CacheNode {
                 .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
                 .await;
         }
-        self.miss(site, key, parts, stale).await
+        self.miss(site, key, parts, stale, fwd).await
     }
 
     fn revalidate_in_background(
@@ -283,6 +298,7 @@ impl CacheNode {
         key: Keys,
         parts: request::Parts,
         stale: Option<Arc<StoredResponse>>,
+        fwd: &'static str,
     ) -> Response<ResponseBody> {
         let (fill, role) = self.inflight.join_or_lead(&key.lookup);
         if role == Role::Leader {
@@ -318,16 +334,16 @@ impl CacheNode {
                 let status = match via {
                     Via::Revalidated => {
                         crate::metrics::decided(outcome);
-                        format!("fwd=stale; fwd-status=304{collapsed}; stored")
+                        format!("fwd={fwd}; fwd-status=304{collapsed}; stored")
                     }
                     Via::StaleOnError(origin_status) => {
                         crate::metrics::decided(Outcome::Stale);
                         match origin_status {
                             Some(s) => format!(
-                                "fwd=stale; fwd-status={}{collapsed}; detail=stale-if-error",
+                                "fwd={fwd}; fwd-status={}{collapsed}; detail=stale-if-error",
                                 s.as_u16()
                             ),
-                            None => format!("fwd=stale{collapsed}; detail=stale-if-error"),
+                            None => format!("fwd={fwd}{collapsed}; detail=stale-if-error"),
                         }
                     }
                 };
@@ -341,7 +357,10 @@ impl CacheNode {
             }
             Head::Failed(failure) => {
                 crate::metrics::decided(Outcome::OriginError);
-                self.with_status(failure_response(failure), "fwd=miss; detail=origin-error")
+                self.with_status(
+                    failure_response(failure),
+                    &format!("fwd={fwd}; detail=origin-error"),
+                )
             }
             // Only the leader may take the private response: a follower that
             // took it would drop it, and send the leader to the origin again.
@@ -357,7 +376,7 @@ impl CacheNode {
                     } else {
                         body.map_err(Into::into).boxed_unsync()
                     };
-                    self.with_status(Response::from_parts(p, body), "fwd=miss")
+                    self.with_status(Response::from_parts(p, body), &format!("fwd={fwd}"))
                 }
                 // Not ours to share: ask the origin ourselves, in parallel.
                 None => {
@@ -393,10 +412,10 @@ impl CacheNode {
                 let resp = respond(&parts.method, &parts.headers, representation);
                 let status = match head.lifetime {
                     Some(lifetime) => format!(
-                        "fwd=miss{collapsed}; stored; ttl={}",
+                        "fwd={fwd}{collapsed}; stored; ttl={}",
                         lifetime.as_secs().saturating_sub(age)
                     ),
-                    None => format!("fwd=miss{collapsed}"),
+                    None => format!("fwd={fwd}{collapsed}"),
                 };
                 self.with_status(resp, &status)
             }
@@ -412,7 +431,8 @@ impl CacheNode {
     ) -> Response<ResponseBody> {
         match self.forward(site, parts, empty()).await {
             Ok(resp) => self.with_status(resp, status),
-            Err(e) => self.origin_failed(site, e),
+            // Keep why it went forward (`fwd=bypass`, `fwd=request`...).
+            Err(e) => self.origin_failed(site, e, status.split(';').next().unwrap_or("fwd=miss")),
         }
     }
 
@@ -432,7 +452,7 @@ impl CacheNode {
                 }
                 self.with_status(resp, "fwd=method")
             }
-            Err(e) => self.origin_failed(site, e),
+            Err(e) => self.origin_failed(site, e, "fwd=method"),
         }
     }
 
@@ -495,12 +515,12 @@ impl CacheNode {
         }
     }
 
-    fn origin_failed(&self, site: &Site, e: FetchError) -> Response<ResponseBody> {
+    fn origin_failed(&self, site: &Site, e: FetchError, fwd: &str) -> Response<ResponseBody> {
         tracing::warn!(site = %site.name, error = %e, "origin request failed");
         crate::metrics::decided(Outcome::OriginError);
         self.with_status(
             failure_response(failure_of(&e)),
-            "fwd=miss; detail=origin-error",
+            &format!("{fwd}; detail=origin-error"),
         )
     }
 

@@ -101,7 +101,13 @@ pub async fn run(mut config: CacheNodeConfig, shutdown: CancellationToken) -> Re
     let store = store::Store::new(config.capacity.bytes());
     let sites = Arc::new(ArcSwap::from_pointee(SiteTable::new(&config.cluster)));
     let readiness = Readiness::default();
-    let purger = Arc::new(purge::Purger::new(store.clone(), sites.clone(), token));
+    let vary = vary::VaryIndex::new();
+    let purger = Arc::new(purge::Purger::new(
+        store.clone(),
+        vary.clone(),
+        sites.clone(),
+        token,
+    ));
     let admin = match config.admin_listen {
         Some(addr) => {
             let purger = purger.clone();
@@ -135,7 +141,7 @@ pub async fn run(mut config: CacheNodeConfig, shutdown: CancellationToken) -> Re
         origins: ArcSwap::from_pointee(origins),
         inflight: collapse::Inflight::default(),
         hit_for_pass: handler::hit_for_pass_marks(),
-        vary: vary::VaryIndex::new(),
+        vary,
     });
     let state_for_follower = state.clone();
     let follower = follow.map(|(agent, state)| {

@@ -17,7 +17,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::store::{Store, StoredResponse};
-use crate::vary::SEPARATOR;
+use crate::vary::{VaryIndex, SEPARATOR};
 
 /// What to purge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,15 +41,22 @@ type Matcher = Box<dyn Fn(&str, &StoredResponse) -> bool>;
 
 pub struct Purger {
     store: Store,
+    vary: VaryIndex,
     sites: Arc<ArcSwap<SiteTable>>,
     /// `None`: no token configured, so purging is disabled.
     token: Option<String>,
 }
 
 impl Purger {
-    pub fn new(store: Store, sites: Arc<ArcSwap<SiteTable>>, token: Option<String>) -> Purger {
+    pub fn new(
+        store: Store,
+        vary: VaryIndex,
+        sites: Arc<ArcSwap<SiteTable>>,
+        token: Option<String>,
+    ) -> Purger {
         Purger {
             store,
+            vary,
             sites,
             token,
         }
@@ -67,6 +74,10 @@ impl Purger {
                     .find(host, path)
                     .ok_or_else(|| PurgeError::UnknownSite(host.clone()))?;
                 let primary = CacheKey::new(site, path, query).as_str().to_string();
+                // A soft purge keeps the copies (stale) for revalidation.
+                if !soft {
+                    self.vary.forget(&primary);
+                }
                 let variants = format!("{primary}{SEPARATOR}");
                 Box::new(move |key, _| key == primary || key.starts_with(&variants))
             }

@@ -60,6 +60,8 @@ pub fn storage_key(primary: &str, names: &[HeaderName], request: &HeaderMap) -> 
 }
 
 /// Per primary key, the header names its stored responses vary on.
+/// Clones share one index.
+#[derive(Clone)]
 pub struct VaryIndex {
     names: moka::sync::Cache<String, Arc<[HeaderName]>>,
 }
@@ -81,6 +83,12 @@ impl VaryIndex {
             Some(names) => storage_key(primary, &names, request),
             None => primary.to_string(),
         }
+    }
+
+    /// Forgets what `primary` varies on, once none of its responses is
+    /// stored (a purge of the URL), so its next miss is a `uri-miss`.
+    pub fn forget(&self, primary: &str) {
+        self.names.invalidate(primary);
     }
 
     /// Records what the response just stored for `primary` varies on.
