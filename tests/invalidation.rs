@@ -18,6 +18,7 @@ use support::*;
 /// GET anything: 200 with the path as body, fresh for 5 minutes.
 /// POST /a: 201 naming /b (Location) and /c (Content-Location).
 /// POST /x: 201 naming /e, but on another host.
+/// GET /v/...: varies on Accept-Language.
 async fn origin() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -43,8 +44,11 @@ async fn origin() -> SocketAddr {
                             resp.headers_mut()
                                 .insert("location", "http://elsewhere.example/e".parse().unwrap());
                         }
-                        _ => {
+                        (_, path) => {
                             h.insert("cache-control", "public, max-age=300".parse().unwrap());
+                            if path.starts_with("/v/") {
+                                h.insert("vary", "accept-language".parse().unwrap());
+                            }
                         }
                     }
                     Ok::<_, Infallible>(resp)
@@ -103,4 +107,18 @@ async fn location_and_content_location_on_the_same_host_are_invalidated() {
         status(get(proxy, "localhost", "/e", &[]).await.unwrap()).contains("; hit"),
         "named on another host"
     );
+
+    // The target URI itself, every variant of it.
+    let langs = [[("accept-language", "en")], [("accept-language", "fr")]];
+    for lang in &langs {
+        get(proxy, "localhost", "/v/1", lang).await.unwrap();
+        assert!(status(get(proxy, "localhost", "/v/1", lang).await.unwrap()).contains("; hit"));
+    }
+    assert_eq!(post(proxy, "/v/1").await, 200);
+    // The first GET after it finds nothing for the URL; the second finds
+    // the URL varies again but nothing for its language.
+    for (lang, expected) in langs.iter().zip(["fwd=uri-miss", "fwd=vary-miss"]) {
+        let s = status(get(proxy, "localhost", "/v/1", lang).await.unwrap());
+        assert!(s.contains(expected), "{lang:?} after the POST: {s}");
+    }
 }

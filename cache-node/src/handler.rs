@@ -487,8 +487,7 @@ impl CacheNode {
     /// are on the same host. Only this node's copies: other keys may live on
     /// other nodes, which a purge reaches and this cannot.
     fn invalidate_after_unsafe(&self, site: &Site, request: &request::Parts, response: &HeaderMap) {
-        self.store
-            .remove(CacheKey::new(site, request.uri.path(), request.uri.query()).as_str());
+        self.invalidate_url(CacheKey::new(site, request.uri.path(), request.uri.query()).as_str());
         let host = request
             .headers
             .get(header::HOST)
@@ -509,9 +508,23 @@ impl CacheNode {
                 continue;
             }
             if let Some(target) = self.sites.load().find(host, uri.path()) {
-                self.store
-                    .remove(CacheKey::new(target, uri.path(), uri.query()).as_str());
+                self.invalidate_url(CacheKey::new(target, uri.path(), uri.query()).as_str());
             }
+        }
+    }
+
+    /// Removes every response stored for the URL whose primary key is
+    /// `primary`: the one stored under it and, when the URL varies, each
+    /// variant. Variants are found by walking the store, as a purge does;
+    /// unsafe requests to varying URLs are rare next to lookups, which an
+    /// index of variants would slow.
+    fn invalidate_url(&self, primary: &str) {
+        self.store.remove(primary);
+        if self.vary.varies(primary) {
+            self.vary.forget(primary);
+            let variants = format!("{primary}{}", crate::vary::SEPARATOR);
+            self.store
+                .purge_matching(|k, _| k.starts_with(&variants), false, Instant::now());
         }
     }
 

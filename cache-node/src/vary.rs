@@ -91,6 +91,11 @@ impl VaryIndex {
         self.names.invalidate(primary);
     }
 
+    /// Whether responses for `primary` have been stored per variant.
+    pub fn varies(&self, primary: &str) -> bool {
+        self.names.contains_key(primary)
+    }
+
     /// Records what the response just stored for `primary` varies on.
     pub fn record(&self, primary: &str, names: &[HeaderName]) {
         if names.is_empty() {
