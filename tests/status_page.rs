@@ -55,36 +55,48 @@ async fn the_status_page_shows_leader_members_and_traffic() {
         assert_eq!(r.status, 200);
     }
 
-    // Each part watches and reports to one control node (spread by id):
-    // wait until both parts' traffic (reported every two seconds) has
-    // arrived, and find a node that neither reports to.
+    // Members watch and report to one control node: find it, and wait for
+    // both parts' traffic (reported every two seconds) to reach it.
     let deadline = Instant::now() + Duration::from_secs(20);
-    let node = 'found: loop {
-        let mut reported = 0;
-        let mut quiet = None;
+    let watched = 'found: loop {
         for port in &ports {
             let addr = std::net::SocketAddr::from(([127, 0, 0, 1], *port));
             let Ok(r) = get(addr, "localhost", "/v1/status?local=1", &[]).await else {
                 continue;
             };
             let status: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-            let agents = status["agents"].as_array().unwrap();
-            reported += agents
+            let reported = status["agents"]
+                .as_array()
+                .unwrap()
                 .iter()
                 .filter(|a| a["requests"] == 2 && a["hits"] == 1)
                 .count();
-            if agents.iter().all(|a| a["requests"].is_null()) {
-                quiet = Some(addr);
+            if reported == 2 {
+                break 'found addr;
             }
-        }
-        if let (2, Some(addr)) = (reported, quiet) {
-            break 'found addr;
         }
         assert!(Instant::now() < deadline, "traffic never reported");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
-    // The page of a node that no part reports to still shows them all.
+    // The page of a node that no part talks to still shows them all.
+    let node = ports
+        .iter()
+        .map(|p| std::net::SocketAddr::from(([127, 0, 0, 1], *p)))
+        .find(|a| *a != watched)
+        .unwrap();
+    let r = get(node, "localhost", "/v1/status?local=1", &[])
+        .await
+        .unwrap();
+    let own: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        own["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["requests"].is_null()),
+        "no traffic reported to {node} itself: {own}"
+    );
     let url = format!("http://{node}/ui");
     let dom = tokio::task::spawn_blocking(move || rendered(&url))
         .await

@@ -111,15 +111,8 @@ impl Agent {
         state_file: PathBuf,
         me: Option<Member>,
     ) -> Agent {
-        let client = ControlClient::new(servers, Some(token));
-        // Each part long-polls one node; spreading them by id keeps one
-        // node from holding every watch of a large fleet.
-        let client = match &me {
-            Some(m) => client.spread_by(&m.id),
-            None => client,
-        };
         Agent {
-            client,
+            client: ControlClient::new(servers, Some(token)),
             state_file,
             me,
         }

@@ -73,18 +73,6 @@ impl ControlClient {
         }
     }
 
-    /// Starts each round of tries at a server chosen by `key` (an agent's
-    /// member id), so a fleet's long polls spread over the control nodes
-    /// instead of all landing on the first one listed. The order after it
-    /// is the list's, wrapping around.
-    pub fn spread_by(mut self, key: &str) -> ControlClient {
-        if !self.servers.is_empty() {
-            let start = xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % self.servers.len() as u64;
-            self.servers.rotate_left(start as usize);
-        }
-        self
-    }
-
     /// The same client (token, pool) aimed at other servers.
     pub fn with_servers(mut self, servers: Vec<String>) -> ControlClient {
         self.servers = servers;
@@ -161,31 +149,5 @@ impl ControlClient {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn agents_start_on_different_servers_and_keep_the_order_after() {
-        let servers: Vec<String> = ["a:7000", "b:7000", "c:7000"].map(String::from).to_vec();
-        let mut first = std::collections::HashMap::new();
-        for i in 1..=30 {
-            let c = ControlClient::new(servers.clone(), None).spread_by(&format!("cache-{i}"));
-            let at = servers.iter().position(|s| *s == c.servers[0]).unwrap();
-            // A rotation: every server once, in the list's order from there.
-            for (k, s) in c.servers.iter().enumerate() {
-                assert_eq!(*s, servers[(at + k) % 3]);
-            }
-            *first.entry(at).or_insert(0) += 1;
-        }
-        assert_eq!(first.len(), 3, "30 agents over 3 servers: {first:?}");
-        assert!(first.values().all(|n| *n >= 5), "{first:?}");
-        // The same id always starts at the same server.
-        let again = ControlClient::new(servers.clone(), None).spread_by("cache-7");
-        let once = ControlClient::new(servers, None).spread_by("cache-7");
-        assert_eq!(again.servers, once.servers);
     }
 }
