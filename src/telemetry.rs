@@ -54,16 +54,12 @@ pub fn init_metrics(settings: &fanout_config::Telemetry) -> anyhow::Result<SdkMe
     let named_by_env = std::env::var("OTEL_METRICS_EXPORTER")
         .is_ok_and(|v| v.split(',').any(|e| e.trim() == "otlp"));
     if settings.otlp_metrics_interval.is_some() || named_by_env {
-        let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
-            std::time::Duration::from_secs(10),
-            None,
-        );
         let mut builder = opentelemetry_otlp::MetricExporter::builder()
             .with_http()
-            .with_http_client(client)
+            .with_http_client(otlp_http_client())
             .with_protocol(Protocol::HttpBinary);
-        if let Some(base) = &settings.otlp_endpoint {
-            builder = builder.with_endpoint(format!("{}/v1/metrics", base.trim_end_matches('/')));
+        if let Some(url) = signal_url(settings, "metrics") {
+            builder = builder.with_endpoint(url);
         }
         let mut reader =
             PeriodicReader::builder(builder.build()?, opentelemetry_sdk::runtime::Tokio);
@@ -106,17 +102,12 @@ pub fn init_tracing(
     {
         return Ok(None);
     }
-    let client = opentelemetry_http::hyper::HyperClient::with_default_connector(
-        std::time::Duration::from_secs(10),
-        None,
-    );
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_http_client(client)
+        .with_http_client(otlp_http_client())
         .with_protocol(Protocol::HttpBinary);
-    if let Some(base) = &settings.otlp_endpoint {
-        // The file's endpoint is a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is.
-        builder = builder.with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')));
+    if let Some(url) = signal_url(settings, "traces") {
+        builder = builder.with_endpoint(url);
     }
     let processor = crate::span_queue::QueuedExport::start(builder.build()?);
     let mut provider = SdkTracerProvider::builder().with_span_processor(processor);
@@ -156,4 +147,21 @@ pub async fn flush_metrics(provider: SdkMeterProvider) {
     {
         tracing::warn!("metrics not pushed within 5 s of stopping; dropped");
     }
+}
+
+/// The exporters' HTTP client: hyper on the process's tokio runtime, so
+/// retries and back-off wait asynchronously instead of sleeping a worker.
+fn otlp_http_client() -> opentelemetry_http::hyper::HyperClient {
+    opentelemetry_http::hyper::HyperClient::with_default_connector(
+        std::time::Duration::from_secs(10),
+        None,
+    )
+}
+
+/// The file's collector URL for one signal (`traces`, `metrics`): the file
+/// names a base URL, as `OTEL_EXPORTER_OTLP_ENDPOINT` does. `None` leaves
+/// the exporter to the standard variables.
+fn signal_url(settings: &fanout_config::Telemetry, signal: &str) -> Option<String> {
+    let base = settings.otlp_endpoint.as_deref()?;
+    Some(format!("{}/v1/{signal}", base.trim_end_matches('/')))
 }
