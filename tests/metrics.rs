@@ -182,13 +182,29 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
             .filter(|s| s.metric == "fanout_control_revision_applied")
             .map(value)
             .collect();
+        let committed: Vec<f64> = m
+            .samples
+            .iter()
+            .filter(|s| s.metric == "fanout_control_raft_committed_index")
+            .map(value)
+            .collect();
+        let lagging = m
+            .samples
+            .iter()
+            .filter(|s| s.metric == "fanout_control_raft_replication_lag_entries")
+            .count();
         let contact_age = m
             .samples
             .iter()
             .filter(|s| s.metric == "fanout_control_contact_age_seconds")
             .map(value)
             .collect::<Vec<_>>();
+        // Only the leader reports what a majority holds and how far each
+        // of its two followers is behind.
         if leaders == 1.0
+            && committed.len() == 1
+            && committed[0] >= 1.0
+            && lagging == 2
             && contact_age.len() == 2
             && contact_age.iter().all(|a| *a < 60.0)
             && sum(&m, "fanout_control_raft_term", &[]) >= 1.0
@@ -200,7 +216,7 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         }
         assert!(
             Instant::now() < deadline,
-            "leaders {leaders}, group revision {group}, applied {applied:?}, contact age {contact_age:?}"
+            "leaders {leaders}, group revision {group}, applied {applied:?}, contact age {contact_age:?}, committed {committed:?}, {lagging} lag gauges"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -182,6 +182,37 @@ pub async fn run(config: ControlConfig, shutdown: CancellationToken) -> Result<(
     Ok(())
 }
 
+/// On the leader, the highest log index that a majority of each voter
+/// configuration in force (two during a joint change) holds; `None`
+/// elsewhere.
+fn committed_index(
+    id: NodeId,
+    m: &openraft::RaftMetrics<NodeId, openraft::BasicNode>,
+) -> Option<u64> {
+    let replication = m.replication.as_ref()?;
+    let matched = |voter: &NodeId| {
+        if *voter == id {
+            m.last_log_index.unwrap_or(0)
+        } else {
+            replication
+                .get(voter)
+                .copied()
+                .flatten()
+                .map_or(0, |l| l.index)
+        }
+    };
+    m.membership_config
+        .membership()
+        .get_joint_config()
+        .iter()
+        .map(|voters| {
+            let mut held: Vec<u64> = voters.iter().map(matched).collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            held.get(voters.len() / 2).copied().unwrap_or(0)
+        })
+        .min()
+}
+
 /// Raft and state gauges for `/metrics`, read when scraped.
 fn observe(id: NodeId, raft: &Raft, state: &store::StateMachine) {
     let meter = opentelemetry::global::meter("fanout-control-plane");
@@ -225,6 +256,45 @@ fn observe(id: NodeId, raft: &Raft, state: &store::StateMachine) {
         "Index of the last entry applied to this node's state machine (committed)",
         Box::new(move || m.borrow().last_applied.map_or(0, |l| l.index)),
     );
+    // The leader alone knows what each voter has: the committed index is
+    // the highest a majority of every configuration in force holds, and a
+    // follower's lag is how far its copy is behind the leader's log.
+    let m = raft.metrics();
+    let attrs = node.to_vec();
+    meter
+        .u64_observable_gauge("fanout_control_raft_committed_index")
+        .with_description("Index a majority of the voters hold (reported by the leader only)")
+        .with_callback(move |o| {
+            if let Some(index) = committed_index(id, &m.borrow()) {
+                o.observe(index, &attrs);
+            }
+        })
+        .build();
+    let m = raft.metrics();
+    meter
+        .u64_observable_gauge("fanout_control_raft_replication_lag_entries")
+        .with_description(
+            "Log entries each follower is behind the leader (reported by the leader only)",
+        )
+        .with_callback(move |o| {
+            let m = m.borrow();
+            let (Some(replication), Some(last)) = (&m.replication, m.last_log_index) else {
+                return;
+            };
+            for (follower, matched) in replication {
+                if *follower == id {
+                    continue;
+                }
+                o.observe(
+                    last.saturating_sub(matched.map_or(0, |l| l.index)),
+                    &[
+                        opentelemetry::KeyValue::new("control_node", id.to_string()),
+                        opentelemetry::KeyValue::new("follower", follower.to_string()),
+                    ],
+                );
+            }
+        })
+        .build();
     let s = state.clone();
     gauge(
         "fanout_control_revision",
