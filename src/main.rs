@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use cli::{Cli, Command};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status for invalid configuration, as `fanout check` and every
 /// component report it.
 pub(crate) const EXIT_CONFIG: u8 = 2;
