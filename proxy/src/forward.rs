@@ -14,6 +14,7 @@ use fanout_server::trace;
 use fanout_server::{empty, remove_hop_by_hop, text, ConnInfo, ResponseBody};
 use http::header::HeaderName;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -22,13 +23,17 @@ use opentelemetry::KeyValue;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balance;
+use crate::node_client::NodeClient;
 use crate::ring::key_hash;
 use crate::snapshot::Snapshot;
 use crate::tracked_body::Tracked;
 
 pub struct Proxy {
     pub routing: Arc<ArcSwap<Snapshot>>,
+    /// For requests with a body, which it streams to the cache node.
     pub client: Client<HttpConnector, ResponseBody>,
+    /// For requests without one: nearly every GET and HEAD.
+    pub nodes: Arc<NodeClient>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
     /// Requests and hits, for the control plane's status page.
@@ -252,6 +257,8 @@ impl Proxy {
             if retryable { 2 } else { 1 },
         );
         snapshot.retries.deposit();
+        // Nothing to stream to the node: the lighter client can carry it.
+        let bodiless = body.is_end_stream();
         let mut body = Some(body.map_err(Into::into).boxed_unsync());
         for (attempt, &index) in candidates.iter().enumerate() {
             if attempt > 0 {
@@ -264,31 +271,49 @@ impl Proxy {
             }
             let node = &snapshot.ring.nodes()[index];
             let last = attempt + 1 == candidates.len();
-            let Ok(uri) = format!("http://{}{path_and_query}", node.address).parse::<Uri>() else {
-                return (
-                    text(StatusCode::BAD_REQUEST, "bad request target\n"),
-                    Some(site),
-                    Upstream::None,
-                    None,
-                );
-            };
-            let mut upstream = Request::new(body.take().unwrap_or_else(empty));
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = uri;
-            *upstream.headers_mut() = if last && !retryable {
-                std::mem::take(&mut parts.headers)
-            } else {
-                parts.headers.clone()
-            };
             let load = snapshot.loads.start(index);
-            match tokio::time::timeout(snapshot.upstream_timeout, self.client.request(upstream))
-                .await
-            {
+            let sent = if bodiless {
+                let send = self.nodes.send(
+                    &node.address,
+                    &parts.method,
+                    &path_and_query,
+                    &parts.headers,
+                );
+                tokio::time::timeout(snapshot.upstream_timeout, send)
+                    .await
+                    .map(|r| r.map(|r| r.map(BodyExt::boxed_unsync)).map_err(Box::from))
+            } else {
+                let Ok(uri) = format!("http://{}{path_and_query}", node.address).parse::<Uri>()
+                else {
+                    return (
+                        text(StatusCode::BAD_REQUEST, "bad request target\n"),
+                        Some(site),
+                        Upstream::None,
+                        None,
+                    );
+                };
+                let mut upstream = Request::new(body.take().unwrap_or_else(empty));
+                *upstream.method_mut() = parts.method.clone();
+                *upstream.uri_mut() = uri;
+                *upstream.headers_mut() = if last && !retryable {
+                    std::mem::take(&mut parts.headers)
+                } else {
+                    parts.headers.clone()
+                };
+                tokio::time::timeout(snapshot.upstream_timeout, self.client.request(upstream))
+                    .await
+                    .map(|r| {
+                        r.map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+                            .map_err(Box::from)
+                    })
+            };
+            let sent: Result<Result<Response<ResponseBody>, BoxError>, _> = sent;
+            match sent {
                 Ok(Ok(resp)) => {
                     snapshot.health.succeeded(index);
                     let (mut p, body) = resp.into_parts();
                     remove_hop_by_hop(&mut p.headers);
-                    let resp = Response::from_parts(p, body.map_err(Into::into).boxed_unsync());
+                    let resp = Response::from_parts(p, body);
                     return (
                         resp,
                         Some(site),
@@ -402,6 +427,8 @@ impl Proxy {
         }
     }
 }
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// What a response body keeps alive while it streams.
 #[expect(dead_code, reason = "held for what dropping it releases")]

@@ -14,6 +14,7 @@ pub mod balance;
 mod control;
 mod forward;
 mod health;
+mod node_client;
 mod reload;
 mod retry_budget;
 pub mod ring;
@@ -181,6 +182,9 @@ pub async fn run(
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(1024)
         .build(connector);
+    // Shorter than a cache node's 60 s keep-alive, so the proxy is usually
+    // the one to close an idle connection rather than find it closed.
+    let nodes = node_client::NodeClient::new(Duration::from_secs(1), Duration::from_secs(45));
     let prober = tokio::spawn(health::probe(
         routing.clone(),
         health::Ejections::new(&id),
@@ -199,6 +203,7 @@ pub async fn run(
     let proxy = Arc::new(forward::Proxy {
         routing,
         client,
+        nodes,
         metrics: forward::Metrics::new(&id),
         access_log: access_log::AccessLog::new(config.edge.access_log),
         traffic,
