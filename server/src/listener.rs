@@ -66,10 +66,26 @@ pub struct ConnInfo {
     pub secure: bool,
 }
 
+/// Connections the kernel may hold for a listener before they are accepted
+/// (capped by `net.core.somaxconn`). The default of 128 drops SYNs when a
+/// crowd arrives at once (a proxy opening hundreds of connections to a
+/// cache node for one hot segment, say), and a dropped SYN costs the client
+/// a one-second retransmission.
+const ACCEPT_BACKLOG: u32 = 4096;
+
 /// Binds a listener, with the error naming what could not listen where.
 pub async fn bind(what: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(ACCEPT_BACKLOG)
+    };
+    listen()
         .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: cannot listen on {addr}: {e}")))
 }
 
@@ -339,5 +355,38 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A crowd of connections arriving before the server accepts any must
+    /// all complete their handshakes: with the default backlog of 128 the
+    /// kernel drops the rest of the SYNs and those clients hang.
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_accept_queue() {
+        // The kernel caps every backlog at somaxconn (4096 on current
+        // kernels), so a crowd larger than that cannot be asked of it.
+        let somaxconn: usize = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let crowd = somaxconn.min(600);
+        let listener = bind("test", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..crowd {
+            connects.spawn(tokio::net::TcpStream::connect(addr));
+        }
+        // Far longer than a handshake into a free queue slot takes; a
+        // dropped SYN is retried at 1 s and 3 s and would still find the
+        // queue full, since nothing accepts.
+        let streams = tokio::time::timeout(Duration::from_secs(10), connects.join_all())
+            .await
+            .expect("every connection completes its handshake");
+        assert!(streams.iter().all(Result::is_ok));
+        drop(listener);
     }
 }
