@@ -33,6 +33,7 @@ use http::{HeaderMap, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 
 /// Largest response head accepted, as hyper's client allows.
 const MAX_HEAD: usize = 64 * 1024;
@@ -62,9 +63,25 @@ pub enum NodeError {
 
 /// Idle keep-alive connections to cache nodes, by address.
 pub struct NodeClient {
-    idle: Mutex<HashMap<HostPort, VecDeque<Idle>>>,
+    nodes: Mutex<HashMap<HostPort, Node>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Node {
+    idle: VecDeque<Idle>,
+    /// Requests that found no idle connection and are connecting: a
+    /// connection handed back meanwhile goes to the oldest of them, so a
+    /// burst reuses connections as they free up instead of waiting on a
+    /// connect each (which a full accept queue can delay by a second).
+    waiting: VecDeque<oneshot::Sender<Conn>>,
+}
+
+/// An idle connection, or a place in line for the next one handed back.
+enum Taken {
+    Idle(Conn),
+    Wait(oneshot::Receiver<Conn>),
 }
 
 struct Idle {
@@ -85,7 +102,7 @@ impl NodeClient {
     /// timeout, so the proxy usually closes an idle connection first.
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<NodeClient> {
         Arc::new(NodeClient {
-            idle: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(HashMap::new()),
             connect_timeout,
             idle_timeout,
         })
@@ -103,7 +120,29 @@ impl NodeClient {
     ) -> Result<Response<NodeBody>, NodeError> {
         let request = encode_request(method, target, headers);
         let head_only = method == Method::HEAD;
-        if let Some(mut conn) = self.take(address) {
+        let reused = match self.take(address) {
+            Taken::Idle(conn) => Some(conn),
+            Taken::Wait(mut handed_back) => {
+                tokio::select! {
+                    biased;
+                    Ok(conn) = &mut handed_back => Some(conn),
+                    connected = self.connect(address) => {
+                        // Anything handed over from now on goes elsewhere.
+                        handed_back.close();
+                        if let Ok(conn) = handed_back.try_recv() {
+                            self.put(conn);
+                        }
+                        let mut conn = connected?;
+                        return match exchange(&mut conn, &request, head_only).await {
+                            Ok((parts, framing)) => Ok(self.respond(conn, parts, framing)),
+                            Err(Attempt::Stale) => Err(NodeError::NoResponse),
+                            Err(Attempt::Failed(e)) => Err(e),
+                        };
+                    }
+                }
+            }
+        };
+        if let Some(mut conn) = reused {
             match exchange(&mut conn, &request, head_only).await {
                 Ok((parts, framing)) => return Ok(self.respond(conn, parts, framing)),
                 // Closed while idle: nothing reached the node's application.
@@ -136,32 +175,46 @@ impl NodeClient {
         Response::from_parts(parts, body)
     }
 
-    fn take(&self, address: &HostPort) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let conns = idle.get_mut(address)?;
+    fn take(&self, address: &HostPort) -> Taken {
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let node = match nodes.get_mut(address) {
+            Some(node) => node,
+            None => nodes.entry(address.clone()).or_default(),
+        };
         // Newest first: it is the least likely to have been closed.
-        while let Some(i) = conns.pop_back() {
+        while let Some(i) = node.idle.pop_back() {
             if i.since.elapsed() < self.idle_timeout {
-                return Some(i.conn);
+                return Taken::Idle(i.conn);
             }
         }
-        None
+        // Requests that connected first left their places behind.
+        while node.waiting.front().is_some_and(|w| w.is_closed()) {
+            node.waiting.pop_front();
+        }
+        let (tx, rx) = oneshot::channel();
+        node.waiting.push_back(tx);
+        Taken::Wait(rx)
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, mut conn: Conn) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let conns = match idle.get_mut(&conn.address) {
-            Some(conns) => conns,
-            None => idle.entry(conn.address.clone()).or_default(),
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        let node = match nodes.get_mut(&conn.address) {
+            Some(node) => node,
+            None => nodes.entry(conn.address.clone()).or_default(),
         };
-        while conns
-            .front()
-            .is_some_and(|i| conns.len() >= MAX_IDLE_PER_NODE || now - i.since >= self.idle_timeout)
-        {
-            conns.pop_front();
+        while let Some(waiter) = node.waiting.pop_front() {
+            match waiter.send(conn) {
+                Ok(()) => return,
+                Err(back) => conn = back,
+            }
         }
-        conns.push_back(Idle { conn, since: now });
+        while node.idle.front().is_some_and(|i| {
+            node.idle.len() >= MAX_IDLE_PER_NODE || now - i.since >= self.idle_timeout
+        }) {
+            node.idle.pop_front();
+        }
+        node.idle.push_back(Idle { conn, since: now });
     }
 
     async fn connect(&self, address: &HostPort) -> Result<Conn, NodeError> {
@@ -910,6 +963,31 @@ mod tests {
         drop(listener);
         let err = get(&client(), &addr, Method::GET).await.unwrap_err();
         assert!(err.starts_with("connect to"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_handed_back_goes_to_the_oldest_request_still_waiting() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = HostPort::try_from(listener.local_addr().unwrap().to_string()).unwrap();
+        let c = client();
+        let (Taken::Wait(first), Taken::Wait(mut second)) = (c.take(&addr), c.take(&addr)) else {
+            panic!("nothing is idle yet, so both must wait");
+        };
+        // The first request connected on its own and left.
+        drop(first);
+        let a = c.connect(&addr).await.unwrap();
+        let a_port = a.stream.local_addr().unwrap().port();
+        c.put(a);
+        let got = second
+            .try_recv()
+            .expect("handed to the request still waiting");
+        assert_eq!(got.stream.local_addr().unwrap().port(), a_port);
+        // Nobody waits now: the next one handed back is kept idle.
+        c.put(got);
+        match c.take(&addr) {
+            Taken::Idle(conn) => assert_eq!(conn.stream.local_addr().unwrap().port(), a_port),
+            Taken::Wait(_) => panic!("the idle connection was not kept"),
+        }
     }
 
     #[test]
