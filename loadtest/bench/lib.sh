@@ -20,7 +20,7 @@ need_commands() {
 }
 
 cargo build --release --quiet
-FANOUT=$PWD/target/release/fanout
+FANOUT=${FANOUT:-$PWD/target/release/fanout}
 
 work=$(mktemp -d)
 pids=()

@@ -3,20 +3,22 @@
 //! live segment appears. Latency runs from each client's scheduled send
 //! time to its last body byte, so a server that makes clients queue cannot
 //! hide it (no coordinated omission).
+//!
+//! Each client is the scenario viewers' HTTP/1.1 client on its own
+//! connection, reading and dropping the body in its own task: with hyper's
+//! client (a task per connection and a channel per body) a thousand 1 MiB
+//! bodies saturated the generator's core before the server's.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http::{header, Request};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+use crate::h1::{Connection, H1Error, Keep};
 
 #[derive(Debug, Clone)]
 pub struct FlashCrowd {
@@ -56,52 +58,39 @@ impl FlashResult {
 pub struct ConnectError {
     index: usize,
     target: SocketAddr,
-    source: std::io::Error,
+    source: H1Error,
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
-
 /// Opens every connection, then fires the crowd and waits for it.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub async fn run(crowd: &FlashCrowd) -> Result<FlashResult, ConnectError> {
-    let senders = connect_all(crowd).await?;
+    let connections = connect_all(crowd).await?;
     // Start a little after the last connection is up, so the first
     // scheduled sends are not late already.
     let t0 = Instant::now() + Duration::from_millis(50);
     let mut tasks = JoinSet::new();
-    let n = senders.len().max(1);
-    for (i, mut sender) in senders.into_iter().enumerate() {
+    let n = connections.len().max(1);
+    for (i, mut conn) in connections.into_iter().enumerate() {
         let at = t0 + crowd.spread.mul_f64(i as f64 / n as f64);
         let (host, path, timeout) = (crowd.host.clone(), crowd.path.clone(), crowd.timeout);
         tasks.spawn(async move {
             tokio::time::sleep_until(at).await;
-            let req = Request::get(path)
-                .header(header::HOST, host)
-                .body(Empty::new())
-                .map_err(|e| e.to_string())?;
+            // Count the bytes and drop them: copying a thousand bodies
+            // would make the generator, not the server, the bottleneck.
+            let keep = Keep {
+                body: false,
+                cache_status: true,
+            };
             let exchange = async {
-                let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-                let status = resp.status();
-                let cache_status = resp
-                    .headers()
-                    .get_all("cache-status")
-                    .iter()
-                    .next_back()
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                // Count the bytes and drop them: copying a thousand bodies
-                // would make the generator, not the server, the bottleneck.
-                let mut body = resp.into_body();
-                let mut len = 0u64;
-                while let Some(frame) = body.frame().await {
-                    if let Some(data) = frame.map_err(|e| e.to_string())?.data_ref() {
-                        len += data.len() as u64;
-                    }
+                let resp = conn
+                    .get(&host, &path, keep)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if !(200..300).contains(&resp.status) {
+                    return Err(format!("status {}", resp.status));
                 }
-                if !status.is_success() {
-                    return Err(format!("status {status}"));
-                }
-                Ok((len, cache_status))
+                Ok((resp.bytes, resp.cache_status.unwrap_or_default()))
             };
             let result = tokio::time::timeout(timeout, exchange)
                 .await
@@ -143,7 +132,7 @@ pub async fn run(crowd: &FlashCrowd) -> Result<FlashResult, ConnectError> {
     Ok(result)
 }
 
-async fn connect_all(crowd: &FlashCrowd) -> Result<Vec<Sender>, ConnectError> {
+async fn connect_all(crowd: &FlashCrowd) -> Result<Vec<Connection>, ConnectError> {
     // Not all at once: a burst of thousands of SYNs overflows the accept
     // backlog and measures the kernel, not the server.
     let limit = Arc::new(Semaphore::new(64));
@@ -157,18 +146,12 @@ async fn connect_all(crowd: &FlashCrowd) -> Result<Vec<Sender>, ConnectError> {
                 target,
                 source,
             };
-            let stream = TcpStream::connect(target).await.map_err(err)?;
-            let _ = stream.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| err(std::io::Error::other(e)))?;
-            tokio::spawn(conn);
-            Ok::<_, ConnectError>(sender)
+            Connection::open(target, CONNECT_TIMEOUT).await.map_err(err)
         });
     }
-    let mut senders = Vec::with_capacity(crowd.clients);
+    let mut connections = Vec::with_capacity(crowd.clients);
     while let Some(r) = tasks.join_next().await {
-        senders.push(r.expect("connect task does not panic")?);
+        connections.push(r.expect("connect task does not panic")?);
     }
-    Ok(senders)
+    Ok(connections)
 }

@@ -64,6 +64,15 @@ pub struct Response {
     pub bytes: u64,
     /// From the call to the end of the response head.
     pub head_at: Instant,
+    /// The last `Cache-Status` field, when asked for.
+    pub cache_status: Option<String>,
+}
+
+/// What a caller wants kept of a response beyond its status and length.
+#[derive(Clone, Copy, Default)]
+pub struct Keep {
+    pub body: bool,
+    pub cache_status: bool,
 }
 
 struct Conn {
@@ -105,15 +114,7 @@ impl Pool {
     }
 
     async fn connect(&self, target: SocketAddr) -> Result<Conn, H1Error> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(target))
-            .await
-            .map_err(|_| H1Error::ConnectTimeout(self.connect_timeout))?
-            .map_err(H1Error::Connect)?;
-        let _ = stream.set_nodelay(true);
-        Ok(Conn {
-            stream,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-        })
+        connect(target, self.connect_timeout).await
     }
 
     /// GETs `path` from `target`. A reused connection that the server had
@@ -125,14 +126,13 @@ impl Pool {
         path: &str,
         keep_body: bool,
     ) -> Result<Response, H1Error> {
-        let mut request = Vec::with_capacity(64 + path.len() + host.len());
-        request.extend_from_slice(b"GET ");
-        request.extend_from_slice(path.as_bytes());
-        request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-        request.extend_from_slice(host.as_bytes());
-        request.extend_from_slice(b"\r\nUser-Agent: fanout-loadtest\r\n\r\n");
+        let request = get_request(host, path);
+        let keep = Keep {
+            body: keep_body,
+            cache_status: false,
+        };
         if let Some(mut conn) = self.take(target) {
-            match exchange(&mut conn, &request, keep_body).await {
+            match exchange(&mut conn, &request, keep).await {
                 Ok((response, reusable)) => {
                     if reusable {
                         self.put(target, conn);
@@ -144,13 +144,54 @@ impl Pool {
             }
         }
         let mut conn = self.connect(target).await?;
-        match exchange(&mut conn, &request, keep_body).await {
+        match exchange(&mut conn, &request, keep).await {
             Ok((response, reusable)) => {
                 if reusable {
                     self.put(target, conn);
                 }
                 Ok(response)
             }
+            Err(Attempt::Stale) => Err(H1Error::NoResponse),
+            Err(Attempt::Failed(e)) => Err(e),
+        }
+    }
+}
+
+async fn connect(target: SocketAddr, timeout: Duration) -> Result<Conn, H1Error> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(target))
+        .await
+        .map_err(|_| H1Error::ConnectTimeout(timeout))?
+        .map_err(H1Error::Connect)?;
+    let _ = stream.set_nodelay(true);
+    Ok(Conn {
+        stream,
+        buf: BytesMut::with_capacity(READ_CHUNK),
+    })
+}
+
+fn get_request(host: &str, path: &str) -> Vec<u8> {
+    let mut request = Vec::with_capacity(64 + path.len() + host.len());
+    request.extend_from_slice(b"GET ");
+    request.extend_from_slice(path.as_bytes());
+    request.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    request.extend_from_slice(host.as_bytes());
+    request.extend_from_slice(b"\r\nUser-Agent: fanout-loadtest\r\n\r\n");
+    request
+}
+
+/// One connection of its own, opened before it is used: for a crowd whose
+/// requests must not wait on connection setup.
+pub struct Connection(Conn);
+
+impl Connection {
+    pub async fn open(target: SocketAddr, timeout: Duration) -> Result<Connection, H1Error> {
+        connect(target, timeout).await.map(Connection)
+    }
+
+    /// GETs `path`; the connection cannot be used again after an error.
+    pub async fn get(&mut self, host: &str, path: &str, keep: Keep) -> Result<Response, H1Error> {
+        match exchange(&mut self.0, &get_request(host, path), keep).await {
+            Ok((response, _)) => Ok(response),
             Err(Attempt::Stale) => Err(H1Error::NoResponse),
             Err(Attempt::Failed(e)) => Err(e),
         }
@@ -167,7 +208,7 @@ enum Attempt {
 async fn exchange(
     conn: &mut Conn,
     request: &[u8],
-    keep_body: bool,
+    want: Keep,
 ) -> Result<(Response, bool), Attempt> {
     conn.buf.clear();
     if conn.stream.write_all(request).await.is_err() {
@@ -179,7 +220,7 @@ async fn exchange(
         let mut parsed = httparse::Response::new(&mut headers);
         match parsed.parse(&conn.buf) {
             Ok(httparse::Status::Complete(len)) => {
-                break Head::of(&parsed, len).map_err(Attempt::Failed)?;
+                break Head::of(&parsed, len, want.cache_status).map_err(Attempt::Failed)?;
             }
             Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD => {}
             Ok(httparse::Status::Partial) => {
@@ -209,7 +250,7 @@ async fn exchange(
     conn.buf.advance(head.len);
     let mut kept = BytesMut::new();
     let mut keep = |data: &[u8]| {
-        if keep_body {
+        if want.body {
             kept.extend_from_slice(data);
         }
     };
@@ -253,6 +294,7 @@ async fn exchange(
             body: kept.freeze(),
             bytes,
             head_at,
+            cache_status: head.cache_status,
         },
         reusable,
     ))
@@ -329,10 +371,15 @@ struct Head {
     hit: Option<bool>,
     framing: Framing,
     keep_alive: bool,
+    cache_status: Option<String>,
 }
 
 impl Head {
-    fn of(parsed: &httparse::Response<'_, '_>, len: usize) -> Result<Head, H1Error> {
+    fn of(
+        parsed: &httparse::Response<'_, '_>,
+        len: usize,
+        keep_cache_status: bool,
+    ) -> Result<Head, H1Error> {
         let status = parsed
             .code
             .ok_or_else(|| H1Error::Malformed("no status code".into()))?;
@@ -385,6 +432,9 @@ impl Head {
             hit: verdict(cache_status, x_cache),
             framing,
             keep_alive: !close,
+            cache_status: cache_status
+                .filter(|_| keep_cache_status)
+                .map(str::to_string),
         })
     }
 }
