@@ -124,7 +124,10 @@ impl CacheNode {
             return resp;
         };
         let metrics = self.clone();
-        let (resp, outcome) = metrics.metrics.scope(self.answer(site.clone(), req)).await;
+        // Boxed so the layers around it (the outcome scope, this function,
+        // the span in `handle`) each hold a pointer, not another copy of it.
+        let answer = Box::pin(self.answer(site.clone(), req));
+        let (resp, outcome) = metrics.metrics.scope(answer).await;
         metrics
             .metrics
             .answered(&site.name, resp.status().as_u16(), outcome, started);
@@ -137,8 +140,11 @@ impl CacheNode {
         req: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let method = req.method().clone();
+        // The paths that reach the origin are boxed: inline, their futures
+        // made every request's future (hits included) about 9 KiB, copied
+        // on each move before its first poll.
         if method != Method::GET && method != Method::HEAD {
-            return self.pass(&site, req).await;
+            return Box::pin(self.pass(&site, req)).await;
         }
         let primary = CacheKey::new(&site, req.uri().path(), req.uri().query());
         let key = Keys {
@@ -214,17 +220,13 @@ impl CacheNode {
         let (parts, _body) = req.into_parts();
         if wants.no_store {
             crate::metrics::decided(Outcome::Pass);
-            return self
-                .direct(&site, &parts, "fwd=request; detail=no-store")
-                .await;
+            return Box::pin(self.direct(&site, &parts, "fwd=request; detail=no-store")).await;
         }
         if self.hit_for_pass.contains_key(&key.primary) {
             crate::metrics::decided(Outcome::HitForPass);
-            return self
-                .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
-                .await;
+            return Box::pin(self.direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")).await;
         }
-        self.miss(site, key, parts, stale, fwd).await
+        Box::pin(self.miss(site, key, parts, stale, fwd)).await
     }
 
     fn revalidate_in_background(

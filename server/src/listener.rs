@@ -209,7 +209,10 @@ async fn serve_connection<H, F, I>(
     let service = hyper::service::service_fn(move |req| {
         let handled = match crate::framing::refuse(&req, limits.max_body_bytes) {
             Some(refusal) => Err(refusal),
-            None => Ok(handler(req, info)),
+            // Boxed at once: a component's handler future is kilobytes, and
+            // hyper moves the service future more than once before polling
+            // it; moving a pointer instead was 5 % of a cache hit's CPU.
+            None => Ok(Box::pin(handler(req, info))),
         };
         let busy = service_activity.busy();
         async move {
