@@ -38,7 +38,15 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # Waits until something answers HTTP at $1 (any status).
 wait_http() {
   for _ in $(seq 200); do
-    curl -s -o /dev/null -H 'Host: localhost' "http://$1/" && return 0
+    if curl -s -o /dev/null -H 'Host: localhost' "http://$1/"; then
+      # Something answering is not enough: a server that could not bind
+      # its port has exited, and whatever holds the port (a leftover from
+      # an earlier run) would be measured in its place.
+      for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "a server started by this script (pid $p) has exited; see its messages above" >&2; exit 1; }
+      done
+      return 0
+    fi
     sleep 0.05
   done
   echo "nothing answers at $1; server logs:" >&2
