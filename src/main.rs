@@ -103,13 +103,13 @@ async fn run_command(command: Command) -> ExitCode {
             return up::run(file.as_deref(), demo, shutdown).await;
         }
         Command::Proxy { file } => match fanout_config::load_proxy(&file) {
-            Ok(c) => fanout_proxy::run(c, Some(file.clone()), shutdown)
+            Ok(c) => fanout_proxy::run(c, Some(file.clone()), shutdown, None)
                 .await
                 .map_err(anyhow::Error::from),
             Err(e) => return config_failed(&e),
         },
         Command::Cache { file } => match fanout_config::load_cache_node(&file) {
-            Ok(c) => fanout_cache_node::run(c, shutdown)
+            Ok(c) => fanout_cache_node::run(c, shutdown, None)
                 .await
                 .map_err(anyhow::Error::from),
             Err(e) => return config_failed(&e),

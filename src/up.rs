@@ -154,13 +154,19 @@ async fn start(
             zone: None,
         })
     };
+    // Proxies hand requests to the cache nodes of this process directly;
+    // the sockets still serve every other client (and other proxies).
+    let registry = fanout_server::in_process::InProcess::default();
     for mut c in config.cache_node_configs() {
         c.control = source(&c.id);
         let t = token.clone();
+        let in_process = registry.clone();
         parts.spawn(async move {
             (
                 c.id.clone(),
-                fanout_cache_node::run(c, t).await.map_err(Into::into),
+                fanout_cache_node::run(c, t, Some(in_process))
+                    .await
+                    .map_err(Into::into),
             )
         });
     }
@@ -170,10 +176,13 @@ async fn start(
     for mut p in config.proxy_configs() {
         p.control = source(&p.id);
         let t = token.clone();
+        let in_process = registry.clone();
         parts.spawn(async move {
             (
                 p.id.clone(),
-                fanout_proxy::run(p, None, t).await.map_err(Into::into),
+                fanout_proxy::run(p, None, t, Some(in_process))
+                    .await
+                    .map_err(Into::into),
             )
         });
     }

@@ -77,7 +77,13 @@ const CONDITIONAL: [header::HeaderName; 6] = [
 ];
 
 impl CacheNode {
-    pub async fn handle(self: Arc<Self>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    /// Answers one request. `B` is hyper's body for requests from the
+    /// listener, and the proxy's for requests handed over in-process.
+    pub async fn handle<B>(self: Arc<Self>, mut req: Request<B>) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<fanout_server::BoxError>,
+    {
         // Proxies' active health probes, on any host.
         if req.uri().path() == HEALTH_PATH {
             return text(StatusCode::OK, "ok\n");
@@ -109,7 +115,11 @@ impl CacheNode {
         resp
     }
 
-    async fn answer_counted(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn answer_counted<B>(self: Arc<Self>, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<fanout_server::BoxError>,
+    {
         let started = Instant::now();
         let host = req
             .headers()
@@ -134,11 +144,11 @@ impl CacheNode {
         resp
     }
 
-    async fn answer(
-        self: Arc<Self>,
-        site: Arc<Site>,
-        req: Request<Incoming>,
-    ) -> Response<ResponseBody> {
+    async fn answer<B>(self: Arc<Self>, site: Arc<Site>, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<fanout_server::BoxError>,
+    {
         let method = req.method().clone();
         // The paths that reach the origin are boxed: inline, their futures
         // made every request's future (hits included) about 9 KiB, copied
@@ -440,7 +450,11 @@ impl CacheNode {
 
     /// Methods a cache does not answer go to the origin, body and all; a
     /// successful unsafe one invalidates what it may have changed.
-    async fn pass(&self, site: &Site, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn pass<B>(&self, site: &Site, req: Request<B>) -> Response<ResponseBody>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<fanout_server::BoxError>,
+    {
         crate::metrics::decided(Outcome::Pass);
         let (parts, body) = req.into_parts();
         match self

@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use fanout_config::{CacheNodeConfig, SiteTable};
+use fanout_server::in_process::InProcess;
 use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -70,7 +71,13 @@ pub enum Error {
 }
 
 /// Serves as a cache node until `shutdown` is cancelled, then drains.
-pub async fn run(mut config: CacheNodeConfig, shutdown: CancellationToken) -> Result<(), Error> {
+/// With `in_process`, components of this process (proxies started by
+/// `fanout up`) reach it through that registry rather than its socket.
+pub async fn run(
+    mut config: CacheNodeConfig,
+    shutdown: CancellationToken,
+    in_process: Option<InProcess>,
+) -> Result<(), Error> {
     let node = config.id.clone();
     let follow = match config.control.clone() {
         Some(source) => {
@@ -168,6 +175,13 @@ pub async fn run(mut config: CacheNodeConfig, shutdown: CancellationToken) -> Re
         ))
     });
     tracing::info!(node = %node, listen = %config.listen, capacity = %config.capacity, "cache node serving");
+    let registration = in_process.map(|registry| {
+        let state = state.clone();
+        registry.register(
+            listener.local_addr().unwrap_or(config.listen),
+            Arc::new(move |req| Box::pin(state.clone().handle(req))),
+        )
+    });
     readiness.set(true);
     serve(
         listener,
@@ -176,6 +190,7 @@ pub async fn run(mut config: CacheNodeConfig, shutdown: CancellationToken) -> Re
         ServeOptions::default(),
     )
     .await;
+    drop(registration);
     if let Some(f) = follower {
         let _ = f.await;
     }

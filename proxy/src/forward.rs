@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use fanout_config::{CacheKey, Site};
+use fanout_server::in_process::InProcess;
 use fanout_server::origin::FetchError;
 use fanout_server::trace;
 use fanout_server::{empty, remove_hop_by_hop, text, ConnInfo, ResponseBody};
@@ -34,6 +35,9 @@ pub struct Proxy {
     pub client: Client<HttpConnector, ResponseBody>,
     /// For requests without one: nearly every GET and HEAD.
     pub nodes: Arc<NodeClient>,
+    /// Cache nodes running in this process (`fanout up`), reached by a
+    /// call instead of a connection.
+    pub in_process: Option<InProcess>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
     /// Requests and hits, for the control plane's status page.
@@ -272,7 +276,23 @@ impl Proxy {
             let node = &snapshot.ring.nodes()[index];
             let last = attempt + 1 == candidates.len();
             let load = snapshot.loads.start(index);
-            let sent = if bodiless {
+            let local = if bodiless {
+                self.in_process.as_ref().and_then(|l| l.find(&node.address))
+            } else {
+                None
+            };
+            let sent = if let Some(handler) = local {
+                let mut upstream = Request::new(empty());
+                *upstream.method_mut() = parts.method.clone();
+                *upstream.uri_mut() = match path_and_query.parse::<Uri>() {
+                    Ok(uri) => uri,
+                    Err(_) => parts.uri.clone(),
+                };
+                *upstream.headers_mut() = parts.headers.clone();
+                tokio::time::timeout(snapshot.upstream_timeout, handler(upstream))
+                    .await
+                    .map(Ok)
+            } else if bodiless {
                 let send = self.nodes.send(
                     &node.address,
                     &parts.method,

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use fanout_config::CacheNodeRef;
+use fanout_server::in_process::InProcess;
 
 use crate::snapshot::Snapshot;
 
@@ -117,6 +118,7 @@ impl Health {
 pub async fn probe(
     routing: Arc<ArcSwap<Snapshot>>,
     ejections: Ejections,
+    in_process: Option<InProcess>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
@@ -139,7 +141,15 @@ pub async fn probe(
         let probes = nodes.iter().map(|node| {
             let client = &client;
             let uri = format!("http://{}{}", node.address, fanout_cache_health_path());
+            // A node in this process is probed the way requests reach it.
+            let local = in_process.as_ref().and_then(|l| l.find(&node.address));
             async move {
+                if let Some(handler) = local {
+                    let mut req = http::Request::new(fanout_server::empty());
+                    *req.uri_mut() = http::Uri::from_static(fanout_cache_health_path());
+                    req.headers_mut().insert(http::header::HOST, http::HeaderValue::from_static("fanout-health"));
+                    return matches!(tokio::time::timeout(settings.timeout.get(), handler(req)).await, Ok(r) if r.status().is_success());
+                }
                 let Ok(req) = http::Request::get(uri).header(http::header::HOST, "fanout-health").body(http_body_util::Empty::new()) else {
                     return false;
                 };

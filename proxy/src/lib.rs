@@ -29,6 +29,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fanout_config::ProxyConfig;
+use fanout_server::in_process::InProcess;
 use fanout_server::tls::{SniCertificates, SniResolver, TlsError};
 use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
@@ -95,6 +96,7 @@ pub async fn run(
     mut config: ProxyConfig,
     source: Option<PathBuf>,
     shutdown: CancellationToken,
+    in_process: Option<InProcess>,
 ) -> Result<(), Error> {
     let id = config.id.clone();
     let control_err = |message| Error::Control {
@@ -188,6 +190,7 @@ pub async fn run(
     let prober = tokio::spawn(health::probe(
         routing.clone(),
         health::Ejections::new(&id),
+        in_process.clone(),
         shutdown.clone(),
     ));
     export_node_health(&id, routing.clone());
@@ -204,6 +207,7 @@ pub async fn run(
         routing,
         client,
         nodes,
+        in_process,
         metrics: forward::Metrics::new(&id),
         access_log: access_log::AccessLog::new(config.edge.access_log),
         traffic,

@@ -8,6 +8,8 @@
 //! and byte ranges), the pooled client for sites' origins (used by cache
 //! nodes for fills and by proxies when they fail open), and the refusal of malformed and smuggling-shaped
 //! requests on every listener.
+//! Also the registry through which components in one process reach each
+//! other without a socket ([`in_process`]).
 //!
 //! Does not own: what any request means. Components hand it a service.
 //! Metrics are rendered from the Prometheus default registry, which the
@@ -19,6 +21,7 @@ mod body;
 pub mod conditional;
 mod framing;
 mod hop;
+pub mod in_process;
 mod listener;
 pub mod origin;
 pub mod tls;
