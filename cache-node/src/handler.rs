@@ -161,7 +161,6 @@ impl CacheNode {
             lookup: self.vary.lookup_key(primary.as_str(), req.headers()),
             primary: primary.as_str().to_string(),
         };
-        let now = Instant::now();
         let wants = RequestDirectives::parse(req.headers());
         let mut stale = None;
         // Why this request goes forward, for Cache-Status (RFC 9211 §2.2):
@@ -175,9 +174,10 @@ impl CacheNode {
         };
         let lookup =
             trace::Span::from_headers("cache lookup", SpanKind::Internal, req.headers(), Vec::new);
-        let looked_up = Instant::now();
+        // Freshness is judged at the lookup's start.
+        let now = Instant::now();
         let found = self.store.get(&key.lookup);
-        self.metrics.lookup(looked_up.elapsed());
+        self.metrics.lookup(now.elapsed());
         if let Some(lookup) = lookup {
             lookup.set(KeyValue::new("fanout.stored", found.is_some()));
             lookup.end();
@@ -299,7 +299,7 @@ impl CacheNode {
         if method != Method::HEAD && resp.status().is_success() {
             self.metrics.served_from_store(stored.body.len());
         }
-        self.with_status(resp, &format!("{status}; ttl={ttl}"))
+        self.with_status_fmt(resp, format_args!("{status}; ttl={ttl}"))
     }
 
     /// A miss joins the fill in flight for its key, or leads a new one
@@ -558,6 +558,17 @@ impl CacheNode {
         mut resp: Response<ResponseBody>,
         status: &str,
     ) -> Response<ResponseBody> {
+        self.set_cache_status(resp.headers_mut(), format_args!("{status}"));
+        resp
+    }
+
+    /// [`with_status`](Self::with_status) for a status built from parts,
+    /// formatted once into the header.
+    fn with_status_fmt(
+        &self,
+        mut resp: Response<ResponseBody>,
+        status: std::fmt::Arguments<'_>,
+    ) -> Response<ResponseBody> {
         self.set_cache_status(resp.headers_mut(), status);
         resp
     }
@@ -565,7 +576,7 @@ impl CacheNode {
     /// Adds this cache's entry to `Cache-Status`, after any entries of
     /// caches nearer the origin (RFC 9211 §2: the list runs from origin to
     /// client).
-    fn set_cache_status(&self, headers: &mut HeaderMap, status: &str) {
+    fn set_cache_status(&self, headers: &mut HeaderMap, status: std::fmt::Arguments<'_>) {
         let value = format!("{}; {status}", self.name);
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.append(&CACHE_STATUS, v);

@@ -8,9 +8,11 @@
 //! the outcome in a task-local slot that [`Metrics::answered`] reads.
 
 use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram};
 use opentelemetry::KeyValue;
 
 use crate::store::Store;
@@ -90,10 +92,23 @@ impl OriginFailure {
     }
 }
 
+/// `Metrics::requests` bound to each status class and outcome of one site.
+type SiteCounts = [OnceLock<BoundCounter<u64>>; STATUS_CLASSES.len() * Outcome::ALL.len()];
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The per-request instruments are bound to their attribute sets on first
+/// use (OpenTelemetry's bound instruments), so counting a request is an
+/// atomic add rather than a hash and lookup of its attributes: that lookup
+/// was about 4 % of a cache hit's CPU.
 pub struct Metrics {
     requests: Counter<u64>,
+    /// By site name.
+    site_requests: RwLock<HashMap<String, Box<SiteCounts>, foldhash::fast::RandomState>>,
     response_duration: Histogram<f64>,
-    lookup_duration: Histogram<f64>,
+    /// `response_duration` by outcome, bound on first use.
+    response_durations: [OnceLock<BoundHistogram<f64>>; Outcome::ALL.len()],
+    lookup_duration: BoundHistogram<f64>,
     /// Attribute sets built once per node, not per request.
     outcome_attrs: Vec<[KeyValue; 2]>,
     origin_fetches: Counter<u64>,
@@ -101,7 +116,7 @@ pub struct Metrics {
     origin_duration: Histogram<f64>,
     origin_bytes: Counter<u64>,
     node: [KeyValue; 1],
-    bytes_out: Counter<u64>,
+    bytes_out: BoundCounter<u64>,
     /// Requests and hits, for the control plane's status page.
     traffic: std::sync::Arc<fanout_control_plane::agent::Traffic>,
 }
@@ -156,7 +171,8 @@ impl Metrics {
                     0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1,
                     0.001, 0.01,
                 ])
-                .build(),
+                .build()
+                .bind(std::slice::from_ref(&node_kv)),
             outcome_attrs: Outcome::ALL
                 .iter()
                 .map(|o| [node_kv.clone(), KeyValue::new("outcome", o.as_str())])
@@ -186,7 +202,10 @@ impl Metrics {
                 .u64_counter("fanout_cache_served_body")
                 .with_description("Body bytes of responses served from the store (hits)")
                 .with_unit("By")
-                .build(),
+                .build()
+                .bind(std::slice::from_ref(&node_kv)),
+            site_requests: RwLock::default(),
+            response_durations: Default::default(),
             node: [node_kv],
             traffic: Default::default(),
         }
@@ -206,31 +225,43 @@ impl Metrics {
     /// Counts one request whose response head is ready.
     pub fn answered(&self, site: &str, status: u16, outcome: Outcome, started: std::time::Instant) {
         let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        let [node, outcome_kv] = &self.outcome_attrs[i];
-        self.requests.add(
-            1,
-            &[
+        let class = (status / 100).clamp(1, 5) as usize - 1;
+        let slot = class * Outcome::ALL.len() + i;
+        let bind = || {
+            let [node, outcome_kv] = &self.outcome_attrs[i];
+            self.requests.bind(&[
                 node.clone(),
                 outcome_kv.clone(),
                 KeyValue::new("site", site.to_string()),
-                KeyValue::new("status_class", class),
-            ],
-        );
-        self.response_duration
-            .record(started.elapsed().as_secs_f64(), &self.outcome_attrs[i]);
+                KeyValue::new("status_class", STATUS_CLASSES[class]),
+            ])
+        };
+        let counted = self
+            .site_requests
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(site)
+            .map(|counts| counts[slot].get_or_init(bind).add(1))
+            .is_some();
+        if !counted {
+            let mut sites = self
+                .site_requests
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let counts = sites
+                .entry(site.to_string())
+                .or_insert_with(|| Box::new(std::array::from_fn(|_| OnceLock::new())));
+            counts[slot].get_or_init(bind).add(1);
+        }
+        self.response_durations[i]
+            .get_or_init(|| self.response_duration.bind(&self.outcome_attrs[i]))
+            .record(started.elapsed().as_secs_f64());
         self.traffic
             .count(matches!(outcome, Outcome::Hit | Outcome::Stale));
     }
 
     pub fn lookup(&self, took: Duration) {
-        self.lookup_duration.record(took.as_secs_f64(), &self.node);
+        self.lookup_duration.record(took.as_secs_f64());
     }
 
     pub fn traffic(&self) -> std::sync::Arc<fanout_control_plane::agent::Traffic> {
@@ -257,6 +288,6 @@ impl Metrics {
     }
 
     pub fn served_from_store(&self, bytes: usize) {
-        self.bytes_out.add(bytes as u64, &self.node);
+        self.bytes_out.add(bytes as u64);
     }
 }
