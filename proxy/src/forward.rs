@@ -3,8 +3,9 @@
 //! on the next node within the budget, and fail open to the origin when no
 //! cache node can take it.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -19,7 +20,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use opentelemetry::metrics::{Counter, Histogram};
+use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter};
 use opentelemetry::KeyValue;
 
 use crate::access_log::{AccessLog, Entry};
@@ -44,14 +45,47 @@ pub struct Proxy {
     pub traffic: Arc<fanout_control_plane::agent::Traffic>,
 }
 
+/// The per-request instruments are bound to their attribute sets on first
+/// use (OpenTelemetry's bound instruments): counting a request is then an
+/// atomic add, not a hash and lookup of four attributes.
 pub struct Metrics {
     requests: Counter<u64>,
-    duration: Histogram<f64>,
+    duration: BoundHistogram<f64>,
     retries: Counter<u64>,
     fail_open: Counter<u64>,
     body_bytes: Counter<u64>,
     ejections: crate::health::Ejections,
     proxy: KeyValue,
+    /// By site name (empty for requests that matched none).
+    sites: RwLock<HashMap<String, Arc<SiteInstruments>, foldhash::fast::RandomState>>,
+}
+
+type ByNode = HashMap<String, Arc<[OnceLock<BoundCounter<u64>>; 4]>, foldhash::fast::RandomState>;
+
+/// One site's bound instruments.
+struct SiteInstruments {
+    name: String,
+    body_bytes: BoundCounter<u64>,
+    /// `requests` by node (or `origin`, `none`), then status class.
+    requests: RwLock<ByNode>,
+}
+
+const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Finds `key` under a read lock, or inserts `make()` under the write lock.
+fn get_or_insert<V: Clone>(
+    map: &RwLock<HashMap<String, V, foldhash::fast::RandomState>>,
+    key: &str,
+    make: impl FnOnce() -> V,
+) -> V {
+    if let Some(v) = map.read().unwrap_or_else(PoisonError::into_inner).get(key) {
+        return v.clone();
+    }
+    map.write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(key.to_string())
+        .or_insert_with(make)
+        .clone()
 }
 
 impl Metrics {
@@ -69,7 +103,8 @@ impl Metrics {
                 .with_boundaries(vec![
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 ])
-                .build(),
+                .build()
+                .bind(&[KeyValue::new("proxy", proxy.to_string())]),
             retries: meter
                 .u64_counter("fanout_proxy_retries")
                 .with_description("Retries on the next cache node: sent, or not sent because the retry budget was spent")
@@ -85,25 +120,49 @@ impl Metrics {
                 .build(),
             ejections: crate::health::Ejections::new(proxy),
             proxy: KeyValue::new("proxy", proxy.to_string()),
+            sites: RwLock::default(),
         }
     }
 
-    fn record(&self, status: StatusCode, started: Instant, site: &KeyValue, node: &KeyValue) {
+    /// Counts a response whose head is ready; returns the counter of the
+    /// site's body bytes.
+    fn record(
+        &self,
+        status: StatusCode,
+        started: Instant,
+        site: &str,
+        node: &KeyValue,
+    ) -> BoundCounter<u64> {
         let class = match status.as_u16() {
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
         };
-        let attrs = [
-            self.proxy.clone(),
-            KeyValue::new("status_class", class),
-            site.clone(),
-            node.clone(),
-        ];
-        self.requests.add(1, &attrs);
-        self.duration
-            .record(started.elapsed().as_secs_f64(), &attrs[..1]);
+        let instruments = get_or_insert(&self.sites, site, || {
+            Arc::new(SiteInstruments {
+                name: site.to_string(),
+                body_bytes: self
+                    .body_bytes
+                    .bind(&[self.proxy.clone(), KeyValue::new("site", site.to_string())]),
+                requests: RwLock::default(),
+            })
+        });
+        let by_class = get_or_insert(&instruments.requests, &node.value.as_str(), || {
+            Arc::new(Default::default())
+        });
+        by_class[class]
+            .get_or_init(|| {
+                self.requests.bind(&[
+                    self.proxy.clone(),
+                    KeyValue::new("status_class", STATUS_CLASSES[class]),
+                    KeyValue::new("site", instruments.name.clone()),
+                    node.clone(),
+                ])
+            })
+            .add(1);
+        self.duration.record(started.elapsed().as_secs_f64());
+        instruments.body_bytes.clone()
     }
 
     fn retry(&self, outcome: &'static str) {
@@ -142,10 +201,6 @@ impl Proxy {
         });
         let (mut resp, site, upstream, hold) =
             self.route(&snapshot, req, conn, span.as_ref()).await;
-        let site_attr = KeyValue::new(
-            "site",
-            site.map_or(Arc::<str>::from(""), |s| Arc::<str>::from(s.name.as_str())),
-        );
         let node_attr = match &upstream {
             Upstream::Node(i) => snapshot.node_attrs[*i].clone(),
             Upstream::Origin => KeyValue::new("node", "origin"),
@@ -158,8 +213,12 @@ impl Proxy {
             span.set(node_attr.clone());
             span.end();
         }
-        self.metrics
-            .record(resp.status(), started, &site_attr, &node_attr);
+        let sent = self.metrics.record(
+            resp.status(),
+            started,
+            site.map_or("", |s| s.name.as_str()),
+            &node_attr,
+        );
         append(resp.headers_mut(), header::VIA, via(Version::HTTP_11));
         let entry = entry
             .filter(|_| {
@@ -181,10 +240,6 @@ impl Proxy {
                 e.answered(&resp, site.map(|s| s.name.clone()), node, started)
             });
         let (parts, body) = resp.into_parts();
-        let sent = (
-            self.metrics.body_bytes.clone(),
-            [self.metrics.proxy.clone(), site_attr],
-        );
         let body = Tracked::new(
             body,
             hold,

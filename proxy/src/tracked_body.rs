@@ -9,8 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use fanout_server::{BoxError, ResponseBody};
 use http_body::{Body, Frame, SizeHint};
-use opentelemetry::metrics::Counter;
-use opentelemetry::KeyValue;
+use opentelemetry::metrics::BoundCounter;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::forward::Hold;
@@ -19,8 +18,8 @@ pub struct Tracked {
     inner: ResponseBody,
     _hold: Option<Hold>,
     log: Option<(Entry, AccessLog)>,
-    /// `fanout_proxy_response_body_bytes_total` and its labels.
-    sent: (Counter<u64>, [KeyValue; 2]),
+    /// `fanout_proxy_response_body_bytes_total` for the request's site.
+    sent: BoundCounter<u64>,
     bytes: u64,
     complete: bool,
 }
@@ -30,7 +29,7 @@ impl Tracked {
         inner: ResponseBody,
         hold: Option<Hold>,
         log: Option<(Entry, AccessLog)>,
-        sent: (Counter<u64>, [KeyValue; 2]),
+        sent: BoundCounter<u64>,
     ) -> Self {
         Tracked {
             inner,
@@ -76,7 +75,7 @@ impl Body for Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         if self.bytes > 0 {
-            self.sent.0.add(self.bytes, &self.sent.1);
+            self.sent.add(self.bytes);
         }
         if let Some((entry, log)) = self.log.take() {
             let complete = self.complete || self.inner.is_end_stream();
