@@ -204,6 +204,22 @@ enum Attempt {
     Failed(H1Error),
 }
 
+/// Parses the response head at the front of `buf`; `None` while it is
+/// incomplete. Not inline in [`exchange`]: the 2 KiB of header slots would
+/// be part of every request's future, copied each time one is spawned.
+fn parse_head(buf: &[u8], cache_status: bool) -> Result<Option<Head>, H1Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Head::of(&parsed, len, cache_status).map(Some),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+        Ok(httparse::Status::Partial) => {
+            Err(H1Error::Malformed("response head over 64 KiB".into()))
+        }
+        Err(e) => Err(H1Error::Malformed(e.to_string())),
+    }
+}
+
 /// One request and response on `conn`; whether it may carry another.
 async fn exchange(
     conn: &mut Conn,
@@ -216,19 +232,8 @@ async fn exchange(
     }
     // The head.
     let head = loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut parsed = httparse::Response::new(&mut headers);
-        match parsed.parse(&conn.buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                break Head::of(&parsed, len, want.cache_status).map_err(Attempt::Failed)?;
-            }
-            Ok(httparse::Status::Partial) if conn.buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(Attempt::Failed(H1Error::Malformed(
-                    "response head over 64 KiB".into(),
-                )))
-            }
-            Err(e) => return Err(Attempt::Failed(H1Error::Malformed(e.to_string()))),
+        if let Some(head) = parse_head(&conn.buf, want.cache_status).map_err(Attempt::Failed)? {
+            break head;
         }
         let empty = conn.buf.is_empty();
         match read_more(conn).await {
@@ -443,6 +448,28 @@ impl Head {
 mod tests {
     use super::*;
     use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn an_exchange_future_holds_no_header_slots() {
+        // A future is copied whole whenever it moves (every spawned
+        // request moves once): parsing's 64 header slots (2 KiB) must not
+        // be in it.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let mut conn = Conn {
+            stream,
+            buf: BytesMut::new(),
+        };
+        let want = Keep {
+            body: false,
+            cache_status: false,
+        };
+        let size = std::mem::size_of_val(&exchange(&mut conn, b"", want));
+        eprintln!("exchange future: {size} bytes");
+        assert!(size < 1024, "exchange future is {size} bytes");
+    }
 
     /// A server that answers each request on a connection with the next
     /// canned response, then closes.

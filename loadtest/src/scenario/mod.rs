@@ -257,12 +257,15 @@ pub async fn run(
         let (models, audience) = (models.clone(), audience.clone());
         viewers.spawn(async move {
             let registered = match &models[arrival.model] {
+                // Boxed: a spawned future is copied whole, and a live or
+                // VOD viewer's is several times the size of a static
+                // request's, which is most arrivals.
                 Model::Live(m) => {
-                    viewers::live(viewer, m, at).await;
+                    Box::pin(viewers::live(viewer, m, at)).await;
                     true
                 }
                 Model::Vod(m) => {
-                    viewers::vod(viewer, m, at).await;
+                    Box::pin(viewers::vod(viewer, m, at)).await;
                     true
                 }
                 Model::Static(m) => {
