@@ -9,9 +9,13 @@
 //! streams to every waiter as it arrives ([`collapse`]); responses that may
 //! not be shared go to each client alone (hit-for-pass).
 //!
-//! Not yet: revalidation, stale serving, Vary, ranges from cache and purges;
-//! responses this node cannot serve correctly are passed through unstored
-//! rather than served wrong.
+//! Stale copies are revalidated with the origin and served while that runs
+//! or when it fails (RFC 5861), responses that vary are stored per variant
+//! ([`vary`]), ranges and conditionals are answered from the store
+//! ([`respond`]), and purges (by URL, prefix or surrogate key) come through
+//! the admin listener or the control plane ([`purge`]). Responses this node
+//! cannot serve correctly are passed through unstored rather than served
+//! wrong.
 
 mod collapse;
 mod control;
