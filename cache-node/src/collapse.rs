@@ -194,7 +194,9 @@ impl Fill {
         let s = self.lock();
         match (s.chunks.as_slice(), last) {
             ([], None) => Bytes::new(),
-            ([], Some(one)) | ([one], None) => one.clone(),
+            // Copied: a chunk is a slice of the origin connection's read
+            // buffer, which a stored body must not keep alive.
+            ([], Some(one)) | ([one], None) => Bytes::copy_from_slice(one),
             (many, last) => {
                 let extra = last.map_or(0, Bytes::len);
                 let mut buf = BytesMut::with_capacity(s.received as usize + extra);

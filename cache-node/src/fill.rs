@@ -177,7 +177,7 @@ impl CacheNode {
             secondary: secondary_key(&names, &headers),
             names,
         });
-        let (status, stored_headers) = (parts.status, parts.headers.clone());
+        let (status, stored_headers) = (parts.status, crate::store::owned_headers(&parts.headers));
         fill.set_shared(SharedHead {
             status: parts.status,
             headers: parts.headers,
@@ -265,7 +265,7 @@ impl CacheNode {
         (sent_at, received_at): (Instant, Instant),
     ) -> Arc<StoredResponse> {
         let response_delay = received_at - sent_at;
-        let headers = refreshed_headers(&stale.headers, not_modified);
+        let headers = crate::store::owned_headers(&refreshed_headers(&stale.headers, not_modified));
         let storability = classify(
             &Method::GET,
             request,

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use moka::sync::Cache;
 use moka::Expiry;
 
@@ -15,6 +15,33 @@ use crate::freshness::Freshness;
 /// How long an expired response is kept, beyond any stale window, so its
 /// validators can turn the next fetch into a cheap 304.
 pub const REVALIDATION_KEEP: Duration = Duration::from_secs(60);
+
+/// `headers` with their values copied into one buffer of their own.
+///
+/// hyper parses a response's header values as slices of the connection's
+/// read buffer, which also holds the body's first bytes and whatever else
+/// was read with them; a stored response that kept those slices would keep
+/// that whole buffer alive, unseen by the store's weigher, for as long as
+/// it is cached.
+pub fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut bytes = BytesMut::with_capacity(headers.values().map(HeaderValue::len).sum());
+    for v in headers.values() {
+        bytes.extend_from_slice(v.as_bytes());
+    }
+    let bytes = bytes.freeze();
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    let mut at = 0;
+    for (name, v) in headers {
+        let slice = bytes.slice(at..at + v.len());
+        at += v.len();
+        // The bytes were a valid value a moment ago; the fallback is
+        // only for the type checker.
+        let mut value = HeaderValue::from_maybe_shared(slice).unwrap_or_else(|_| v.clone());
+        value.set_sensitive(v.is_sensitive());
+        owned.append(name.clone(), value);
+    }
+    owned
+}
 
 /// A stored response. Immutable once stored: a refresh stores a new one.
 #[derive(Debug)]
@@ -207,6 +234,41 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+
+    /// Whether `inner` lies within `outer`'s memory.
+    fn within(inner: &[u8], outer: &[u8]) -> bool {
+        let (o, i) = (outer.as_ptr() as usize, inner.as_ptr() as usize);
+        i >= o && i < o + outer.len()
+    }
+
+    #[test]
+    fn stored_headers_keep_none_of_the_buffer_they_were_parsed_from() {
+        // As hyper leaves them: values sliced out of a large read buffer.
+        let mut buffer = BytesMut::zeroed(64 * 1024);
+        let head = b"max-age=60\"v1\"text/plain";
+        buffer[..head.len()].copy_from_slice(head);
+        let buffer = buffer.freeze();
+        let mut parsed = HeaderMap::new();
+        for (name, range) in [
+            (http::header::CACHE_CONTROL, 0..10),
+            (http::header::ETAG, 10..14),
+            (http::header::CONTENT_TYPE, 14..24),
+            (http::header::VARY, 14..18),
+        ] {
+            let v = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap();
+            parsed.append(name, v);
+        }
+        parsed.append(http::header::VARY, HeaderValue::from_static("accept"));
+        let owned = owned_headers(&parsed);
+        assert_eq!(owned, parsed);
+        for v in owned.values() {
+            assert!(
+                !within(v.as_bytes(), &buffer),
+                "{v:?} still points into the read buffer"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

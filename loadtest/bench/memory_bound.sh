@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Memory bound: a cache node with CAPACITY of cache receives requests for a
-# working set TEN times larger (distinct 100 KiB objects, uniformly random,
-# from wrk), and its resident memory is sampled throughout. It prints the
-# peak RSS, the RSS with an empty cache (the fixed overhead), and both as a
-# ratio to the capacity.
+# working set TEN times larger (distinct objects of OBJECT_KIB, uniformly
+# random, from wrk), and its resident memory is sampled throughout. It
+# prints the peak RSS, the RSS with an empty cache (the fixed overhead), and
+# both as a ratio to the capacity.
 #
-# Usage: loadtest/bench/memory_bound.sh   (env: CAPACITY_MIB=256 DURATION=30)
+# Usage: loadtest/bench/memory_bound.sh   (env: CAPACITY_MIB=256 DURATION=30 OBJECT_KIB=100)
 source "$(dirname "$0")/lib.sh"
 
 CAPACITY_MIB=${CAPACITY_MIB:-256}
 DURATION=${DURATION:-30}
-OBJECT_KIB=100
+OBJECT_KIB=${OBJECT_KIB:-100}
 OBJECTS=$(( CAPACITY_MIB * 1024 * 10 / OBJECT_KIB ))
 need_commands wrk:wrk taskset:util-linux
 
