@@ -8,7 +8,6 @@
 //! pool lookup; here a request is a write and a read, which halves the
 //! generator's CPU per request (loadtest/bench/generator_efficiency.sh).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Mutex, PoisonError};
@@ -82,7 +81,9 @@ struct Conn {
 
 /// Idle keep-alive connections per target.
 pub struct Pool {
-    idle: HashMap<SocketAddr, Mutex<Vec<Conn>>>,
+    /// A scenario names a few targets: a scan is cheaper than hashing an
+    /// address twice per request.
+    idle: Vec<(SocketAddr, Mutex<Vec<Conn>>)>,
     connect_timeout: Duration,
 }
 
@@ -97,16 +98,21 @@ impl Pool {
         }
     }
 
-    fn take(&self, target: SocketAddr) -> Option<Conn> {
+    fn idle(&self, target: SocketAddr) -> Option<&Mutex<Vec<Conn>>> {
         self.idle
-            .get(&target)?
+            .iter()
+            .find_map(|(t, idle)| (*t == target).then_some(idle))
+    }
+
+    fn take(&self, target: SocketAddr) -> Option<Conn> {
+        self.idle(target)?
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop()
     }
 
     fn put(&self, target: SocketAddr, conn: Conn) {
-        if let Some(idle) = self.idle.get(&target) {
+        if let Some(idle) = self.idle(target) {
             idle.lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(conn);
@@ -391,8 +397,10 @@ impl Head {
         let (mut length, mut chunked, mut close) = (None, false, parsed.version == Some(0));
         let (mut cache_status, mut x_cache) = (None, None);
         for h in parsed.headers.iter() {
-            let value = std::str::from_utf8(h.value).unwrap_or("");
+            // Decoded only for the fields read: most are not.
+            let text = || std::str::from_utf8(h.value).unwrap_or("");
             if h.name.eq_ignore_ascii_case("content-length") {
+                let value = text();
                 let n: u64 = value
                     .trim()
                     .parse()
@@ -402,12 +410,12 @@ impl Head {
                 }
                 length = Some(n);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value
+                chunked = text()
                     .rsplit(',')
                     .next()
                     .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
             } else if h.name.eq_ignore_ascii_case("connection") {
-                for token in value.split(',').map(str::trim) {
+                for token in text().split(',').map(str::trim) {
                     if token.eq_ignore_ascii_case("close") {
                         close = true;
                     } else if token.eq_ignore_ascii_case("keep-alive") && parsed.version == Some(0)
@@ -416,9 +424,9 @@ impl Head {
                     }
                 }
             } else if h.name.eq_ignore_ascii_case("cache-status") {
-                cache_status = Some(value);
+                cache_status = Some(text());
             } else if h.name.eq_ignore_ascii_case("x-cache") {
-                x_cache = Some(value);
+                x_cache = Some(text());
             }
         }
         let framing = if status == 204 || status == 304 || (100..200).contains(&status) {

@@ -16,16 +16,20 @@ pub mod report;
 pub mod viewers;
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use fanout_config::{ScenarioConfig, ViewerModel};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::{sleep_until, Instant as TokioInstant};
-use tokio_util::sync::CancellationToken;
+use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use arrivals::{Arrival, Arrivals, Shard};
 pub use report::Report;
@@ -65,9 +69,15 @@ impl Default for RunOptions {
 }
 
 enum Model {
+    /// A viewer that stays: a task of its own, sharing its model.
+    Player(Arc<Player>),
+    /// One request, driven by the dispatcher.
+    Static(StaticModel),
+}
+
+enum Player {
     Live(LiveModel),
     Vod(VodModel),
-    Static(StaticModel),
 }
 
 fn models(scenario: &ScenarioConfig) -> Vec<Model> {
@@ -81,12 +91,12 @@ fn models(scenario: &ScenarioConfig) -> Vec<Model> {
                 abr_up,
                 start_behind,
                 ..
-            } => Model::Live(LiveModel {
+            } => Model::Player(Arc::new(Player::Live(LiveModel {
                 stream: stream.clone(),
                 abr_down: *abr_down,
                 abr_up: *abr_up,
                 start_behind: *start_behind,
-            }),
+            }))),
             ViewerModel::Vod {
                 titles,
                 zipf,
@@ -94,12 +104,12 @@ fn models(scenario: &ScenarioConfig) -> Vec<Model> {
                 watch_segments,
                 read_ahead,
                 ..
-            } => Model::Vod(VodModel {
+            } => Model::Player(Arc::new(Player::Vod(VodModel {
                 titles: Zipf::new(*titles, *zipf),
                 seek_probability: *seek_probability,
                 watch_segments: *watch_segments,
                 read_ahead: *read_ahead,
-            }),
+            }))),
             ViewerModel::Static {
                 prefix,
                 count,
@@ -187,7 +197,7 @@ pub async fn run(
         recorder: recorder.clone(),
         end: end.clone(),
     });
-    let models = Arc::new(models(scenario));
+    let models = models(scenario);
     let audience = Arc::new(Audience::default());
     let memory = progress::Memory::start();
     let origin_before = match origin {
@@ -218,73 +228,20 @@ pub async fn run(
         end.clone(),
     ));
 
-    let mut viewers = JoinSet::new();
-    let mut schedule = Arrivals::new(scenario).filter(|a| options.shard.owns(a.index));
-    let limit = |phase: usize| {
-        scenario.phases[phase]
-            .population
-            .div_ceil(u64::from(options.shard.count))
+    let dispatcher = tokio::spawn(dispatch(Dispatch {
+        scenario: scenario.clone(),
+        shard: options.shard,
+        started,
+        ctx,
+        addresses: addresses.clone(),
+        models,
+        audience: audience.clone(),
+        end: end.clone(),
+    }));
+    let elapsed = match dispatcher.await {
+        Ok(elapsed) => elapsed,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     };
-    for arrival in schedule.by_ref() {
-        let at = started + arrival.at;
-        tokio::select! {
-            _ = sleep_until(TokioInstant::from_std(at)) => {}
-            _ = end.cancelled() => break,
-        }
-        // Reap finished viewers so the set does not grow with the run.
-        while viewers.try_join_next().is_some() {}
-        if audience.active() >= limit(arrival.phase) {
-            audience.turned_away.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        // A static request is over in moments: it is not sent away in a
-        // drain, so it skips the bookkeeping that would allow it.
-        let leave = if matches!(models[arrival.model], Model::Static(_)) {
-            audience.active.fetch_add(1, Ordering::Relaxed);
-            audience.arrived.fetch_add(1, Ordering::Relaxed);
-            end.clone()
-        } else {
-            let leave = end.child_token();
-            audience.join(arrival.index, leave.clone());
-            leave
-        };
-        let viewer = Viewer {
-            ctx: ctx.clone(),
-            target: addresses[(arrival.index as usize) % addresses.len()],
-            rng: fastrand::Rng::with_seed(arrival.seed),
-            leave,
-        };
-        let (models, audience) = (models.clone(), audience.clone());
-        viewers.spawn(async move {
-            let registered = match &models[arrival.model] {
-                // Boxed: a spawned future is copied whole, and a live or
-                // VOD viewer's is several times the size of a static
-                // request's, which is most arrivals.
-                Model::Live(m) => {
-                    Box::pin(viewers::live(viewer, m, at)).await;
-                    true
-                }
-                Model::Vod(m) => {
-                    Box::pin(viewers::vod(viewer, m, at)).await;
-                    true
-                }
-                Model::Static(m) => {
-                    viewers::static_object(viewer, m, at).await;
-                    false
-                }
-            };
-            audience.left(arrival.index, registered);
-        });
-    }
-    // The schedule is exhausted before the last phase ends when it closes
-    // with no arrivals: let the audience watch to the end.
-    tokio::select! {
-        _ = sleep_until(TokioInstant::from_std(started + duration)) => {}
-        _ = end.cancelled() => {}
-    }
-    let elapsed = started.elapsed();
-    end.cancel();
-    while viewers.join_next().await.is_some() {}
     let _ = population.await;
     let _ = sampler.await;
     let fault_log = faults.finish().await;
@@ -317,6 +274,145 @@ pub async fn run(
         origin: origin_figures,
         faults: fault_log,
     })
+}
+
+/// What the dispatcher needs, owned: it runs as a task of its own.
+struct Dispatch {
+    scenario: ScenarioConfig,
+    shard: Shard,
+    started: Instant,
+    ctx: Arc<Ctx>,
+    addresses: Vec<SocketAddr>,
+    models: Vec<Model>,
+    audience: Arc<Audience>,
+    end: CancellationToken,
+}
+
+/// Starts each arrival at its time until the run ends, then waits for
+/// every viewer to leave; returns how long the run lasted.
+///
+/// It runs as a runtime task, not on the thread that called [`run`]: a
+/// task spawned from outside the runtime's workers goes through the
+/// shared queue and wakes a parked worker, a context switch per arrival.
+/// Live and VOD viewers are tasks of their own. Static requests, most
+/// arrivals and over in moments, are futures this task drives itself, so
+/// one costs no task, no join-set entry and no cancellation token; those
+/// still in flight when the run ends are dropped, and so not counted, as a
+/// viewer who leaves mid-request is not.
+async fn dispatch(d: Dispatch) -> Duration {
+    let Dispatch {
+        scenario,
+        shard,
+        started,
+        ctx,
+        addresses,
+        models,
+        audience,
+        end,
+    } = d;
+    let mut viewers = JoinSet::new();
+    let mut in_flight = InFlight {
+        requests: FuturesUnordered::new(),
+        sleep: Box::pin(sleep_until(TokioInstant::from_std(started))),
+        cancelled: Box::pin(end.cancelled()),
+    };
+    let limit = |phase: usize| {
+        scenario.phases[phase]
+            .population
+            .div_ceil(u64::from(shard.count))
+    };
+    for arrival in Arrivals::new(&scenario).filter(|a| shard.owns(a.index)) {
+        let at = started + arrival.at;
+        if !in_flight.drive_until(at).await {
+            break;
+        }
+        if audience.active() >= limit(arrival.phase) {
+            audience.turned_away.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let target = addresses[(arrival.index as usize) % addresses.len()];
+        let rng = fastrand::Rng::with_seed(arrival.seed);
+        let player = match &models[arrival.model] {
+            Model::Player(p) => p.clone(),
+            Model::Static(m) => {
+                audience.active.fetch_add(1, Ordering::Relaxed);
+                audience.arrived.fetch_add(1, Ordering::Relaxed);
+                let viewer = Viewer {
+                    ctx: ctx.clone(),
+                    target,
+                    rng,
+                    leave: None,
+                };
+                let audience = &audience;
+                in_flight.requests.push(async move {
+                    viewers::static_object(viewer, m, at).await;
+                    audience.left(arrival.index, false);
+                });
+                continue;
+            }
+        };
+        // Reap finished viewers so the set does not grow with the run.
+        while viewers.try_join_next().is_some() {}
+        let leave = end.child_token();
+        audience.join(arrival.index, leave.clone());
+        let viewer = Viewer {
+            ctx: ctx.clone(),
+            target,
+            rng,
+            leave: Some(leave),
+        };
+        let audience = audience.clone();
+        viewers.spawn(async move {
+            // Boxed: a spawned future is copied whole, and a live or VOD
+            // viewer's is several times the size of most.
+            match &*player {
+                Player::Live(m) => Box::pin(viewers::live(viewer, m, at)).await,
+                Player::Vod(m) => Box::pin(viewers::vod(viewer, m, at)).await,
+            }
+            audience.left(arrival.index, true);
+        });
+    }
+    // The schedule is exhausted before the last phase ends when it closes
+    // with no arrivals: let the audience watch to the end.
+    in_flight.drive_until(started + scenario.duration()).await;
+    let elapsed = started.elapsed();
+    end.cancel();
+    let dropped = in_flight.requests.len() as u64;
+    drop(in_flight);
+    audience.active.fetch_sub(dropped, Ordering::Relaxed);
+    while viewers.join_next().await.is_some() {}
+    elapsed
+}
+
+/// The static requests in flight, which the dispatcher drives while it
+/// waits for the next arrival.
+struct InFlight<'a, F> {
+    requests: FuturesUnordered<F>,
+    /// Re-armed only when an arrival is not yet due, which at a high rate
+    /// is seldom: arming a timer costs more than the request's own work.
+    sleep: Pin<Box<Sleep>>,
+    cancelled: Pin<Box<WaitForCancellationFuture<'a>>>,
+}
+
+impl<F: Future<Output = ()>> InFlight<'_, F> {
+    /// Drives the requests until `at`; false once the run is cancelled.
+    async fn drive_until(&mut self, at: Instant) -> bool {
+        poll_fn(|cx| {
+            if self.cancelled.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            while let Poll::Ready(Some(())) = self.requests.poll_next_unpin(cx) {}
+            if Instant::now() >= at {
+                return Poll::Ready(true);
+            }
+            let deadline = TokioInstant::from_std(at);
+            if self.sleep.deadline() != deadline {
+                self.sleep.as_mut().reset(deadline);
+            }
+            self.sleep.as_mut().poll(cx).map(|()| true)
+        })
+        .await
+    }
 }
 
 /// Once a second: active viewers, the origin's request count, memory.

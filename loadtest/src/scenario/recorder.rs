@@ -207,8 +207,10 @@ impl Recorder {
         at.saturating_duration_since(self.started).as_secs() as usize
     }
 
-    pub fn record(&self, o: Outcome) {
-        let second = self.second(Instant::now());
+    /// Counts a request that ended at `finished` (the caller's clock
+    /// read, so a request costs one).
+    pub fn record(&self, o: Outcome, finished: Instant) {
+        let second = self.second(finished);
         let mut g = self.lock();
         let inner = &mut *g;
         let bucket = bucket(&mut inner.timeline, second);

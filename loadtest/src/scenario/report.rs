@@ -703,7 +703,7 @@ mod tests {
     fn report_of(outcomes: impl Iterator<Item = u64>, shard: Shard) -> Report {
         let rec = Recorder::new(Instant::now());
         for i in outcomes {
-            rec.record(outcome(i));
+            rec.record(outcome(i), Instant::now());
         }
         rec.startup(Duration::from_millis(300));
         let s = scenario();

@@ -35,8 +35,10 @@ pub struct Viewer {
     pub ctx: Arc<Ctx>,
     pub target: SocketAddr,
     pub rng: fastrand::Rng,
-    /// Fires when this viewer leaves (a drain) or the run ends.
-    pub leave: CancellationToken,
+    /// Fires when this viewer leaves (a drain) or the run ends. `None`
+    /// for a static request, which ends when the dispatcher that drives it
+    /// drops it: watching a token costs a lock per request.
+    pub leave: Option<CancellationToken>,
 }
 
 impl Viewer {
@@ -71,16 +73,20 @@ impl Viewer {
             })
             .await
         };
-        let result = tokio::select! {
-            r = exchange => r,
-            _ = self.leave.cancelled() => return None,
+        let result = match &self.leave {
+            Some(leave) => tokio::select! {
+                r = exchange => r,
+                _ = leave.cancelled() => return None,
+            },
+            None => exchange.await,
         };
+        let finished = Instant::now();
         let (outcome, result) = match result {
             Ok(Ok(r)) if (200..300).contains(&r.status) => (
                 Outcome {
                     class,
                     ttfb: r.head_at.saturating_duration_since(intended),
-                    total: intended.elapsed(),
+                    total: finished.saturating_duration_since(intended),
                     bytes: r.bytes,
                     hit: r.hit,
                     error: None,
@@ -117,15 +123,19 @@ impl Viewer {
                 Err(()),
             ),
         };
-        self.ctx.recorder.record(outcome);
+        self.ctx.recorder.record(outcome, finished);
         Some(result)
     }
 
     /// Sleeps until `at`; false if the viewer left first.
     async fn wait_until(&self, at: Instant) -> bool {
+        let Some(leave) = &self.leave else {
+            sleep_until(TokioInstant::from_std(at)).await;
+            return true;
+        };
         tokio::select! {
             _ = sleep_until(TokioInstant::from_std(at)) => true,
-            _ = self.leave.cancelled() => false,
+            _ = leave.cancelled() => false,
         }
     }
 }
