@@ -43,6 +43,16 @@ pub fn owned_headers(headers: &HeaderMap) -> HeaderMap {
     owned
 }
 
+/// What an entry costs beyond the bytes it holds: moka's nodes, the
+/// stored response itself, the key's allocation and allocator rounding.
+/// Measured, not derived: with 1 KiB objects loadtest/bench/memory_bound.sh
+/// found 3.3 KiB resident per entry when the weigher counted 1.7 KiB
+/// (docs/performance.md), so small objects overran the capacity twofold.
+const ENTRY_OVERHEAD: usize = 1024;
+/// A header's slot in a `HeaderMap` (its bucket and index), beyond its
+/// name and value bytes.
+const HEADER_OVERHEAD: usize = 112;
+
 /// A stored response. Immutable once stored: a refresh stores a new one.
 #[derive(Debug)]
 pub struct StoredResponse {
@@ -127,15 +137,15 @@ impl StoredResponse {
         (age, self.freshness.lifetime.as_secs() as i64 - age as i64)
     }
 
-    /// What the entry costs against the capacity: body, headers and a fixed
-    /// allowance for the entry itself and moka's bookkeeping.
-    fn weight(&self) -> u32 {
+    /// What the entry stored under `key` costs against the capacity: its
+    /// bytes and what holding them takes.
+    fn weight(&self, key: &str) -> u32 {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .map(|(n, v)| n.as_str().len() + v.len() + HEADER_OVERHEAD)
             .sum();
-        (self.body.len() + headers + 256).min(u32::MAX as usize) as u32
+        (self.body.len() + headers + key.len() + ENTRY_OVERHEAD).min(u32::MAX as usize) as u32
     }
 }
 
@@ -164,7 +174,7 @@ impl Store {
         let counted = evictions.clone();
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|_k: &String, v: &Arc<StoredResponse>| v.weight())
+            .weigher(|k: &String, v: &Arc<StoredResponse>| v.weight(k))
             .expire_after(ExpireWhenStale)
             .eviction_listener(move |_k, _v, cause| {
                 if cause == moka::notification::RemovalCause::Size {
@@ -298,6 +308,48 @@ mod tests {
         assert_eq!(
             r.age_and_ttl_secs(stored_at + Duration::from_secs(400)),
             (405, -105)
+        );
+    }
+
+    #[test]
+    fn small_objects_are_weighed_with_what_holding_them_costs() {
+        // 1 MiB of 100-byte bodies: counted by their bytes alone, 10 000
+        // of them would fit; each also costs the entry's own memory.
+        let capacity = 1024 * 1024;
+        let store = Store::new(capacity);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60"),
+        );
+        headers.insert(http::header::ETAG, HeaderValue::from_static("\"v1\""));
+        for i in 0..10_000 {
+            store.insert(
+                format!("site/localhost/obj/{i}"),
+                Arc::new(StoredResponse {
+                    status: StatusCode::OK,
+                    headers: headers.clone(),
+                    body: Bytes::from(vec![b'x'; 100]),
+                    stored_at: Instant::now(),
+                    initial_age: Duration::ZERO,
+                    freshness: Freshness::new(Duration::from_secs(60)),
+                    stale_on_error: Duration::ZERO,
+                }),
+            );
+        }
+        let (weight, entries) = (store.weighted_size(), store.entry_count());
+        assert!(
+            weight <= capacity,
+            "{weight} bytes weighed in a {capacity}-byte store"
+        );
+        let per_entry = (100 + ENTRY_OVERHEAD + 2 * HEADER_OVERHEAD) as u64;
+        assert!(
+            entries <= capacity / per_entry,
+            "{entries} entries kept: each costs at least {per_entry} bytes"
+        );
+        assert!(
+            entries > capacity / (2 * per_entry),
+            "only {entries} entries kept"
         );
     }
 
