@@ -210,15 +210,38 @@ enum Attempt {
     Failed(H1Error),
 }
 
+/// Most response heads have a dozen fields: parsing tries this many slots
+/// first, since each is initialised for every response.
+const FEW_HEADERS: usize = 24;
+/// The most fields a response head may have.
+const MAX_HEADERS: usize = 128;
+
 /// Parses the response head at the front of `buf`; `None` while it is
-/// incomplete. Not inline in [`exchange`]: the 2 KiB of header slots would
-/// be part of every request's future, copied each time one is spawned.
+/// incomplete. Not inline in [`exchange`]: the header slots would be part
+/// of every request's future, copied each time one moves.
 fn parse_head(buf: &[u8], cache_status: bool) -> Result<Option<Head>, H1Error> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut parsed = httparse::Response::new(&mut headers);
+    let mut few = [httparse::EMPTY_HEADER; FEW_HEADERS];
+    let mut parsed = httparse::Response::new(&mut few);
     match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => Head::of(&parsed, len, cache_status).map(Some),
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut many = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut parsed = httparse::Response::new(&mut many);
+            let status = parsed.parse(buf);
+            head_of(&parsed, status, buf.len(), cache_status)
+        }
+        status => head_of(&parsed, status, buf.len(), cache_status),
+    }
+}
+
+fn head_of(
+    parsed: &httparse::Response<'_, '_>,
+    status: httparse::Result<usize>,
+    buffered: usize,
+    cache_status: bool,
+) -> Result<Option<Head>, H1Error> {
+    match status {
+        Ok(httparse::Status::Complete(len)) => Head::of(parsed, len, cache_status).map(Some),
+        Ok(httparse::Status::Partial) if buffered < MAX_HEAD => Ok(None),
         Ok(httparse::Status::Partial) => {
             Err(H1Error::Malformed("response head over 64 KiB".into()))
         }
@@ -524,6 +547,31 @@ mod tests {
         let r = pool.get(addr, "h", "/d", false).await.unwrap();
         assert_eq!((r.bytes, r.body.len()), (13, 0));
         // All four on one connection: the canned server accepts only one.
+    }
+
+    #[test]
+    fn heads_with_more_fields_than_the_first_try_holds_still_parse() {
+        let head = |fields: usize| {
+            let mut h = String::from("HTTP/1.1 200 OK\r\n");
+            for i in 0..fields {
+                h.push_str(&format!("X-Field-{i}: {i}\r\n"));
+            }
+            h.push_str("Cache-Status: edge; hit\r\nContent-Length: 7\r\n\r\n");
+            h
+        };
+        let many = head(FEW_HEADERS * 3);
+        let parsed = parse_head(many.as_bytes(), false).unwrap().unwrap();
+        assert_eq!(parsed.len, many.len());
+        assert!(matches!(parsed.framing, Framing::Length(7)));
+        assert_eq!(
+            parsed.hit,
+            Some(true),
+            "the fields after the first try's slots are read"
+        );
+        assert!(matches!(
+            parse_head(head(MAX_HEADERS).as_bytes(), false),
+            Err(H1Error::Malformed(_))
+        ));
     }
 
     #[tokio::test]

@@ -315,6 +315,7 @@ async fn dispatch(d: Dispatch) -> Duration {
         requests: FuturesUnordered::new(),
         sleep: Box::pin(sleep_until(TokioInstant::from_std(started))),
         cancelled: Box::pin(end.cancelled()),
+        now: started,
     };
     let limit = |phase: usize| {
         scenario.phases[phase]
@@ -392,6 +393,9 @@ struct InFlight<'a, F> {
     /// is seldom: arming a timer costs more than the request's own work.
     sleep: Pin<Box<Sleep>>,
     cancelled: Pin<Box<WaitForCancellationFuture<'a>>>,
+    /// The clock as last read: arrivals come in bursts (timers tick each
+    /// millisecond), and a burst needs one read, not one per arrival.
+    now: Instant,
 }
 
 impl<F: Future<Output = ()>> InFlight<'_, F> {
@@ -402,7 +406,11 @@ impl<F: Future<Output = ()>> InFlight<'_, F> {
                 return Poll::Ready(false);
             }
             while let Poll::Ready(Some(())) = self.requests.poll_next_unpin(cx) {}
-            if Instant::now() >= at {
+            if at <= self.now {
+                return Poll::Ready(true);
+            }
+            self.now = Instant::now();
+            if at <= self.now {
                 return Poll::Ready(true);
             }
             let deadline = TokioInstant::from_std(at);
