@@ -1,7 +1,9 @@
 //! The scenario viewers' HTTP/1.1 client: a GET written into the socket
 //! by the viewer's own task, the response head parsed with httparse, the
-//! body read by Content-Length, chunked coding or to the connection's end,
-//! and the connection kept per target for the next viewer.
+//! body read by Content-Length, chunked coding or to the connection's end
+//! (the framing rules the proxy's client uses too,
+//! [`fanout_server::h1_body`]), and the connection kept per target for the
+//! next viewer.
 //!
 //! Why not hyper's pooled client: it runs each connection as its own task
 //! fed through a channel, so every request costs two task wake-ups and a
@@ -18,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::client::verdict;
+use fanout_server::h1_body::{Framing, FramingFields, Malformed, Step};
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -259,68 +262,52 @@ async fn exchange(
     if conn.stream.write_all(request).await.is_err() {
         return Err(Attempt::Stale);
     }
-    // The head.
+    // The head, after any interim (1xx) ones.
+    let mut answered = false;
     let head = loop {
-        if let Some(head) = parse_head(&conn.buf, want.cache_status).map_err(Attempt::Failed)? {
-            break head;
-        }
-        let empty = conn.buf.is_empty();
-        match read_more(conn).await {
-            Ok(0) if empty => return Err(Attempt::Stale),
-            Ok(0) => {
-                return Err(Attempt::Failed(H1Error::Malformed(
-                    "the connection closed mid-head".into(),
-                )))
+        match parse_head(&conn.buf, want.cache_status).map_err(Attempt::Failed)? {
+            Some(head) if head.interim => {
+                conn.buf.advance(head.len);
+                answered = true;
             }
-            Ok(_) => {}
-            Err(e) if empty => {
-                let _ = e;
-                return Err(Attempt::Stale);
+            Some(head) => break head,
+            None => {
+                let empty = conn.buf.is_empty() && !answered;
+                match read_more(conn).await {
+                    Ok(0) | Err(_) if empty => return Err(Attempt::Stale),
+                    Ok(0) => {
+                        return Err(Attempt::Failed(H1Error::Malformed(
+                            "the connection closed mid-head".into(),
+                        )))
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(Attempt::Failed(H1Error::Io(e))),
+                }
             }
-            Err(e) => return Err(Attempt::Failed(H1Error::Io(e))),
         }
     };
     let head_at = Instant::now();
     conn.buf.advance(head.len);
+    let mut framing = head.framing;
     let mut kept = BytesMut::new();
-    let mut keep = |data: &[u8]| {
-        if want.body {
-            kept.extend_from_slice(data);
-        }
-    };
-    let (bytes, reusable) = match head.framing {
-        Framing::Empty => (0, head.keep_alive),
-        Framing::Length(n) => {
-            let mut got = 0u64;
-            while got < n {
-                if conn.buf.is_empty() && read_more(conn).await.map_err(io_failed)? == 0 {
-                    return Err(Attempt::Failed(H1Error::Truncated(got)));
+    let mut bytes = 0u64;
+    loop {
+        match framing.step(&mut conn.buf).map_err(malformed)? {
+            Step::Data(data) => {
+                bytes += data.len() as u64;
+                if want.body {
+                    kept.extend_from_slice(&data);
                 }
-                let take = (conn.buf.len() as u64).min(n - got) as usize;
-                keep(&conn.buf[..take]);
-                conn.buf.advance(take);
-                got += take as u64;
             }
-            (got, head.keep_alive && conn.buf.is_empty())
+            Step::Done => break,
+            Step::More => match read_more(conn).await.map_err(io_failed)? {
+                0 if framing == Framing::UntilClose => break,
+                0 => return Err(Attempt::Failed(H1Error::Truncated(bytes))),
+                _ => {}
+            },
         }
-        Framing::Chunked => {
-            let got = read_chunked(conn, &mut keep)
-                .await
-                .map_err(Attempt::Failed)?;
-            (got, head.keep_alive && conn.buf.is_empty())
-        }
-        Framing::UntilClose => {
-            let mut got = conn.buf.len() as u64;
-            keep(&conn.buf);
-            conn.buf.clear();
-            while read_more(conn).await.map_err(io_failed)? > 0 {
-                got += conn.buf.len() as u64;
-                keep(&conn.buf);
-                conn.buf.clear();
-            }
-            (got, false)
-        }
-    };
+    }
+    let reusable = framing.reusable() && conn.buf.is_empty();
     Ok((
         Response {
             status: head.status,
@@ -338,73 +325,22 @@ fn io_failed(e: io::Error) -> Attempt {
     Attempt::Failed(H1Error::Io(e))
 }
 
+fn malformed(m: Malformed) -> Attempt {
+    Attempt::Failed(H1Error::Malformed(m.to_string()))
+}
+
 async fn read_more(conn: &mut Conn) -> io::Result<usize> {
     conn.buf.reserve(READ_CHUNK);
     conn.stream.read_buf(&mut conn.buf).await
 }
 
-/// A chunked body (RFC 9112 §7.1), trailers skipped; returns its length.
-async fn read_chunked(conn: &mut Conn, keep: &mut impl FnMut(&[u8])) -> Result<u64, H1Error> {
-    let mut total = 0u64;
-    loop {
-        let line = read_line(conn, total).await?;
-        let size_hex = line.split(|b| *b == b';').next().unwrap_or_default();
-        let size_text = std::str::from_utf8(size_hex)
-            .map_err(|_| H1Error::Malformed("chunk size is not text".into()))?;
-        let size = u64::from_str_radix(size_text.trim(), 16)
-            .map_err(|_| H1Error::Malformed(format!("bad chunk size {size_text:?}")))?;
-        if size == 0 {
-            // Trailer fields, then the empty line.
-            while !read_line(conn, total).await?.is_empty() {}
-            return Ok(total);
-        }
-        let mut left = size;
-        while left > 0 {
-            if conn.buf.is_empty() && read_more(conn).await.map_err(H1Error::Io)? == 0 {
-                return Err(H1Error::Truncated(total));
-            }
-            let take = (conn.buf.len() as u64).min(left) as usize;
-            keep(&conn.buf[..take]);
-            conn.buf.advance(take);
-            left -= take as u64;
-            total += take as u64;
-        }
-        if !read_line(conn, total).await?.is_empty() {
-            return Err(H1Error::Malformed("chunk data longer than its size".into()));
-        }
-    }
-}
-
-/// The next CRLF-terminated line, without the CRLF.
-async fn read_line(conn: &mut Conn, so_far: u64) -> Result<Vec<u8>, H1Error> {
-    loop {
-        if let Some(i) = conn.buf.windows(2).position(|w| w == b"\r\n") {
-            let line = conn.buf[..i].to_vec();
-            conn.buf.advance(i + 2);
-            return Ok(line);
-        }
-        if conn.buf.len() > MAX_HEAD {
-            return Err(H1Error::Malformed("chunk line over 64 KiB".into()));
-        }
-        if read_more(conn).await.map_err(H1Error::Io)? == 0 {
-            return Err(H1Error::Truncated(so_far));
-        }
-    }
-}
-
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
 struct Head {
     len: usize,
     status: u16,
+    /// A 1xx response other than 101: the final one follows it.
+    interim: bool,
     hit: Option<bool>,
     framing: Framing,
-    keep_alive: bool,
     cache_status: Option<String>,
 }
 
@@ -417,57 +353,29 @@ impl Head {
         let status = parsed
             .code
             .ok_or_else(|| H1Error::Malformed("no status code".into()))?;
-        let (mut length, mut chunked, mut close) = (None, false, parsed.version == Some(0));
+        if status == 101 {
+            return Err(H1Error::Malformed("unrequested protocol switch".into()));
+        }
+        let mut fields = FramingFields::default();
         let (mut cache_status, mut x_cache) = (None, None);
         for h in parsed.headers.iter() {
+            fields
+                .see(h.name, h.value)
+                .map_err(|m| H1Error::Malformed(m.to_string()))?;
             // Decoded only for the fields read: most are not.
             let text = || std::str::from_utf8(h.value).unwrap_or("");
-            if h.name.eq_ignore_ascii_case("content-length") {
-                let value = text();
-                let n: u64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| H1Error::Malformed(format!("bad Content-Length {value:?}")))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(H1Error::Malformed("conflicting Content-Length".into()));
-                }
-                length = Some(n);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = text()
-                    .rsplit(',')
-                    .next()
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                for token in text().split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case("keep-alive") && parsed.version == Some(0)
-                    {
-                        close = false;
-                    }
-                }
-            } else if h.name.eq_ignore_ascii_case("cache-status") {
+            if h.name.eq_ignore_ascii_case("cache-status") {
                 cache_status = Some(text());
             } else if h.name.eq_ignore_ascii_case("x-cache") {
                 x_cache = Some(text());
             }
         }
-        let framing = if status == 204 || status == 304 || (100..200).contains(&status) {
-            Framing::Empty
-        } else if chunked {
-            Framing::Chunked
-        } else if let Some(n) = length {
-            Framing::Length(n)
-        } else {
-            close = true;
-            Framing::UntilClose
-        };
         Ok(Head {
             len,
             status,
+            interim: (100..200).contains(&status),
             hit: verdict(cache_status, x_cache),
-            framing,
-            keep_alive: !close,
+            framing: Framing::of(status, false, parsed.version == Some(0), &fields),
             cache_status: cache_status
                 .filter(|_| keep_cache_status)
                 .map(str::to_string),
@@ -572,6 +480,21 @@ mod tests {
             parse_head(head(MAX_HEADERS).as_bytes(), false),
             Err(H1Error::Malformed(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let addr = canned(vec![
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes",
+        ])
+        .await;
+        let pool = Pool::new(&[addr], Duration::from_secs(1));
+        let r = pool.get(addr, "h", "/a", true).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"ok"[..]));
+        // The same connection carries the next one: nothing was left over.
+        let r = pool.get(addr, "h", "/b", true).await.unwrap();
+        assert_eq!((r.status, &r.body[..]), (200, &b"yes"[..]));
     }
 
     #[tokio::test]

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use fanout_config::HostPort;
+use fanout_server::h1_body::{Framing, FramingFields, Malformed, Step};
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -37,8 +38,6 @@ use tokio::sync::oneshot;
 
 /// Largest response head accepted, as hyper's client allows.
 const MAX_HEAD: usize = 64 * 1024;
-/// Largest chunk-size or trailer line accepted.
-const MAX_LINE: usize = 4 * 1024;
 const MAX_HEADERS: usize = 100;
 /// How much room each socket read has; a 1 MiB body is sixteen reads.
 const READ_CHUNK: usize = 64 * 1024;
@@ -59,6 +58,12 @@ pub enum NodeError {
     NoResponse,
     #[error("the body ended before its declared end")]
     Truncated,
+}
+
+impl From<Malformed> for NodeError {
+    fn from(m: Malformed) -> NodeError {
+        NodeError::Malformed(m.0)
+    }
 }
 
 /// Idle keep-alive connections to cache nodes, by address.
@@ -335,10 +340,12 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, NodeE
     let http10 = parsed.version == Some(0);
     let base = buf.as_ptr() as usize;
     // Where each field sits in the head, so values can share its buffer.
+    let mut framing = FramingFields::default();
     let fields: Vec<(HeaderName, std::ops::Range<usize>)> = parsed
         .headers
         .iter()
         .map(|h| {
+            framing.see(h.name, h.value)?;
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| NodeError::Malformed("invalid header name"))?;
             let start = h.value.as_ptr() as usize - base;
@@ -347,59 +354,11 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, NodeE
         .collect::<Result<_, NodeError>>()?;
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
-    let (mut length, mut chunked, mut te, mut close) = (None, false, false, http10);
     for (name, range) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(range))
             .map_err(|_| NodeError::Malformed("invalid header value"))?;
-        if name == http::header::CONTENT_LENGTH {
-            let n = value
-                .to_str()
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(NodeError::Malformed("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(NodeError::Malformed("conflicting Content-Length"));
-            }
-            length = Some(n);
-        } else if name == http::header::TRANSFER_ENCODING {
-            te = true;
-            chunked = value.to_str().is_ok_and(|v| {
-                v.rsplit(',')
-                    .next()
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"))
-            });
-        } else if name == http::header::CONNECTION {
-            for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                if token.eq_ignore_ascii_case("close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case("keep-alive") && http10 {
-                    close = false;
-                }
-            }
-        }
         headers.append(name, value);
     }
-    // RFC 9112 §6.3: HEAD, 204 and 304 have no body whatever the fields
-    // say; Transfer-Encoding overrides Content-Length (and the connection
-    // cannot be trusted after both); a final coding other than chunked, or
-    // no framing at all, runs to the connection's end.
-    let framing =
-        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-            Framing::Length(0)
-        } else if te {
-            close |= length.is_some() || !chunked;
-            if chunked {
-                Framing::Chunked(Chunked::Size)
-            } else {
-                Framing::UntilClose
-            }
-        } else if let Some(n) = length {
-            Framing::Length(n)
-        } else {
-            close = true;
-            Framing::UntilClose
-        };
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = if http10 {
@@ -411,182 +370,8 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, NodeE
     let (parts, ()) = response.into_parts();
     Ok(Some(Head::Final(
         parts,
-        if close { framing.closing() } else { framing },
+        Framing::of(code, head_only, http10, &framing),
     )))
-}
-
-/// How the body ends, and what is left of it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Framing {
-    /// This many bytes remain.
-    Length(u64),
-    Chunked(Chunked),
-    UntilClose,
-    /// As the inner framing, but the connection is not reused after it.
-    Closing(Inner),
-}
-
-/// The framing of a body whose connection closes after it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Inner {
-    Length(u64),
-    Chunked(Chunked),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Chunked {
-    /// Expecting a chunk-size line.
-    Size,
-    /// This many bytes of chunk data remain.
-    Data(u64),
-    /// Expecting the CRLF after chunk data.
-    DataEnd,
-    /// In the trailer section, up to its empty line.
-    Trailer,
-    Done,
-}
-
-/// One step of reading a body out of the bytes already received.
-#[derive(Debug, PartialEq)]
-enum Step {
-    Data(Bytes),
-    /// The buffer holds no more of the body.
-    More,
-    Done,
-}
-
-impl Framing {
-    fn closing(self) -> Framing {
-        match self {
-            Framing::Length(n) => Framing::Closing(Inner::Length(n)),
-            Framing::Chunked(c) => Framing::Closing(Inner::Chunked(c)),
-            other => other,
-        }
-    }
-
-    fn reusable(&self) -> bool {
-        matches!(self, Framing::Length(_) | Framing::Chunked(_))
-    }
-
-    fn is_done(&self) -> bool {
-        matches!(
-            self,
-            Framing::Length(0)
-                | Framing::Chunked(Chunked::Done)
-                | Framing::Closing(Inner::Length(0) | Inner::Chunked(Chunked::Done))
-        )
-    }
-
-    fn remaining(&self) -> Option<u64> {
-        match self {
-            Framing::Length(n) | Framing::Closing(Inner::Length(n)) => Some(*n),
-            _ => None,
-        }
-    }
-
-    /// Takes the next piece of body from `buf`.
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, NodeError> {
-        match self {
-            Framing::Length(left) | Framing::Closing(Inner::Length(left)) => {
-                Ok(take_length(left, buf))
-            }
-            Framing::Chunked(c) | Framing::Closing(Inner::Chunked(c)) => c.step(buf),
-            Framing::UntilClose if buf.is_empty() => Ok(Step::More),
-            Framing::UntilClose => Ok(Step::Data(buf.split().freeze())),
-        }
-    }
-}
-
-fn take_length(left: &mut u64, buf: &mut BytesMut) -> Step {
-    if *left == 0 {
-        return Step::Done;
-    }
-    if buf.is_empty() {
-        return Step::More;
-    }
-    let n = (buf.len() as u64).min(*left);
-    *left -= n;
-    Step::Data(buf.split_to(n as usize).freeze())
-}
-
-impl Chunked {
-    /// RFC 9112 §7.1; chunk extensions and trailer fields are dropped.
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Step, NodeError> {
-        loop {
-            match *self {
-                Chunked::Size => {
-                    let Some(line) = take_line(buf)? else {
-                        return Ok(Step::More);
-                    };
-                    let digits = line.split(|b| *b == b';').next().unwrap_or_default();
-                    let digits = trim_whitespace(digits);
-                    if digits.is_empty() || digits.len() > 15 {
-                        return Err(NodeError::Malformed("invalid chunk size"));
-                    }
-                    let size = std::str::from_utf8(digits)
-                        .ok()
-                        .and_then(|d| u64::from_str_radix(d, 16).ok())
-                        .ok_or(NodeError::Malformed("invalid chunk size"))?;
-                    *self = if size == 0 {
-                        Chunked::Trailer
-                    } else {
-                        Chunked::Data(size)
-                    };
-                }
-                Chunked::Data(ref mut left) => {
-                    let step = take_length(left, buf);
-                    if *left == 0 {
-                        *self = Chunked::DataEnd;
-                    }
-                    if step != Step::Done {
-                        return Ok(step);
-                    }
-                }
-                Chunked::DataEnd => {
-                    if buf.len() < 2 {
-                        return Ok(Step::More);
-                    }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(NodeError::Malformed("chunk data longer than its size"));
-                    }
-                    buf.advance(2);
-                    *self = Chunked::Size;
-                }
-                Chunked::Trailer => {
-                    let Some(line) = take_line(buf)? else {
-                        return Ok(Step::More);
-                    };
-                    if line.is_empty() {
-                        *self = Chunked::Done;
-                    }
-                }
-                Chunked::Done => return Ok(Step::Done),
-            }
-        }
-    }
-}
-
-/// The next CRLF-terminated line, without its CRLF.
-fn take_line(buf: &mut BytesMut) -> Result<Option<Bytes>, NodeError> {
-    match buf.windows(2).position(|w| w == b"\r\n") {
-        Some(i) => {
-            let line = buf.split_to(i).freeze();
-            buf.advance(2);
-            Ok(Some(line))
-        }
-        None if buf.len() > MAX_LINE => Err(NodeError::Malformed("chunk line over 4 KiB")),
-        None => Ok(None),
-    }
-}
-
-fn trim_whitespace(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// A response body read straight from the cache node's connection.
@@ -687,60 +472,10 @@ fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fanout_server::h1_body::{Chunked, Inner};
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
-
-    fn chunked(input: &[&[u8]]) -> Result<Vec<u8>, NodeError> {
-        let mut framing = Framing::Chunked(Chunked::Size);
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for piece in input {
-            buf.extend_from_slice(piece);
-            loop {
-                match framing.step(&mut buf)? {
-                    Step::Data(d) => out.extend_from_slice(&d),
-                    Step::More => break,
-                    Step::Done => return Ok(out),
-                }
-            }
-        }
-        Err(NodeError::Truncated)
-    }
-
-    #[test]
-    fn chunked_bodies_decode_however_the_bytes_are_split() {
-        let whole: &[u8] = b"3;ext=1\r\nabc\r\nA\r\n0123456789\r\n0\r\nTrailer: x\r\n\r\n";
-        let want = b"abc0123456789".to_vec();
-        assert_eq!(chunked(&[whole]).unwrap(), want);
-        for cut in 1..whole.len() {
-            let (a, b) = whole.split_at(cut);
-            assert_eq!(chunked(&[a, b]).unwrap(), want, "split at {cut}");
-        }
-        let bytes: Vec<&[u8]> = whole.chunks(1).collect();
-        assert_eq!(chunked(&bytes).unwrap(), want);
-    }
-
-    #[test]
-    fn malformed_chunks_are_errors() {
-        assert!(matches!(
-            chunked(&[b"zz\r\n"]),
-            Err(NodeError::Malformed(_))
-        ));
-        assert!(matches!(
-            chunked(&[b"2\r\nabc\r\n"]),
-            Err(NodeError::Malformed(_))
-        ));
-        assert!(matches!(
-            chunked(&[b"1000000000000000\r\n"]),
-            Err(NodeError::Malformed(_))
-        ));
-        assert!(matches!(
-            chunked(&[&[b'1'; 5000][..]]),
-            Err(NodeError::Malformed(_))
-        ));
-        assert!(matches!(chunked(&[b"5\r\nab"]), Err(NodeError::Truncated)));
-    }
 
     fn head(text: &str, head_only: bool) -> Result<(http::response::Parts, Framing), NodeError> {
         let mut buf = BytesMut::from(text);

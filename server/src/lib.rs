@@ -9,7 +9,9 @@
 //! nodes for fills and by proxies when they fail open), and the refusal of malformed and smuggling-shaped
 //! requests on every listener.
 //! Also the registry through which components in one process reach each
-//! other without a socket ([`in_process`]).
+//! other without a socket ([`in_process`]), and the framing of HTTP/1.1
+//! response bodies for the clients that read them from a socket
+//! ([`h1_body`]).
 //!
 //! Does not own: what any request means. Components hand it a service.
 //! Metrics are rendered from the Prometheus default registry, which the
@@ -20,6 +22,7 @@ mod admin;
 mod body;
 pub mod conditional;
 mod framing;
+pub mod h1_body;
 mod hop;
 pub mod in_process;
 mod listener;
