@@ -125,6 +125,26 @@ async fn idle_connections_are_closed() {
         waited < Duration::from_secs(15),
         "closed by the idle timeout, not the header timeout ({waited:?})"
     );
+    // A request in flight is not idleness: the origin takes 500 ms to
+    // answer /slow/, longer than the idle timeout.
+    let mut c = TcpStream::connect(s.proxy).unwrap();
+    c.set_read_timeout(Some(DEADLINE)).unwrap();
+    c.write_all(b"GET /slow/1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        c.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    // Had the idle check closed it, hyper would have finished the request
+    // and said so.
+    assert!(
+        !head.contains("connection: close"),
+        "the connection was closed as idle mid-request: {head}"
+    );
     // HTTP/2 (prior knowledge): the connection ends after the idle time.
     let tcp = tokio::net::TcpStream::connect(s.proxy).await.unwrap();
     let (mut send, conn) =
