@@ -526,18 +526,29 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 fn add_forwarding_headers(headers: &mut HeaderMap, host: &str, version: Version, conn: ConnInfo) {
     let ip = conn.peer.ip().to_canonical();
     let proto = if conn.secure { "https" } else { "http" };
+    // The address is formatted once for both fields: this runs per request.
+    let ip_text = ip.to_string();
     append(
         headers,
         X_FORWARDED_FOR,
-        HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value"),
+        HeaderValue::from_str(&ip_text).expect("an IP address is a valid header value"),
     );
-    let node = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut forwarded = format!("for={node};proto={proto}");
+    let mut forwarded = String::with_capacity(32 + ip_text.len() + host.len());
+    forwarded.push_str("for=");
+    match ip {
+        IpAddr::V4(_) => forwarded.push_str(&ip_text),
+        IpAddr::V6(_) => {
+            forwarded.push_str("\"[");
+            forwarded.push_str(&ip_text);
+            forwarded.push_str("]\"");
+        }
+    }
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
     if !host.is_empty() && host.bytes().all(|b| b.is_ascii_graphic() && b != b'"') {
-        forwarded.push_str(&format!(";host=\"{host}\""));
+        forwarded.push_str(";host=\"");
+        forwarded.push_str(host);
+        forwarded.push('"');
     }
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         append(headers, FORWARDED, v);
