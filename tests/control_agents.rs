@@ -313,3 +313,45 @@ async fn a_purge_issued_while_a_cache_node_is_stopped_reaches_it_when_it_resumes
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_started_before_the_first_config_waits_for_it() {
+    let g = ControlGroup::start(3).await;
+    let p = free_ports(3);
+    let a = |i: usize| -> SocketAddr { ([127, 0, 0, 1], p[i]).into() };
+    let (origin, listen, admin) = (a(0), a(1), a(2));
+    let d = g.dir.path().to_path_buf();
+    std::fs::write(
+        d.join("origin.yaml"),
+        format!("kind: origin\nlisten: '{origin}'\nobjects:\n  - {{ prefix: /o/, count: 10, size: 1KiB }}\n"),
+    )
+    .unwrap();
+    let mut origin_process = spawn(&["origin", d.join("origin.yaml").to_str().unwrap()]);
+    wait_origin(origin, &mut origin_process).await;
+    let servers: Vec<String> = g.addrs.iter().map(|a| format!("'{a}'")).collect();
+    std::fs::write(
+        d.join("c1.yaml"),
+        format!(
+            "kind: cache\nid: c1\nlisten: '{listen}'\nadmin_listen: '{admin}'\n\
+             control:\n  servers: [{}]\n  token_file: write.token\n  state_file: state/c1.json\n",
+            servers.join(", ")
+        ),
+    )
+    .unwrap();
+    // The node asks a control plane that has no cluster config yet, as a
+    // part started a moment before (or a follower a heartbeat behind) the
+    // first commit sees. The pause lets it ask first; should it ask later
+    // on a slow machine, the test still passes, it just proves less.
+    let mut node = spawn(&["cache", d.join("c1.yaml").to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    std::fs::write(d.join("cluster.yaml"), cluster_yaml(origin, "localhost")).unwrap();
+    let out = g.ctl(&["apply", "-f", d.join("cluster.yaml").to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_ready(&[admin], &mut node).await;
+    let r = get(listen, "localhost", "/o/1", &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+}

@@ -26,7 +26,7 @@ pub async fn initial(config: &mut CacheNodeConfig, agent: &Agent) -> Result<Watc
     let (state, from) = agent
         .initial(Duration::from_secs(5))
         .await
-        .ok_or("the control plane did not answer and there is no saved state to start from")?;
+        .ok_or("the control plane gave no cluster config within 5 s and there is no saved state to start from")?;
     config.cluster = agent::cluster_config(&state)?;
     tracing::info!(
         from,

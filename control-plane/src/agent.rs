@@ -103,6 +103,8 @@ pub fn cluster_config(state: &WatchSnapshot) -> Result<ClusterConfig, String> {
 
 /// How long one watch request waits for a change.
 const LONG_POLL: Duration = Duration::from_secs(25);
+/// Pause before asking again for a first config the server did not have.
+const INITIAL_RETRY: Duration = Duration::from_millis(100);
 
 impl Agent {
     pub fn new(
@@ -120,22 +122,35 @@ impl Agent {
 
     /// The state to start from: the control plane's, if it answers within
     /// `wait`, else the state file's. `None` if neither is there.
+    ///
+    /// A server that answers without a config is asked again until `wait`
+    /// is up: a follower serves its own applied state, which can lag the
+    /// commit of the first config by a heartbeat, and a part started just
+    /// after that commit must not give up on it.
     pub async fn initial(&self, wait: Duration) -> Option<(WatchSnapshot, &'static str)> {
+        let started = std::time::Instant::now();
         let mut client = self.client.clone();
-        client.deadline = wait;
-        if let Ok(a) = client
-            .request(
-                Method::GET,
-                "/v1/watch?after=0&purges_after=0&timeout_ms=0",
-                None,
-            )
-            .await
-        {
+        loop {
+            client.deadline = wait.saturating_sub(started.elapsed());
+            let Ok(a) = client
+                .request(
+                    Method::GET,
+                    "/v1/watch?after=0&purges_after=0&timeout_ms=0",
+                    None,
+                )
+                .await
+            else {
+                break;
+            };
             if let Ok(s) = serde_json::from_slice::<WatchSnapshot>(&a.body) {
                 if a.status.is_success() && s.config.is_some() {
                     return Some((s, "control plane"));
                 }
             }
+            if started.elapsed() + INITIAL_RETRY >= wait {
+                break;
+            }
+            tokio::time::sleep(INITIAL_RETRY).await;
         }
         read_state(&self.state_file).map(|s| (s, "state file"))
     }

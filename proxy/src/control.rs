@@ -45,7 +45,7 @@ pub async fn initial(config: &mut ProxyConfig, agent: &Agent) -> Result<WatchSna
     let (state, from) = agent
         .initial(Duration::from_secs(5))
         .await
-        .ok_or("the control plane did not answer and there is no saved state to start from")?;
+        .ok_or("the control plane gave no cluster config within 5 s and there is no saved state to start from")?;
     let (cluster, nodes) = cluster_of(&state)?;
     tracing::info!(
         from,
