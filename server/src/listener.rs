@@ -228,7 +228,7 @@ async fn serve_connection<H, F, I>(
     tokio::pin!(conn);
     // Looked at four times per idle timeout: an idle connection closes
     // between one and one and a quarter timeouts after it went quiet.
-    let check = limits.idle_timeout / 4;
+    let check = (limits.idle_timeout / 4).max(Duration::from_millis(10));
     let mut quiet_since = tokio::time::Instant::now();
     let idle = tokio::time::sleep(check);
     tokio::pin!(idle);
