@@ -420,3 +420,51 @@ async fn vary_star_is_never_served_from_cache() {
     }
     assert_eq!(origin_count(cluster.origin, "/varystar/1").await, 3);
 }
+
+/// A large stored object goes out of a memory file with `sendfile` rather
+/// than being copied (fanout_server::memory_file): whole and in ranges, the
+/// bytes must be exactly the origin's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_are_sent_from_memory_files_byte_for_byte() {
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
+    let proxy = cluster.proxies[0];
+    let original = get(cluster.origin, "localhost", "/crowd/4", &[])
+        .await
+        .unwrap();
+    assert_eq!(original.body.len(), 256 * 1024);
+    let fill = get(proxy, "localhost", "/crowd/4", &[]).await.unwrap();
+    assert!(fill.body == original.body);
+    let hit = get(proxy, "localhost", "/crowd/4", &[]).await.unwrap();
+    assert!(
+        hit.header("cache-status").contains("; hit"),
+        "{}",
+        hit.header("cache-status")
+    );
+    assert!(hit.body == original.body, "a hit is the origin's bytes");
+    let r = get(
+        proxy,
+        "localhost",
+        "/crowd/4",
+        &[("range", "bytes=70000-199999")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 206);
+    assert!(r.body[..] == original.body[70_000..200_000]);
+
+    let metrics = get(cluster.proxy_admins[0], "localhost", "/metrics", &[])
+        .await
+        .unwrap();
+    let text = String::from_utf8(metrics.body.to_vec()).unwrap();
+    let sent: f64 = text
+        .lines()
+        .find(|l| l.starts_with("fanout_memory_file_sent_bytes_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no fanout_memory_file_sent_bytes_total in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(
+        sent >= (256 * 1024 + 130_000) as f64,
+        "the hit and the range went out with sendfile: {sent} bytes"
+    );
+}

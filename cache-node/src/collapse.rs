@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use fanout_server::{BoxError, ResponseBody};
+use fanout_server::{memory_file, BoxError, ResponseBody};
 use futures_util::stream;
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -192,20 +192,20 @@ impl Fill {
     /// received so far followed by `last`, a chunk not pushed yet.
     pub fn body_bytes_with(&self, last: Option<&Bytes>) -> Bytes {
         let s = self.lock();
-        match (s.chunks.as_slice(), last) {
-            ([], None) => Bytes::new(),
-            // Copied: a chunk is a slice of the origin connection's read
-            // buffer, which a stored body must not keep alive.
-            ([], Some(one)) | ([one], None) => Bytes::copy_from_slice(one),
-            (many, last) => {
-                let extra = last.map_or(0, Bytes::len);
-                let mut buf = BytesMut::with_capacity(s.received as usize + extra);
-                for c in many.iter().chain(last) {
-                    buf.extend_from_slice(c);
-                }
-                buf.freeze()
+        // Copied in every case: a chunk is a slice of the origin
+        // connection's read buffer, which a stored body must not keep alive.
+        let parts = || s.chunks.iter().chain(last).map(|c| &c[..]);
+        let len = parts().map(<[u8]>::len).sum();
+        // A large body goes to a memory file, which plain TCP connections
+        // send without copying it again (see fanout_server::memory_file).
+        if len >= memory_file::MIN_LEN {
+            if let Some(body) = memory_file::body_in_memory_file(len, parts()) {
+                return body;
             }
         }
+        let mut buf = BytesMut::with_capacity(len);
+        parts().for_each(|p| buf.extend_from_slice(p));
+        buf.freeze()
     }
 
     /// A body that yields every chunk from the first, waits for more while

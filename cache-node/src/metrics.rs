@@ -124,6 +124,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(node: &str, store: &Store) -> Metrics {
         let meter = opentelemetry::global::meter("fanout-cache-node");
+        fanout_server::memory_file::register_metric();
         let node_kv = KeyValue::new("node", node.to_string());
         let s = store.clone();
         let attrs = [node_kv.clone()];

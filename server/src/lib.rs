@@ -26,6 +26,7 @@ pub mod h1_body;
 mod hop;
 pub mod in_process;
 mod listener;
+pub mod memory_file;
 pub mod origin;
 pub mod tls;
 pub mod trace;

@@ -152,7 +152,10 @@ pub async fn serve<H, F>(
         tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
             match tls {
-                None => serve_connection(stream, info, &builder, handler, shutdown, limits).await,
+                None => {
+                    let stream = crate::memory_file::SendFileStream::new(stream);
+                    serve_connection(stream, info, &builder, handler, shutdown, limits).await
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
