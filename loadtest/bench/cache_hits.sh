@@ -10,7 +10,11 @@
 #                   from memory, with no cache at all (the ceiling)
 # Each server is pinned to core 1 (Fanout with --workers 1, NGINX with one
 # worker), wrk to core 0. Targets are interleaved; figures are medians over
-# ROUNDS rounds; the last column is requests/s relative to Varnish.
+# ROUNDS rounds; "req/s vs varnish" is requests/s relative to Varnish.
+# The last four columns say who was the bottleneck: how busy core 1 (the
+# server) and core 0 (wrk) were, and requests per busy second of core 1,
+# also relative to Varnish. When wrk's core is saturated (large objects),
+# req/s measures wrk, and requests per core-1-second is the server's figure.
 #
 # Usage: loadtest/bench/cache_hits.sh    (env: ROUNDS=2 DURATION=8 CONNECTIONS=64)
 source "$(dirname "$0")/lib.sh"
@@ -78,16 +82,25 @@ for size in $SIZES; do
 done
 
 results=$work/results.txt
+# Busy and total ticks of cores 0 (wrk) and 1 (the servers), from /proc/stat.
+core_ticks() { awk '$1 == "cpu0" || $1 == "cpu1" { print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat | tr '\n' ' '; }
+# Usage: busy_fractions "BEFORE" "AFTER" -> "server-core client-core" busy fractions.
+busy_fractions() {
+  read -r b0 t0 b1 t1 <<<"$1"; read -r a0 u0 a1 u1 <<<"$2"
+  python3 -c "print(f'{($a1 - $b1) / max($u1 - $t1, 1):.3f} {($a0 - $b0) / max($u0 - $t0, 1):.3f}')"
+}
 echo "cache hits: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, $(( ROUNDS * 3 * ${#targets[@]} * DURATION / 60 + 1 )) minutes"
 for round in $(seq "$ROUNDS"); do
   for size in $SIZES; do
     for t in "${targets[@]}"; do
       read -r name addr <<<"$t"
+      before=$(core_ticks)
       out=$(taskset -c 0 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H 'Host: localhost' "http://$addr/$size/1")
+      busy=$(busy_fractions "$before" "$(core_ticks)")
       rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
       p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
       errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
-      echo "$size $name $rps $p99 ${errors:-none}" >>"$results"
+      echo "$size $name $rps $p99 $busy ${errors:-none}" >>"$results"
       printf '.'
     done
   done
@@ -101,17 +114,24 @@ def ms(v):
 rows = {}
 errors = []
 for line in open(sys.argv[1]):
-    size, name, rps, p99, err = line.split(" ", 4)
-    rows.setdefault((size, name), []).append((float(rps), ms(p99)))
+    size, name, rps, p99, server, client, err = line.split(" ", 6)
+    rows.setdefault((size, name), []).append((float(rps), ms(p99), float(server), float(client)))
     if err.strip() != "none":
         errors.append(f"{size} {name}: {err.strip()}")
-print(f"{'size':<7} {'target':<15} {'req/s':>9} {'p99 ms':>8} {'req/s vs varnish':>17}")
+def med(size, name, i):
+    return statistics.median(r[i] for r in rows[(size, name)])
+# Server CPU: core 1's busy time per request, so a target that leaves core 1
+# idle because wrk's core 0 is saturated still shows what it costs.
+print(f"{'size':<7} {'target':<15} {'req/s':>9} {'p99 ms':>8} {'req/s vs varnish':>17}"
+      f" {'core 1 busy':>12} {'core 0 busy':>12} {'req/core-1-s':>13} {'vs varnish':>11}")
 for size in dict.fromkeys(k[0] for k in rows):
-    ref = statistics.median(r for r, _ in rows[(size, "varnish")])
+    ref = med(size, "varnish", 0)
+    ref_efficiency = statistics.median(r[0] / max(r[2], 1e-3) for r in rows[(size, "varnish")])
     for name in dict.fromkeys(k[1] for k in rows):
-        rps = statistics.median(r for r, _ in rows[(size, name)])
-        p99 = statistics.median(p for _, p in rows[(size, name)])
-        print(f"{size:<7} {name:<15} {rps:>9.0f} {p99:>8.2f} {rps / ref:>17.2f}")
+        rps, p99, server, client = (med(size, name, i) for i in range(4))
+        efficiency = statistics.median(r[0] / max(r[2], 1e-3) for r in rows[(size, name)])
+        print(f"{size:<7} {name:<15} {rps:>9.0f} {p99:>8.2f} {rps / ref:>17.2f}"
+              f" {server:>12.0%} {client:>12.0%} {efficiency:>13.0f} {efficiency / ref_efficiency:>11.2f}")
 for e in errors:
     print("errors:", e)
 PY
