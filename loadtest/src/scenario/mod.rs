@@ -7,6 +7,7 @@
 //! behaviour in [`viewers`], measurement in [`recorder`], and what is made
 //! of it in [`report`] and [`html`].
 
+mod alarm;
 pub mod arrivals;
 mod faults;
 pub mod html;
@@ -21,19 +22,19 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::task::{ready, Poll};
 use std::time::{Duration, Instant};
 
 use fanout_config::{ScenarioConfig, ViewerModel};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tokio::time::{sleep_until, Instant as TokioInstant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 pub use arrivals::{Arrival, Arrivals, Shard};
 pub use report::Report;
 
+use alarm::Alarm;
 use arrivals::Zipf;
 use recorder::Recorder;
 use viewers::{Ctx, LiveModel, StaticModel, Viewer, VodModel};
@@ -313,7 +314,7 @@ async fn dispatch(d: Dispatch) -> Duration {
     let mut viewers = JoinSet::new();
     let mut in_flight = InFlight {
         requests: FuturesUnordered::new(),
-        sleep: Box::pin(sleep_until(TokioInstant::from_std(started))),
+        alarm: Alarm::new(started),
         cancelled: Box::pin(end.cancelled()),
         now: started,
     };
@@ -391,10 +392,11 @@ struct InFlight<'a, F> {
     requests: FuturesUnordered<F>,
     /// Re-armed only when an arrival is not yet due, which at a high rate
     /// is seldom: arming a timer costs more than the request's own work.
-    sleep: Pin<Box<Sleep>>,
+    alarm: Alarm,
     cancelled: Pin<Box<WaitForCancellationFuture<'a>>>,
-    /// The clock as last read: arrivals come in bursts (timers tick each
-    /// millisecond), and a burst needs one read, not one per arrival.
+    /// The clock as last read: arrivals come in bursts (the alarm rings
+    /// at most every 200 µs), and a burst needs one read, not one per
+    /// arrival.
     now: Instant,
 }
 
@@ -409,15 +411,15 @@ impl<F: Future<Output = ()>> InFlight<'_, F> {
             if at <= self.now {
                 return Poll::Ready(true);
             }
-            self.now = Instant::now();
-            if at <= self.now {
-                return Poll::Ready(true);
+            loop {
+                self.now = Instant::now();
+                if at <= self.now {
+                    return Poll::Ready(true);
+                }
+                // A ring means "look at the clock": it may come for a
+                // deadline shared with earlier arrivals.
+                ready!(self.alarm.poll_ring(cx, at, self.now));
             }
-            let deadline = TokioInstant::from_std(at);
-            if self.sleep.deadline() != deadline {
-                self.sleep.as_mut().reset(deadline);
-            }
-            self.sleep.as_mut().poll(cx).map(|()| true)
         })
         .await
     }
