@@ -73,18 +73,27 @@ pub fn bytes_sent_from_files() -> u64 {
 }
 
 /// Publishes [`bytes_sent_from_files`] as the counter
-/// `fanout_memory_file_sent_bytes_total`, once per process however many
-/// components ask.
+/// `fanout_memory_file_sent_bytes_total`, and the memory files alive (each
+/// a descriptor and a mapping) as the gauge `fanout_memory_files`, once
+/// per process however many components ask.
 pub fn register_metric() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        opentelemetry::global::meter("fanout-server")
+        let meter = opentelemetry::global::meter("fanout-server");
+        meter
             .u64_observable_counter("fanout_memory_file_sent")
             .with_description(
                 "Body bytes sent with sendfile from memory files, without copying them",
             )
             .with_unit("By")
             .with_callback(|o| o.observe(bytes_sent_from_files(), &[]))
+            .build();
+        meter
+            .u64_observable_gauge("fanout_memory_files")
+            .with_description(
+                "Stored bodies held in memory files, each a file descriptor and a mapping",
+            )
+            .with_callback(|o| o.observe(LIVE.load(Ordering::Relaxed) as u64, &[]))
             .build();
     });
 }
