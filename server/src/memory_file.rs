@@ -287,6 +287,21 @@ mod tests {
     }
 
     #[test]
+    fn memory_files_leave_half_the_descriptors_and_mappings_to_others() {
+        let descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .map_or(usize::MAX, |n| n as usize);
+        let mappings: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(most_files() > 0);
+        assert!(most_files() <= descriptors / 2);
+        assert!(most_files() <= mappings / 2);
+    }
+
+    #[test]
     fn parts_that_do_not_add_up_make_no_file() {
         let data = pattern(MIN_LEN);
         assert!(body_in_memory_file(MIN_LEN + 1, [&data[..]]).is_none());
