@@ -11,7 +11,8 @@
 //! Also the registry through which components in one process reach each
 //! other without a socket ([`in_process`]), and the framing of HTTP/1.1
 //! response bodies for the clients that read them from a socket
-//! ([`h1_body`]).
+//! ([`h1_body`]), and large bodies kept in memory files that plain TCP
+//! connections send with `sendfile` ([`memory_file`]).
 //!
 //! Does not own: what any request means. Components hand it a service.
 //! Metrics are rendered from the Prometheus default registry, which the
