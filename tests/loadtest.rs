@@ -227,6 +227,17 @@ mix: [{{ viewer: static, prefix: /x/, count: 10 }}]
     assert!(l.p50 >= 500.0, "p50 {} ms hides the queue", l.p50);
     assert!(l.max >= 1000.0, "max {} ms hides the queue", l.max);
     assert_eq!(report.totals.errors, 0);
+    // The generator's own lateness counts every arrival, and the queue for
+    // a slot, the server's doing, is not in it.
+    let lateness = scenario::report::decode(&report.generator.arrival_lateness_hist).unwrap();
+    assert_eq!(lateness.len(), arrived + report.viewers.turned_away);
+    let late = report.generator.arrival_lateness_ms;
+    assert!(
+        late.p99 < l.p50 / 2.0,
+        "arrivals started p99 {} ms late, requests took p50 {} ms",
+        late.p99,
+        l.p50
+    );
 }
 
 /// A viewer whose address refuses the connection, or accepts and closes it

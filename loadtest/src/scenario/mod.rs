@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use fanout_config::{ScenarioConfig, ViewerModel};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -201,6 +202,7 @@ pub async fn run(
     let models = models(scenario);
     let audience = Arc::new(Audience::default());
     let memory = progress::Memory::start();
+    let cpu_before = progress::cpu_seconds();
     let origin_before = match origin {
         Some(o) => crate::origin::fetch_stats(o).await.ok(),
         None => None,
@@ -239,9 +241,18 @@ pub async fn run(
         audience: audience.clone(),
         end: end.clone(),
     }));
-    let elapsed = match dispatcher.await {
-        Ok(elapsed) => elapsed,
+    let (elapsed, arrival_lateness) = match dispatcher.await {
+        Ok(done) => done,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    // Beside a cluster (`fanout up --demo`) the process's CPU is not the
+    // generator's alone.
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    let cpu_busy = match (options.own_process, cpu_before, progress::cpu_seconds()) {
+        (true, Some(before), Some(after)) => {
+            Some((after - before) / (elapsed.as_secs_f64().max(0.001) * workers as f64))
+        }
+        _ => None,
     };
     let _ = population.await;
     let _ = sampler.await;
@@ -274,6 +285,8 @@ pub async fn run(
         },
         origin: origin_figures,
         faults: fault_log,
+        arrival_lateness: &arrival_lateness,
+        cpu_busy,
     })
 }
 
@@ -290,7 +303,8 @@ struct Dispatch {
 }
 
 /// Starts each arrival at its time until the run ends, then waits for
-/// every viewer to leave; returns how long the run lasted.
+/// every viewer to leave; returns how long the run lasted, and how late
+/// (in microseconds) each arrival started.
 ///
 /// It runs as a runtime task, not on the thread that called [`run`]: a
 /// task spawned from outside the runtime's workers goes through the
@@ -300,7 +314,7 @@ struct Dispatch {
 /// one costs no task, no join-set entry and no cancellation token; those
 /// still in flight when the run ends are dropped, and so not counted, as a
 /// viewer who leaves mid-request is not.
-async fn dispatch(d: Dispatch) -> Duration {
+async fn dispatch(d: Dispatch) -> (Duration, Histogram<u64>) {
     let Dispatch {
         scenario,
         shard,
@@ -312,6 +326,7 @@ async fn dispatch(d: Dispatch) -> Duration {
         end,
     } = d;
     let mut viewers = JoinSet::new();
+    let mut lateness = recorder::latency_histogram(2);
     let mut in_flight = InFlight {
         requests: FuturesUnordered::new(),
         alarm: Alarm::new(started),
@@ -328,6 +343,10 @@ async fn dispatch(d: Dispatch) -> Duration {
         if !in_flight.drive_until(at).await {
             break;
         }
+        // `now` as the dispatcher last read it: at most a burst's work old.
+        lateness.saturating_record(recorder::micros(
+            in_flight.now.saturating_duration_since(at),
+        ));
         if audience.active() >= limit(arrival.phase) {
             audience.turned_away.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -383,7 +402,7 @@ async fn dispatch(d: Dispatch) -> Duration {
     drop(in_flight);
     audience.active.fetch_sub(dropped, Ordering::Relaxed);
     while viewers.join_next().await.is_some() {}
-    elapsed
+    (elapsed, lateness)
 }
 
 /// The static requests in flight, which the dispatcher drives while it

@@ -94,7 +94,7 @@ pub fn latency_histogram(sigfig: u8) -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_MAX_US, sigfig).expect("valid histogram bounds")
 }
 
-fn micros(d: Duration) -> u64 {
+pub(crate) fn micros(d: Duration) -> u64 {
     (d.as_micros() as u64).clamp(1, LATENCY_MAX_US)
 }
 

@@ -37,6 +37,10 @@ pub struct Report {
     pub viewers: ViewerReport,
     pub origin: Option<OriginFigures>,
     pub memory: MemoryFigures,
+    /// How the generator kept to its schedule (absent from reports made
+    /// before 2026-12).
+    #[serde(default)]
+    pub generator: GeneratorFigures,
     /// One entry per second of the run.
     pub timeline: Vec<Second>,
     pub faults: Vec<FaultRecord>,
@@ -141,6 +145,27 @@ pub struct MemoryFigures {
     pub bytes_per_viewer: Option<u64>,
 }
 
+/// How late the generator itself was: for every arrival, the time from its
+/// scheduled moment to when the dispatcher started it. Queueing for a
+/// request slot or a connection is not in it (that is the target's doing,
+/// and in the latencies); a high figure means the generator's own core
+/// could not keep up, and its lateness is in every latency.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GeneratorFigures {
+    pub arrival_lateness_ms: Quantiles,
+    pub arrival_lateness_hist: String,
+    /// CPU time the generator used over the time its runtime's worker
+    /// threads had (1.0: every worker busy all the run), when it ran in a
+    /// process of its own; the highest shard's in a merge. A generator near
+    /// 1.0 answers its responses late, and that wait is in the latencies.
+    pub cpu_busy: Option<f64>,
+}
+
+/// Above this p99 lateness the summary warns that the generator fell behind.
+pub const LATE_WARNING_MS: f64 = 1.0;
+/// Above this share of its workers' time the summary warns likewise.
+pub const BUSY_WARNING: f64 = 0.9;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Second {
     pub t: u64,
@@ -177,6 +202,9 @@ pub(crate) struct Inputs<'a> {
     pub memory: MemoryFigures,
     pub origin: Option<OriginFigures>,
     pub faults: Vec<FaultRecord>,
+    /// Microseconds from each arrival's time to its start.
+    pub arrival_lateness: &'a Histogram<u64>,
+    pub cpu_busy: Option<f64>,
 }
 
 pub fn encode(h: &Histogram<u64>) -> String {
@@ -279,6 +307,11 @@ impl Report {
             },
             origin: i.origin,
             memory: i.memory,
+            generator: GeneratorFigures {
+                arrival_lateness_hist: encode(i.arrival_lateness),
+                cpu_busy: i.cpu_busy,
+                ..GeneratorFigures::default()
+            },
             timeline,
             faults: i.faults,
             first_errors: r.first_errors.clone(),
@@ -294,6 +327,10 @@ impl Report {
         t.requests_per_s = t.requests as f64 / self.duration_s.max(0.001);
         t.hit_ratio = ratio(t.hits, t.hits + t.misses);
         t.latency_ms = decode(&t.latency_hist)
+            .map(|h| Quantiles::of(&h))
+            .unwrap_or_default();
+        let g = &mut self.generator;
+        g.arrival_lateness_ms = decode(&g.arrival_lateness_hist)
             .map(|h| Quantiles::of(&h))
             .unwrap_or_default();
         let v = &mut self.viewers;
@@ -383,6 +420,16 @@ impl Report {
             a.turned_away += b.turned_away;
             a.peak_active += b.peak_active;
             a.startup_hist = add_encoded(&a.startup_hist, &b.startup_hist)?;
+            out.generator.cpu_busy = match (out.generator.cpu_busy, r.generator.cpu_busy) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            if !r.generator.arrival_lateness_hist.is_empty() {
+                out.generator.arrival_lateness_hist = add_encoded(
+                    &out.generator.arrival_lateness_hist,
+                    &r.generator.arrival_lateness_hist,
+                )?;
+            }
             a.stalls += b.stalls;
             a.stall_s += b.stall_s;
             a.play_s += b.play_s;
@@ -533,6 +580,33 @@ impl Report {
                 v.startup_ms.p50, v.startup_ms.p99, v.stalls, v.stall_ratio, v.rendition_switches
             );
         }
+        let g = &self.generator;
+        if !g.arrival_lateness_hist.is_empty() {
+            let late = g.arrival_lateness_ms;
+            let busy = g
+                .cpu_busy
+                .map(|b| format!(", generator CPU {:.0}% busy", 100.0 * b))
+                .unwrap_or_default();
+            // Judged only when the generator had its process to itself (its
+            // CPU is known): beside a cluster (`fanout up --demo`) it shares
+            // the worker threads, and the advice would not apply.
+            let behind = g
+                .cpu_busy
+                .is_some_and(|b| b > BUSY_WARNING || late.p99 > LATE_WARNING_MS);
+            let _ = writeln!(
+                out,
+                "  schedule     arrivals started p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms after their time{busy}{}",
+                late.p50,
+                late.p99,
+                late.max,
+                if behind {
+                    "\n               the generator fell behind: its own delays are in the latencies above; \
+                     split the run with --shard, or lower the rate"
+                } else {
+                    ""
+                }
+            );
+        }
         if let Some(b) = self.memory.bytes_per_viewer {
             let _ = writeln!(
                 out,
@@ -572,6 +646,8 @@ impl Report {
             "p99_ms" => t.latency_ms.p99,
             "p999_ms" => t.latency_ms.p999,
             "max_ms" => t.latency_ms.max,
+            "lateness_p99_ms" => self.generator.arrival_lateness_ms.p99,
+            "generator_cpu_busy" => self.generator.cpu_busy?,
             "startup_p50_ms" => self.viewers.startup_ms.p50,
             "startup_p99_ms" => self.viewers.startup_ms.p99,
             "stalls" => self.viewers.stalls as f64,
@@ -595,7 +671,8 @@ fn add_encoded(a: &str, b: &str) -> Result<String, String> {
 }
 
 pub const METRICS: &str = "requests, rps, errors, error_ratio, hit_ratio, p50_ms, p90_ms, p99_ms, \
-     p999_ms, max_ms, startup_p50_ms, startup_p99_ms, stalls, stall_ratio, origin_requests, offload";
+     p999_ms, max_ms, startup_p50_ms, startup_p99_ms, stalls, stall_ratio, origin_requests, offload, \
+     lateness_p99_ms, generator_cpu_busy";
 
 /// `--fail-if p99_ms>200`: a figure, a comparison, a number.
 #[derive(Debug, Clone, PartialEq)]
@@ -702,8 +779,10 @@ mod tests {
 
     fn report_of(outcomes: impl Iterator<Item = u64>, shard: Shard) -> Report {
         let rec = Recorder::new(Instant::now());
+        let mut lateness = latency_histogram(2);
         for i in outcomes {
             rec.record(outcome(i), Instant::now());
+            lateness.record(20 + i % 300).unwrap();
         }
         rec.startup(Duration::from_millis(300));
         let s = scenario();
@@ -722,6 +801,8 @@ mod tests {
                 bytes: 9,
             }),
             faults: Vec::new(),
+            arrival_lateness: &lateness,
+            cpu_busy: Some(0.25),
         })
     }
 
@@ -752,6 +833,10 @@ mod tests {
             assert_eq!(m.ttfb_ms, c.ttfb_ms, "{name}");
         }
         assert_eq!(merged.viewers.startup_ms, whole.viewers.startup_ms);
+        assert_eq!(
+            merged.generator.arrival_lateness_ms,
+            whole.generator.arrival_lateness_ms
+        );
         assert_eq!(merged.shards.len(), 2);
         // JSON round trip keeps the figures.
         let back: Report = serde_json::from_str(&serde_json::to_string(&merged).unwrap()).unwrap();
@@ -759,6 +844,28 @@ mod tests {
         // A shard twice is refused.
         let a = report_of(0..10, Shard { index: 0, count: 2 });
         assert!(Report::merge(vec![a.clone(), a]).is_err());
+    }
+
+    #[test]
+    fn a_generator_that_fell_behind_says_so() {
+        let mut r = report_of(0..100, Shard::WHOLE);
+        assert!(r.render().contains("schedule     arrivals started"));
+        assert!(r.render().contains("generator CPU 25% busy"));
+        assert!(!r.render().contains("fell behind"), "{}", r.render());
+        let mut late = latency_histogram(2);
+        late.record(5_000).unwrap();
+        r.generator.arrival_lateness_hist = encode(&late);
+        r.derive();
+        assert!(r.render().contains("fell behind"), "{}", r.render());
+        assert_eq!(r.metric("lateness_p99_ms").map(f64::round), Some(5.0));
+        // Sharing its process with a cluster, it is not judged.
+        r.generator.cpu_busy = None;
+        assert!(!r.render().contains("fell behind"), "{}", r.render());
+        // On time, but out of CPU: its replies wait, and so do latencies.
+        let mut r = report_of(0..100, Shard::WHOLE);
+        r.generator.cpu_busy = Some(0.97);
+        assert!(r.render().contains("CPU 97% busy"), "{}", r.render());
+        assert!(r.render().contains("fell behind"), "{}", r.render());
     }
 
     #[test]
