@@ -1,6 +1,6 @@
 //! HTTP semantics a cache answers itself (RFC 9110 §13, §14): conditional
 //! requests, byte ranges (also on a miss, from the fill as it arrives) and
-//! HEAD, through the real binary.
+//! HEAD; and what it may share (RFC 9111 §3.5), through the real binary.
 
 mod support;
 
@@ -472,4 +472,103 @@ async fn large_objects_are_sent_from_memory_files_byte_for_byte() {
             .any(|l| l.starts_with("fanout_memory_files{") && l.ends_with(" 1")),
         "one stored body, in one memory file:\n{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_authorization_get_only_what_the_origin_lets_them_share() {
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
+    let proxy = cluster.proxies[0];
+    let auth = [("authorization", "Bearer viewer-7")];
+    let status = |r: &Reply| r.header("cache-status").to_string();
+
+    // `max-age` alone: an anonymous copy is stored, but it may not answer
+    // a request with Authorization, which goes to the origin.
+    let r = get(proxy, "localhost", "/account/1", &[]).await.unwrap();
+    assert!(status(&r).contains("stored"), "{}", status(&r));
+    let r = get(proxy, "localhost", "/account/1", &auth).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        status(&r).contains("fwd=request") && !status(&r).contains("; hit"),
+        "{}",
+        status(&r)
+    );
+    assert_eq!(origin_count(cluster.origin, "/account/1").await, 2);
+    // The stored copy still serves everyone else.
+    let r = get(proxy, "localhost", "/account/1", &[]).await.unwrap();
+    assert!(status(&r).contains("; hit"), "{}", status(&r));
+
+    // Its response to a request with Authorization is that client's
+    // alone, and does not make the key pass to the origin for others.
+    let r = get(proxy, "localhost", "/account/2", &auth).await.unwrap();
+    assert!(!status(&r).contains("stored"), "{}", status(&r));
+    let r = get(proxy, "localhost", "/account/2", &[]).await.unwrap();
+    assert!(
+        status(&r).contains("fwd=uri-miss") && status(&r).contains("stored"),
+        "not hit-for-pass: {}",
+        status(&r)
+    );
+    assert_eq!(origin_count(cluster.origin, "/account/2").await, 2);
+
+    // Nor may it join a fill another request leads for such a response.
+    let anonymous = tokio::spawn(get(proxy, "localhost", "/account/9", &[]));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while origin_count(cluster.origin, "/account/9").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the fill never reached the origin"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let r = get(proxy, "localhost", "/account/9", &auth).await.unwrap();
+    assert!(
+        status(&r).contains("fwd=request; detail=authorization"),
+        "{}",
+        status(&r)
+    );
+    let r = anonymous.await.unwrap().unwrap();
+    assert!(status(&r).contains("stored"), "{}", status(&r));
+    assert_eq!(origin_count(cluster.origin, "/account/9").await, 2);
+
+    // `public` lets the cache store it for, and serve it to, anyone.
+    let r = get(proxy, "localhost", "/static/40", &auth).await.unwrap();
+    assert!(status(&r).contains("stored"), "{}", status(&r));
+    for headers in [&auth[..], &[]] {
+        let r = get(proxy, "localhost", "/static/40", headers)
+            .await
+            .unwrap();
+        assert!(status(&r).contains("; hit"), "{}", status(&r));
+    }
+    assert_eq!(origin_count(cluster.origin, "/static/40").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_cookie_responses_are_not_stored_unless_the_site_strips_the_cookie() {
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
+    let proxy = cluster.proxies[0];
+    let status = |r: &Reply| r.header("cache-status").to_string();
+
+    // By default the cookie's response goes to its client alone.
+    for _ in 0..2 {
+        let r = get(proxy, "localhost", "/cookie/1", &[]).await.unwrap();
+        assert_eq!(r.header("set-cookie"), "session=abc; Path=/");
+        assert!(
+            !status(&r).contains("stored") && !status(&r).contains("; hit"),
+            "{}",
+            status(&r)
+        );
+    }
+    assert_eq!(origin_count(cluster.origin, "/cookie/1").await, 2);
+
+    // `set_cookie: strip`: stored and served without the cookie, to everyone.
+    let r = get(proxy, "cookies.test", "/cookie/2", &[]).await.unwrap();
+    assert!(status(&r).contains("stored"), "{}", status(&r));
+    assert_eq!(
+        r.header("set-cookie"),
+        "",
+        "stripped for the first client too"
+    );
+    let r = get(proxy, "cookies.test", "/cookie/2", &[]).await.unwrap();
+    assert!(status(&r).contains("; hit"), "{}", status(&r));
+    assert_eq!(r.header("set-cookie"), "");
+    assert_eq!(origin_count(cluster.origin, "/cookie/2").await, 1);
 }

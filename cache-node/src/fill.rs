@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use fanout_config::Site;
+use fanout_config::{SetCookiePolicy, Site};
 use fanout_server::{empty, remove_hop_by_hop, trace};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -16,7 +16,7 @@ use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
 use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
-use crate::freshness::{classify, initial_age, Storability, TtlPolicy};
+use crate::freshness::{classify, initial_age, NotStored, Storability, TtlPolicy};
 use crate::handler::CacheNode;
 use crate::metrics::OriginFailure;
 use crate::store::StoredResponse;
@@ -90,7 +90,7 @@ impl CacheNode {
                 Err(e) => span.error(e.to_string()),
             }
         }
-        let (resp, _permit) = match fetched {
+        let (mut resp, _permit) = match fetched {
             Ok(r) if !r.response.status().is_server_error() => (r.response, r.permit),
             failed => {
                 let (failure, status) = match &failed {
@@ -124,6 +124,9 @@ impl CacheNode {
                 return;
             }
         };
+        if site.cache.set_cookie == SetCookiePolicy::Strip {
+            resp.headers_mut().remove(header::SET_COOKIE);
+        }
         if let (StatusCode::NOT_MODIFIED, Some(stale)) = (resp.status(), &stale) {
             let refreshed = self.refresh(
                 &site,
@@ -156,9 +159,13 @@ impl CacheNode {
             Storability::Store(f) if length.is_none_or(|n| n <= max) => Some(f),
             Storability::Transient => None,
             // Private, or too large to store: this key's requests go to the
-            // origin on their own for a while.
+            // origin on their own for a while. Not when it is private only
+            // because this request carried `Authorization`: the next
+            // anonymous request's answer may well be shared.
             Storability::Store(_) | Storability::Private(_) => {
-                self.hit_for_pass.insert(key.clone(), ());
+                if storability != Storability::Private(NotStored::Authorization) {
+                    self.hit_for_pass.insert(key.clone(), ());
+                }
                 fill.set_private(Response::from_parts(parts, body));
                 self.inflight.remove(&key, &fill);
                 return;

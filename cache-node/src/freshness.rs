@@ -1,9 +1,10 @@
 //! May a shared cache store this response, and for how long is it fresh
 //! (RFC 9111 §3 and §4.2)?
 //!
-//! This is the walking skeleton's subset: it refuses whatever it cannot yet
-//! serve correctly (Vary, validators-only responses, partial content), so it
-//! errs towards passing to the origin, never towards serving a wrong copy.
+//! Where the RFC leaves a choice, it errs towards passing to the origin,
+//! never towards serving a wrong copy: no heuristic lifetime except for a
+//! 200, `private` and `no-cache` with field names read as whole-response,
+//! partial content never stored.
 
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +20,9 @@ struct Directives {
     s_maxage: Option<u64>,
     max_age: Option<u64>,
     must_revalidate: bool,
+    /// `must-revalidate` itself: unlike `proxy-revalidate`, it lets a
+    /// shared cache answer requests that carry `Authorization` (§5.2.2.2).
+    must_revalidate_strict: bool,
     stale_while_revalidate: Option<u64>,
     stale_if_error: Option<u64>,
 }
@@ -35,6 +39,23 @@ pub(crate) fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, 
             Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
             None => (item.trim(), None),
         })
+}
+
+impl Directives {
+    /// RFC 9111 §3.5: `public`, `s-maxage` and `must-revalidate` are the
+    /// directives that let a shared cache store, and reuse, a response for
+    /// requests that carry `Authorization`.
+    fn shareable_with_authorization(&self) -> bool {
+        self.public || self.s_maxage.is_some() || self.must_revalidate_strict
+    }
+}
+
+/// Whether a stored or in-flight response may answer a request that
+/// carries `Authorization` (RFC 9111 §3.5): without one of the directives
+/// that allow it, the origin may answer such a request differently, so it
+/// goes to the origin instead.
+pub fn shareable_with_authorization(response: &HeaderMap) -> bool {
+    directives(response).shareable_with_authorization()
 }
 
 fn directives(headers: &HeaderMap) -> Directives {
@@ -54,7 +75,11 @@ fn directives(headers: &HeaderMap) -> Directives {
             "s-maxage" => d.s_maxage = d.s_maxage.or(Some(seconds().unwrap_or(0))),
             "max-age" => d.max_age = d.max_age.or(Some(seconds().unwrap_or(0))),
             // §5.2.2.2 and §5.2.2.8: a stale copy may not be used at all.
-            "must-revalidate" | "proxy-revalidate" => d.must_revalidate = true,
+            "must-revalidate" => {
+                d.must_revalidate = true;
+                d.must_revalidate_strict = true;
+            }
+            "proxy-revalidate" => d.must_revalidate = true,
             // RFC 5861; an invalid value grants nothing.
             "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
             "stale-if-error" => d.stale_if_error = seconds(),
@@ -153,9 +178,7 @@ pub fn classify(
     if d.private {
         return Storability::Private(NotStored::Private);
     }
-    // §3.5: a shared cache stores a response to a request with Authorization
-    // only when the response explicitly allows it.
-    if request.contains_key(header::AUTHORIZATION) && !(d.public || d.s_maxage.is_some()) {
+    if request.contains_key(header::AUTHORIZATION) && !d.shareable_with_authorization() {
         return Storability::Private(NotStored::Authorization);
     }
     if response.contains_key(header::SET_COOKIE) {
@@ -506,6 +529,39 @@ mod tests {
             classify_with(&auth, 200, &[(CACHE_CONTROL, "s-maxage=60")]),
             secs(60)
         );
+        assert_eq!(
+            classify_with(&auth, 200, &[(CACHE_CONTROL, "public, max-age=60")]),
+            secs(60)
+        );
+        let must_revalidate = Storability::Store(Freshness {
+            must_revalidate: true,
+            ..Freshness::new(Duration::from_secs(60))
+        });
+        assert_eq!(
+            classify_with(
+                &auth,
+                200,
+                &[(CACHE_CONTROL, "max-age=60, must-revalidate")]
+            ),
+            must_revalidate
+        );
+        // §5.2.2.8 gives `proxy-revalidate` no such permission.
+        assert_eq!(
+            classify_with(
+                &auth,
+                200,
+                &[(CACHE_CONTROL, "max-age=60, proxy-revalidate")]
+            ),
+            Private(NotStored::Authorization)
+        );
+        let allows = |cc: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(CACHE_CONTROL, HeaderValue::from_static(cc));
+            shareable_with_authorization(&h)
+        };
+        assert!(allows("public, max-age=1") && allows("s-maxage=1") && allows("must-revalidate"));
+        assert!(!allows("max-age=60") && !allows("proxy-revalidate, max-age=60"));
+        assert!(!shareable_with_authorization(&HeaderMap::new()));
         let h = HeaderMap::new();
         assert_eq!(
             classify(&Method::POST, &h, StatusCode::OK, &h, POLICY),

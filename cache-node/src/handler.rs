@@ -176,8 +176,18 @@ impl CacheNode {
             trace::Span::from_headers("cache lookup", SpanKind::Internal, req.headers(), Vec::new);
         // Freshness is judged at the lookup's start.
         let now = Instant::now();
-        let found = self.store.get(&key.lookup);
+        let mut found = self.store.get(&key.lookup);
         self.metrics.lookup(now.elapsed());
+        // RFC 9111 §3.5: a copy stored without `public`, `s-maxage` or
+        // `must-revalidate` may not answer a request that carries
+        // `Authorization`; it goes to the origin, and the copy stays.
+        if found
+            .as_ref()
+            .is_some_and(|s| forbidden_with_authorization(req.headers(), &s.headers))
+        {
+            found = None;
+            fwd = "request";
+        }
         if let Some(lookup) = lookup {
             lookup.set(KeyValue::new("fanout.stored", found.is_some()));
             lookup.end();
@@ -340,6 +350,21 @@ impl CacheNode {
         let head = fill.head().await;
         if let Some(waiting) = waiting {
             waiting.end();
+        }
+        // Another request led this fill; one carrying `Authorization` may
+        // use its response only where the origin allowed that (§3.5).
+        let shared_headers = match &head {
+            Head::Stored(stored, _) => Some(&stored.headers),
+            Head::Shared(head) => Some(&head.headers),
+            Head::Failed(_) | Head::Private => None,
+        };
+        if role == Role::Follower
+            && shared_headers.is_some_and(|h| forbidden_with_authorization(&parts.headers, h))
+        {
+            crate::metrics::decided(Outcome::Pass);
+            return self
+                .direct(&site, &parts, "fwd=request; detail=authorization")
+                .await;
         }
         match head {
             Head::Stored(stored, via) => {
@@ -593,6 +618,13 @@ fn hold_until_read(body: Incoming, permit: OwnedSemaphorePermit) -> ResponseBody
     })
     .map_err(Into::into)
     .boxed_unsync()
+}
+
+/// A request with `Authorization` may not be answered with a response the
+/// origin did not mark as shareable with such requests (RFC 9111 §3.5).
+fn forbidden_with_authorization(request: &HeaderMap, response: &HeaderMap) -> bool {
+    request.contains_key(header::AUTHORIZATION)
+        && !crate::freshness::shareable_with_authorization(response)
 }
 
 fn without_conditionals(headers: &HeaderMap) -> HeaderMap {

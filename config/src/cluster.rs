@@ -132,6 +132,23 @@ pub struct CachePolicy {
     /// `stale-if-error` the origin grants. Never for `must-revalidate`.
     #[serde(default = "default_stale_on_error")]
     pub stale_on_error: Span,
+    /// What to do with a response that sets a cookie.
+    #[serde(default)]
+    pub set_cookie: SetCookiePolicy,
+}
+
+/// Whether a response with `Set-Cookie` may be stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetCookiePolicy {
+    /// Not stored: it goes to the client that asked alone, and the key is
+    /// hit-for-pass for a while. A cookie is usually one viewer's.
+    #[default]
+    Pass,
+    /// The `Set-Cookie` fields are removed from the origin's response, for
+    /// every client, and what remains is cached as usual: for an origin
+    /// that sets cookies nobody needs on otherwise cacheable responses.
+    Strip,
 }
 
 fn default_stale_on_error() -> Span {
@@ -153,6 +170,7 @@ impl Default for CachePolicy {
             max_object_size: default_max_object_size(),
             query: QueryPolicy::default(),
             stale_on_error: default_stale_on_error(),
+            set_cookie: SetCookiePolicy::default(),
         }
     }
 }

@@ -30,7 +30,7 @@ mod validate;
 pub use cache_key::CacheKey;
 pub use cluster::{
     CachePolicy, ClusterConfig, Hashing, HealthCheck, HostPattern, HostPort, OriginPool, QueryMode,
-    QueryPolicy, Scheme, Site,
+    QueryPolicy, Scheme, SetCookiePolicy, Site,
 };
 pub use control::{ControlConfig, ControlPeer};
 pub use edge::{

@@ -106,6 +106,10 @@ origin:
     - {{ prefix: /varystar/, count: 10, size: 1KiB, vary: ['*'] }}
     - {{ prefix: /tagged/, count: 10, size: 1KiB, headers: {{ surrogate-key: 'tagged match-1' }} }}
     - {{ prefix: /crawl/, count: 10, size: 1MiB }}
+    # Neither `public`, `s-maxage` nor `must-revalidate`: not for requests
+    # with Authorization (RFC 9111 §3.5).
+    - {{ prefix: /account/, count: 10, size: 1KiB, cache_control: 'max-age=300' }}
+    - {{ prefix: /cookie/, count: 10, size: 1KiB, headers: {{ set-cookie: 'session=abc; Path=/' }} }}
   faults:
     # A new object that takes a while to come: the flash crowd's segment.
     - {{ path: '/crowd/*', latency: 200ms }}
@@ -119,11 +123,18 @@ origin:
     - {{ path: '/vary/*', latency: 200ms }}
     # An origin that stalls: 1 MiB at 64 KiB/s would take 16 s.
     - {{ path: '/crawl/*', throughput: 64KiB }}
+    # A slow fill of a response not shareable with Authorization requests.
+    - {{ path: '/account/9', latency: 1500ms }}
 cluster:
   sites:
     - name: live
       hosts: [localhost]
       origin: {{ addresses: ['{origin}'], response_timeout: 2s, total_timeout: 3s }}
+    # The same origin, for a site that caches responses with their cookies stripped.
+    - name: cookies
+      hosts: [cookies.test]
+      origin: {{ addresses: ['{origin}'] }}
+      cache: {{ set_cookie: strip }}
 cache_nodes:
 ",
         origin = cluster.origin
