@@ -15,6 +15,7 @@ mod progress;
 pub mod recorder;
 pub mod report;
 pub mod viewers;
+mod wakeups;
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
@@ -198,6 +199,7 @@ pub async fn run(
         slots: Semaphore::new(scenario.limits.max_in_flight as usize),
         recorder: recorder.clone(),
         end: end.clone(),
+        wakeups: wakeups::Wakeups::start(),
     });
     let models = models(scenario);
     let audience = Arc::new(Audience::default());

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
-use tokio::time::{sleep_until, Instant as TokioInstant};
 use tokio_util::sync::CancellationToken;
 
 use super::arrivals::Zipf;
 use super::recorder::{Class, ErrorKind, Outcome, Recorder};
+use super::wakeups::Wakeups;
 use crate::h1::{H1Error, Pool, Response};
 use crate::playlist::{renditions, MediaPlaylist};
 
@@ -28,6 +28,8 @@ pub struct Ctx {
     pub recorder: Arc<Recorder>,
     /// Ends the run for every viewer.
     pub end: CancellationToken,
+    /// Where live and VOD viewers sleep until their next request.
+    pub wakeups: Wakeups,
 }
 
 /// One viewer's identity and connection target.
@@ -130,11 +132,11 @@ impl Viewer {
     /// Sleeps until `at`; false if the viewer left first.
     async fn wait_until(&self, at: Instant) -> bool {
         let Some(leave) = &self.leave else {
-            sleep_until(TokioInstant::from_std(at)).await;
+            self.ctx.wakeups.sleep_until(at).await;
             return true;
         };
         tokio::select! {
-            _ = sleep_until(TokioInstant::from_std(at)) => true,
+            _ = self.ctx.wakeups.sleep_until(at) => true,
             _ = leave.cancelled() => false,
         }
     }
