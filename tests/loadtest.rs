@@ -121,6 +121,18 @@ faults:
     assert!(r["viewers"]["startup_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert!(r["viewers"]["play_s"].as_f64().unwrap() > 0.0);
     assert!(n(&r["viewers"]["arrived"]) >= 20);
+    // The generator's punctuality counts every arrival and every live
+    // viewer's wake-up for its next playlist poll.
+    let lateness =
+        scenario::report::decode(r["generator"]["arrival_lateness_hist"].as_str().unwrap())
+            .unwrap();
+    let arrivals = n(&r["viewers"]["arrived"]) + n(&r["viewers"]["turned_away"]);
+    let polls = n(&r["classes"]["live_playlist"]["requests"]);
+    assert!(
+        lateness.len() >= arrivals + polls,
+        "{} starts timed for {arrivals} arrivals and {polls} polls",
+        lateness.len()
+    );
     assert!(r["timeline"].as_array().unwrap().len() >= 5);
     assert_eq!(r["faults"][0]["name"], "a marker");
     assert_eq!(r["faults"][0]["ok"], true);

@@ -272,6 +272,10 @@ pub async fn run(
         _ => None,
     };
     let inner = recorder.lock();
+    // One figure for the generator's punctuality: arrivals and viewers'
+    // later requests alike. Both histograms have the same bounds.
+    let mut lateness = arrival_lateness;
+    let _ = lateness.add(&inner.wake_lateness);
     Report::build(report::Inputs {
         scenario,
         shard: options.shard,
@@ -287,7 +291,7 @@ pub async fn run(
         },
         origin: origin_figures,
         faults: fault_log,
-        arrival_lateness: &arrival_lateness,
+        arrival_lateness: &lateness,
         cpu_busy,
     })
 }

@@ -155,6 +155,9 @@ pub struct Inner {
     /// Requests sent again to the next target address.
     pub failovers: u64,
     pub first_errors: Vec<String>,
+    /// How late live and VOD viewers woke for their later requests, in
+    /// microseconds: the generator's own delay, as for arrivals.
+    pub wake_lateness: Histogram<u64>,
 }
 
 pub struct Recorder {
@@ -191,6 +194,7 @@ impl Recorder {
                 rendition_switches: 0,
                 failovers: 0,
                 first_errors: Vec::new(),
+                wake_lateness: latency_histogram(2),
             }),
         }
     }
@@ -246,6 +250,11 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// A viewer woke `late` after the moment it meant to send a request.
+    pub fn woke(&self, late: Duration) {
+        self.lock().wake_lateness.saturating_record(micros(late));
     }
 
     pub fn startup(&self, took: Duration) {

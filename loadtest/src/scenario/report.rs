@@ -146,7 +146,9 @@ pub struct MemoryFigures {
 }
 
 /// How late the generator itself was: for every arrival, the time from its
-/// scheduled moment to when the dispatcher started it. Queueing for a
+/// scheduled moment to when the dispatcher started it, and for every later
+/// request a live or VOD viewer scheduled (a playlist poll, a segment as
+/// playback needs it), from that moment to when the viewer woke. Queueing for a
 /// request slot or a connection is not in it (that is the target's doing,
 /// and in the latencies); a high figure means the generator's own core
 /// could not keep up, and its lateness is in every latency.
@@ -595,7 +597,7 @@ impl Report {
                 .is_some_and(|b| b > BUSY_WARNING || late.p99 > LATE_WARNING_MS);
             let _ = writeln!(
                 out,
-                "  schedule     arrivals started p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms after their time{busy}{}",
+                "  schedule     requests started p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms after their time{busy}{}",
                 late.p50,
                 late.p99,
                 late.max,
@@ -849,7 +851,7 @@ mod tests {
     #[test]
     fn a_generator_that_fell_behind_says_so() {
         let mut r = report_of(0..100, Shard::WHOLE);
-        assert!(r.render().contains("schedule     arrivals started"));
+        assert!(r.render().contains("schedule     requests started"));
         assert!(r.render().contains("generator CPU 25% busy"));
         assert!(!r.render().contains("fell behind"), "{}", r.render());
         let mut late = latency_histogram(2);

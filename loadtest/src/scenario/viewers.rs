@@ -131,14 +131,22 @@ impl Viewer {
 
     /// Sleeps until `at`; false if the viewer left first.
     async fn wait_until(&self, at: Instant) -> bool {
-        let Some(leave) = &self.leave else {
-            self.ctx.wakeups.sleep_until(at).await;
-            return true;
+        let woke = match &self.leave {
+            None => {
+                self.ctx.wakeups.sleep_until(at).await;
+                true
+            }
+            Some(leave) => tokio::select! {
+                _ = self.ctx.wakeups.sleep_until(at) => true,
+                _ = leave.cancelled() => false,
+            },
         };
-        tokio::select! {
-            _ = self.ctx.wakeups.sleep_until(at) => true,
-            _ = leave.cancelled() => false,
+        if woke {
+            self.ctx
+                .recorder
+                .woke(Instant::now().saturating_duration_since(at));
         }
+        woke
     }
 }
 
