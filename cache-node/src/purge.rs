@@ -4,7 +4,8 @@
 //! now, so the next request revalidates and stale-if-error still has a
 //! copy).
 //!
-//! [`Purger::purge`] is what the control plane will call; the admin route
+//! [`Purger::purge`] is the one entry: purges the control plane replicates
+//! reach it through the node's agent (`control.rs`), and the admin route
 //! `POST /purge` calls it after checking the bearer token.
 
 use std::sync::Arc;
