@@ -343,7 +343,9 @@ impl Proxy {
                     Ok(uri) => uri,
                     Err(_) => parts.uri.clone(),
                 };
-                *upstream.headers_mut() = parts.headers.clone();
+                // Moved, not cloned: an in-process answer is never
+                // retried (the handler always answers; a timeout is a 504).
+                *upstream.headers_mut() = std::mem::take(&mut parts.headers);
                 tokio::time::timeout(snapshot.upstream_timeout, handler(upstream))
                     .await
                     .map(Ok)
@@ -515,6 +517,7 @@ pub enum Hold {
 }
 
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -587,7 +590,7 @@ fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
 /// its store.
 fn is_hit(headers: &HeaderMap) -> bool {
     headers
-        .get_all("cache-status")
+        .get_all(CACHE_STATUS)
         .iter()
         .next_back()
         .and_then(|v| v.to_str().ok())

@@ -25,6 +25,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(n);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    // Named constants: a `&str` name is parsed again on every call.
+    headers.remove(KEEP_ALIVE);
+    headers.remove(PROXY_CONNECTION);
 }
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
