@@ -359,6 +359,10 @@ pub struct StaticModel {
 /// scheduled time (open loop).
 pub async fn static_object(mut v: Viewer, m: &StaticModel, scheduled: Instant) {
     let n = m.objects.sample(&mut v.rng);
-    let path = format!("{}{n}", m.prefix);
+    // Not `format!`: its machinery showed as 5 % of the generator's user
+    // time in perf (90 000 requests/s offered).
+    let mut path = String::with_capacity(m.prefix.len() + 10);
+    path.push_str(&m.prefix);
+    path.push_str(itoa::Buffer::new().format(n));
     let _ = v.get(Class::Static, &path, scheduled, false).await;
 }
