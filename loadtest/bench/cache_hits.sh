@@ -89,7 +89,7 @@ busy_fractions() {
   read -r b0 t0 b1 t1 <<<"$1"; read -r a0 u0 a1 u1 <<<"$2"
   python3 -c "print(f'{($a1 - $b1) / max($u1 - $t1, 1):.3f} {($a0 - $b0) / max($u0 - $t0, 1):.3f}')"
 }
-echo "cache hits: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, $(( ROUNDS * 3 * ${#targets[@]} * DURATION / 60 + 1 )) minutes"
+echo "cache hits: wrk -t1 -c$CONNECTIONS -d${DURATION}s, $ROUNDS rounds, $(( ROUNDS * 3 * ${#targets[@]} * DURATION / 60 + 1 )) minutes, TCP congestion control $congestion"
 for round in $(seq "$ROUNDS"); do
   for size in $SIZES; do
     for t in "${targets[@]}"; do

@@ -22,6 +22,17 @@ need_commands() {
 cargo build --release --quiet
 FANOUT=${FANOUT:-$PWD/target/release/fanout}
 
+# With BBR the kernel paces every TCP socket itself (there is no fq qdisc on
+# loopback), arming a timer as each burst goes out. On 2026-12-01 that
+# halved Fanout's 1 MiB hits and a bare hyper server's, and cost Varnish,
+# NGINX and HAProxy 9-30 % (docs/performance.md): say so, since the
+# figures are not comparable across the two settings.
+congestion=$(cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)
+if [ "$congestion" = bbr ]; then
+  echo "note: TCP congestion control is bbr, which paces loopback sockets in the kernel;" \
+    "large-object figures are lower than with cubic (see docs/performance.md)" >&2
+fi
+
 work=$(mktemp -d)
 pids=()
 cleanup() {
