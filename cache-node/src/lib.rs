@@ -191,7 +191,10 @@ pub async fn run(
         listener,
         move |req, _| state.clone().handle(req),
         shutdown,
-        ServeOptions::default(),
+        ServeOptions {
+            send_buffer: config.send_buffer.map(|s| s.bytes() as usize),
+            ..ServeOptions::default()
+        },
     )
     .await;
     drop(registration);

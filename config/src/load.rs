@@ -435,6 +435,7 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
                 cluster,
                 admin_token_file: c.admin_token_file.map(|f| relative_to(&doc.file, &f)),
                 max_origin_fetches: c.max_origin_fetches,
+                send_buffer: c.send_buffer,
                 telemetry: c.telemetry.clone(),
             })
         }

@@ -10,8 +10,8 @@ use crate::edge::{ClientLimits, EdgeSettings, EdgeTls, FailOpen, RetryPolicy};
 use crate::origin::OriginConfig;
 use crate::process::{
     default_capacity, default_max_origin_fetches, default_weight, validate_capacity, validate_id,
-    validate_max_origin_fetches, validate_weight, CacheNodeConfig, CacheNodeRef, Listeners,
-    ProxyConfig,
+    validate_max_origin_fetches, validate_send_buffer, validate_weight, CacheNodeConfig,
+    CacheNodeRef, Listeners, ProxyConfig,
 };
 use crate::units::Size;
 use crate::validate::Validator;
@@ -70,6 +70,9 @@ pub struct UpCacheNode {
     /// Origin requests this node has open at once; more wait their turn.
     #[serde(default = "default_max_origin_fetches")]
     pub max_origin_fetches: u32,
+    /// A fixed `SO_SNDBUF` per client connection (see the cache file's).
+    #[serde(default)]
+    pub send_buffer: Option<Size>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -208,6 +211,7 @@ impl UpConfig {
                 &format!("cache_nodes[{i}].max_origin_fetches"),
                 v,
             );
+            validate_send_buffer(n.send_buffer, &format!("cache_nodes[{i}].send_buffer"), v);
         }
     }
 
@@ -254,6 +258,7 @@ impl UpConfig {
                 cluster: self.cluster.clone(),
                 admin_token_file: self.admin_token_file.clone(),
                 max_origin_fetches: n.max_origin_fetches,
+                send_buffer: n.send_buffer,
                 control: None,
                 telemetry: self.telemetry.clone(),
             })

@@ -446,3 +446,42 @@ fn telemetry_settings_are_checked() {
         Some(std::time::Duration::from_secs(15))
     );
 }
+
+#[test]
+fn a_fixed_send_buffer_is_checked_and_reaches_the_cache_node() {
+    let dir = tempdir();
+    std::fs::write(dir.join("cluster.yaml"), CLUSTER).unwrap();
+    let cache = |send_buffer: &str| {
+        let f = dir.join("cache.yaml");
+        std::fs::write(
+            &f,
+            format!("kind: cache\nid: c1\nlisten: 127.0.0.1:8081\ncluster: cluster.yaml\nsend_buffer: {send_buffer}\n"),
+        )
+        .unwrap();
+        load_any(&f)
+    };
+    let AnyConfig::Cache(c) = cache("256KiB").unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.send_buffer.map(|s| s.bytes()), Some(256 * 1024));
+    let e = cache("1KiB").unwrap_err().to_string();
+    assert!(
+        e.ends_with("cache.yaml:5:14: send_buffer: 1.0 KiB is out of range; allowed: 16KiB to 64MiB, or leave it out to let the kernel size the buffer"),
+        "{e}"
+    );
+    let up = UP.replace(
+        "id: cache-2, listen: '127.0.0.1:8082'",
+        "id: cache-2, listen: '127.0.0.1:8082', send_buffer: 128MiB",
+    );
+    assert_eq!(
+        one_error(&up),
+        "site.yaml:9:59: cache_nodes[1].send_buffer: 128.0 MiB is out of range; allowed: 16KiB to 64MiB, or leave it out to let the kernel size the buffer"
+    );
+    let AnyConfig::Up(u) = load_str(Path::new("up.yaml"), &up.replace("128MiB", "512KiB")).unwrap()
+    else {
+        panic!()
+    };
+    let nodes = u.cache_node_configs();
+    assert_eq!(nodes[0].send_buffer, None);
+    assert_eq!(nodes[1].send_buffer.map(|s| s.bytes()), Some(512 * 1024));
+}

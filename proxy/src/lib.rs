@@ -87,6 +87,7 @@ fn serve_options(config: &ProxyConfig) -> ServeOptions {
         max_header_bytes: l.max_header_size.bytes() as usize,
         max_body_bytes: l.max_body_size.bytes(),
         tls: None,
+        send_buffer: None,
     }
 }
 
