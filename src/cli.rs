@@ -281,8 +281,10 @@ pub enum CtlCommand {
     Drain { id: String },
     /// Remove a member.
     Remove { id: String },
-    /// Purge cached objects on every cache node (in order; nodes that are
-    /// down apply it when they come back).
+    /// Purge cached objects on every cache node and every proxy's hot tier
+    /// (in order; parts that are down apply it when they come back). Waits
+    /// until every active proxy and cache node has applied it: from then on
+    /// none serves the purged objects.
     Purge {
         /// One URL: HOST and PATH (with query).
         #[arg(long, num_args = 2, value_names = ["HOST", "PATH"], conflicts_with_all = ["prefix", "tag"])]
@@ -296,6 +298,11 @@ pub enum CtlCommand {
         /// Mark stale instead of removing (stale-if-error can still use it).
         #[arg(long)]
         soft: bool,
+        /// How long to wait for every active proxy and cache node to apply
+        /// the purge; `0s` returns once it is committed. Exit 1 if some
+        /// have not applied it by then (they will, when they are back).
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
 }
 

@@ -275,6 +275,7 @@ async fn command(client: &ControlClient, args: &CtlArgs) -> anyhow::Result<ExitC
             prefix,
             tag,
             soft,
+            wait,
         } => {
             let body = match (url, prefix, tag) {
                 (Some(u), _, _) => json!({ "host": u[0], "path": u[1], "soft": soft }),
@@ -287,9 +288,76 @@ async fn command(client: &ControlClient, args: &CtlArgs) -> anyhow::Result<ExitC
             let a = client
                 .request(Method::POST, "/v1/purge", json_body(body))
                 .await?;
-            report(args, &a, |a| {
-                format!("purge {} committed", a.json()["purge_seq"])
-            })
+            let revision = a.json()["revision"].as_u64();
+            let (Some(revision), false) = (revision, wait.is_zero()) else {
+                return Ok(report(args, &a, |a| {
+                    format!("purge {} committed", a.json()["purge_seq"])
+                }));
+            };
+            if !a.status.is_success() {
+                return Ok(report(args, &a, |_| String::new()));
+            }
+            let seq = a.json()["purge_seq"].clone();
+            match applied_everywhere(client, revision, *wait).await? {
+                Ok(parts) => {
+                    report(args, &a, |_| {
+                        format!("purge {seq} committed and applied by all {parts} proxies and cache nodes")
+                    })
+                }
+                Err(pending) => {
+                    eprintln!(
+                        "fanout ctl: purge {seq} committed, but after {} not yet applied by {}; they apply it when they next reach the control plane",
+                        humantime::format_duration(*wait),
+                        pending.join(", ")
+                    );
+                    ExitCode::FAILURE
+                }
+            }
         }
     })
+}
+
+/// Waits until every active proxy and cache node has applied the state at
+/// `revision` (each agent's next watch says what it applied). `Ok(n)`: all
+/// `n` have; `Err(ids)`: those that had not within `wait`.
+async fn applied_everywhere(
+    client: &ControlClient,
+    revision: u64,
+    wait: std::time::Duration,
+) -> anyhow::Result<Result<usize, Vec<String>>> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        let members = client.request(Method::GET, "/v1/members", None).await?;
+        let status = client.request(Method::GET, "/v1/status", None).await?;
+        let (members, status) = (members.json(), status.json());
+        let applied = |id: &str| {
+            status["agents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["id"] == id)
+                .filter_map(|a| a["applied_revision"].as_u64())
+                .max()
+                .unwrap_or(0)
+        };
+        let active: Vec<&str> = members
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m["state"] == "active")
+            .filter_map(|m| m["id"].as_str())
+            .collect();
+        let pending: Vec<String> = active
+            .iter()
+            .filter(|id| applied(id) < revision)
+            .map(|id| id.to_string())
+            .collect();
+        if pending.is_empty() {
+            return Ok(Ok(active.len()));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Ok(Err(pending));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -20,17 +20,33 @@ async fn a_miss_is_stored_and_the_repeat_is_a_hit_with_one_origin_request() {
     );
     assert_eq!(first.header("age"), "0");
 
+    // The repeat is answered by the proxy's hot tier, without the node.
     let second = get(proxy, "localhost", "/static/7", &[]).await.unwrap();
     assert_eq!(second.status, 200);
     let status = second.header("cache-status");
-    assert!(status.contains("; hit"), "second: {status}");
     assert!(
-        status.starts_with(first.cache_node()),
-        "same node: {status}"
+        status.starts_with("fanout-proxy-1; hit"),
+        "second, from the hot tier: {status}"
     );
     assert!(!second.header("age").is_empty(), "a hit carries Age");
     assert_eq!(second.body, first.body, "a hit serves the stored bytes");
     assert_eq!(second.header("etag"), first.header("etag"));
+
+    // The other proxy's first request finds it at the same cache node.
+    let third = get(cluster.proxies[1], "localhost", "/static/7", &[])
+        .await
+        .unwrap();
+    let status = third.header("cache-status");
+    assert!(
+        status.starts_with(&format!("{}; hit", first.cache_node())),
+        "same node: {status}"
+    );
+    assert!(
+        status.ends_with("fanout-proxy-2; fwd=uri-miss; stored; ttl=299")
+            || status.ends_with("fanout-proxy-2; fwd=uri-miss; stored; ttl=300"),
+        "kept by the second proxy too: {status}"
+    );
+    assert_eq!(third.body, first.body);
 
     assert_eq!(
         origin_count(cluster.origin, "/static/7").await,
@@ -95,7 +111,8 @@ async fn unknown_sites_get_404_and_admin_endpoints_answer() {
     get(cluster.proxies[0], "localhost", "/static/1", &[])
         .await
         .unwrap();
-    get(cluster.proxies[0], "localhost", "/static/1", &[])
+    // The proxy keeps it now; a client of the node itself gets the hit.
+    get(cluster.caches[0], "localhost", "/static/1", &[])
         .await
         .unwrap();
     let admin = cluster.cache_admins[0];

@@ -1,7 +1,8 @@
 //! A cache node dies: the proxy sends its keys to the next node on the
 //! ring and no client request fails; its health probes take the node out,
 //! and bring it back when it recovers. Every part is its own process here,
-//! so a node can really be killed and restarted.
+//! so a node can really be killed and restarted. The proxies' hot tier is
+//! off: which node answers each key is what these tests watch.
 
 mod support;
 
@@ -66,7 +67,8 @@ async fn start() -> (Cluster2, SocketAddr) {
         d.join("proxy.yaml"),
         format!(
             "kind: proxy\nid: p\nlisten: '{proxy}'\nadmin_listen: '{proxy_admin}'\ncluster: cluster.yaml\n\
-             cache_nodes:\n  - {{ id: a, address: '{cache_a}' }}\n  - {{ id: b, address: '{cache_b}' }}\n"
+             cache_nodes:\n  - {{ id: a, address: '{cache_a}' }}\n  - {{ id: b, address: '{cache_b}' }}\n\
+             hot_tier: {{ capacity: 0 }}\n"
         ),
     )
     .unwrap();
@@ -230,7 +232,8 @@ fn continuous_load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_under_load_on_two_proxies_fails_nothing_and_restart_takes_keys_back() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    let mut s = start_standalone(3, "", "").await;
+    // Which node answers is what this test watches: no hot tier.
+    let mut s = start_standalone(3, "", "hot_tier: { capacity: 0 }\n").await;
     // A second proxy over the same nodes, from its own file.
     let p2 = free_ports(1)[0];
     let proxy2: SocketAddr = ([127, 0, 0, 1], p2).into();

@@ -46,7 +46,8 @@ async fn get_all(proxy: SocketAddr, n: usize) -> Vec<Reply> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_reaches_cache_nodes_in_its_process_without_a_connection() {
-    let (_dir, cluster, _process) = start_up(2, 1, "").await;
+    // Every request must reach a node here: no hot tier.
+    let (_dir, cluster, _process) = start_up_node_only(2, 1, "").await;
     let proxy = cluster.proxies[0];
     let cache_ports: Vec<u16> = cluster.caches.iter().map(SocketAddr::port).collect();
 

@@ -80,29 +80,51 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
     let moved = |metric: &str, labels: &[(&str, &str)]| {
         sum(&after, metric, labels) - sum(&before, metric, labels)
     };
+    // The first request misses everywhere; the proxy's hot tier answers
+    // the other two without the node.
     assert_eq!(
         moved("fanout_cache_requests_total", &[("outcome", "miss")]),
         1.0
     );
     assert_eq!(
         moved("fanout_cache_requests_total", &[("outcome", "hit")]),
-        2.0
+        0.0
     );
     assert_eq!(
         moved(
             "fanout_cache_requests_total",
             &[("site", "live"), ("status_class", "2xx")]
         ),
-        3.0
+        1.0
     );
     assert_eq!(
         moved("fanout_cache_lookup_duration_seconds_count", &[]),
-        3.0
+        1.0
     );
     assert_eq!(
         moved(
-            "fanout_cache_response_header_duration_seconds_count",
+            "fanout_proxy_hot_tier_requests_total",
+            &[("outcome", "miss")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        moved(
+            "fanout_proxy_hot_tier_requests_total",
             &[("outcome", "hit")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        moved("fanout_proxy_hot_tier_served_bytes_total", &[]),
+        2.0 * 16384.0
+    );
+    assert_eq!(sum(&after, "fanout_proxy_hot_tier_entries", &[]), 1.0);
+    assert!(sum(&after, "fanout_proxy_hot_tier_size_bytes", &[]) >= 16384.0);
+    assert_eq!(
+        moved(
+            "fanout_proxy_requests_total",
+            &[("node", "hot-tier"), ("status_class", "2xx")]
         ),
         2.0
     );
@@ -115,10 +137,7 @@ async fn metrics_parse_follow_the_conventions_and_move_with_requests() {
         3.0 * 16384.0
     );
     assert_eq!(moved("fanout_cache_origin_body_bytes_total", &[]), 16384.0);
-    assert_eq!(
-        moved("fanout_cache_served_body_bytes_total", &[]),
-        2.0 * 16384.0
-    );
+    assert_eq!(moved("fanout_cache_served_body_bytes_total", &[]), 0.0);
     assert_eq!(
         moved(
             "fanout_proxy_requests_total",
@@ -307,8 +326,9 @@ async fn metrics_are_pushed_over_otlp_when_the_file_asks() {
     loop {
         let seen = pushed.lock().unwrap().clone();
         // Names as instrumented: the Prometheus suffixes are the exporter's.
-        if seen.get("fanout_cache_requests") == Some(&3.0)
+        if seen.get("fanout_cache_requests") == Some(&1.0)
             && seen.get("fanout_proxy_requests") == Some(&3.0)
+            && seen.get("fanout_proxy_hot_tier_requests") == Some(&3.0)
             && seen.get("fanout_cache_origin_fetches") == Some(&1.0)
         {
             break;

@@ -7,17 +7,20 @@ use support::*;
 
 const TOKEN: &str = "s3cret-purge-token";
 
+/// A cluster whose proxy keeps no hot tier, so every request shows what
+/// the node's purge did (the hot tier's purges: `tests/hot_tier.rs`).
 async fn start(token: bool) -> (tempfile::TempDir, Cluster, Running) {
     if token {
-        start_up_with_files(
+        start_up_full(
             1,
             1,
             "admin_token_file: admin.token\n",
             &[("admin.token", &format!("{TOKEN}\n"))],
+            NO_HOT_TIER,
         )
         .await
     } else {
-        start_up(1, 1, "").await
+        start_up_node_only(1, 1, "").await
     }
 }
 

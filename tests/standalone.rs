@@ -46,15 +46,19 @@ async fn separate_processes_form_a_cluster_and_stop_cleanly_on_sigterm() {
 
     let proxy_addr = ([127, 0, 0, 1], proxy).into();
     let first = get(proxy_addr, "localhost", "/o/1", &[]).await.unwrap();
-    assert_eq!(
-        first.header("cache-status"),
-        "fanout-c1; fwd=uri-miss; stored; ttl=300"
+    // RFC 9211 order: the node's entry, then the proxy's hot tier's.
+    let status = first.header("cache-status");
+    assert!(
+        status.starts_with(
+            "fanout-c1; fwd=uri-miss; stored; ttl=300, fanout-p1; fwd=uri-miss; stored; ttl="
+        ),
+        "{status}"
     );
     let second = get(proxy_addr, "localhost", "/o/1", &[]).await.unwrap();
     assert!(
         second
             .header("cache-status")
-            .starts_with("fanout-c1; hit; ttl="),
+            .starts_with("fanout-p1; hit; ttl="),
         "{}",
         second.header("cache-status")
     );

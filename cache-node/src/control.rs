@@ -2,21 +2,24 @@
 //! cluster config from the control plane's watch (or the last state saved
 //! to disk), swaps its sites and origin pools when the config changes, and
 //! applies purges in sequence order, flushing everything when it has
-//! fallen behind the control plane's purge window.
+//! fallen behind the control plane's purge window. The other cache nodes
+//! it learns from the membership are its peers (see `peer`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use fanout_config::{CacheNodeConfig, ControlSource, SiteTable};
+use fanout_config::{CacheNodeConfig, CacheNodeRef, ControlSource, HostPort, SiteTable};
 use fanout_control_plane::agent::{self, Agent};
 use fanout_control_plane::api::WatchSnapshot;
-use fanout_control_plane::state::{MemberKind, PurgeRule};
+use fanout_control_plane::state::{MemberKind, MemberState};
+use fanout_http_cache::purge::Selector;
+use fanout_http_cache::Tier;
 use fanout_server::origin::Origins;
 use tokio_util::sync::CancellationToken;
 
-use crate::purge::{Purger, Selector};
-use crate::store::Store;
+use crate::peer::Peers;
 
 pub fn agent(config: &CacheNodeConfig, source: &ControlSource) -> Result<Agent, String> {
     agent::for_part(source, &config.id, MemberKind::Cache, config.listen)
@@ -41,9 +44,27 @@ pub async fn initial(config: &mut CacheNodeConfig, agent: &Agent) -> Result<Watc
 pub struct Targets {
     pub sites: Arc<ArcSwap<SiteTable>>,
     pub origins: Arc<dyn Fn(Origins) + Send + Sync>,
-    pub store: Store,
-    pub purger: Arc<Purger>,
+    pub tier: Arc<Tier>,
+    /// The last purge applied, which proxies' fills are checked against.
+    pub purge_seq: Arc<AtomicU64>,
+    pub peers: Arc<Peers>,
     pub max_origin_fetches: u32,
+}
+
+/// The active cache nodes a control-plane state names.
+fn cache_nodes(state: &WatchSnapshot) -> Vec<CacheNodeRef> {
+    state
+        .members
+        .iter()
+        .filter(|m| m.kind == MemberKind::Cache && m.state == MemberState::Active)
+        .filter_map(|m| {
+            Some(CacheNodeRef {
+                id: m.id.clone(),
+                address: HostPort::try_from(m.address.clone()).ok()?,
+                weight: m.weight.max(1),
+            })
+        })
+        .collect()
 }
 
 pub async fn follow(
@@ -54,6 +75,8 @@ pub async fn follow(
 ) {
     agent.register(&shutdown).await;
     let mut config_version = from.config_version;
+    targets.peers.set(&cache_nodes(&from));
+    targets.purge_seq.store(from.purge_seq, Ordering::Release);
     agent
         .watch(
             from,
@@ -71,32 +94,24 @@ pub async fn follow(
                         "cluster config from the control plane applied"
                     );
                 }
+                targets.peers.set(&cache_nodes(state));
                 if state.purges_flush {
-                    let n = targets
-                        .store
-                        .purge_matching(|_, _| true, false, Instant::now());
+                    let n = targets.tier.flush();
                     tracing::warn!(
                         entries = n,
                         "behind the control plane's purge window; flushed the cache"
                     );
                 }
+                let sites = targets.sites.load();
                 for p in &state.purges {
-                    let selector = match &p.rule {
-                        PurgeRule::Url { host, path } => Selector::Url {
-                            host: host.clone(),
-                            path: path.clone(),
-                        },
-                        PurgeRule::Prefix { host, prefix } => Selector::Prefix {
-                            host: host.clone(),
-                            prefix: prefix.clone(),
-                        },
-                        PurgeRule::Tag(t) => Selector::Tag(t.clone()),
-                    };
-                    match targets.purger.purge(&selector, p.soft) {
+                    match targets.tier.purge(&sites, &Selector::from(&p.rule), p.soft) {
                         Ok(n) => tracing::info!(seq = p.seq, entries = n, "purge applied"),
                         Err(e) => tracing::warn!(seq = p.seq, error = %e, "purge skipped"),
                     }
                 }
+                // Only now: a proxy that has applied this purge stores what
+                // this node answers once the node says it has too.
+                targets.purge_seq.store(state.purge_seq, Ordering::Release);
                 Ok(())
             },
             shutdown,

@@ -8,19 +8,19 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use fanout_config::{SetCookiePolicy, Site};
-use fanout_server::{empty, remove_hop_by_hop, trace};
+use fanout_server::{empty, remove_hop_by_hop, trace, ResponseBody};
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Body as _;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::collapse::{Failure, Fill, FinishGuard, SharedHead, VaryCheck, Via};
-use crate::freshness::{classify, initial_age, NotStored, Storability, TtlPolicy};
-use crate::handler::CacheNode;
+use crate::handler::{CacheNode, CACHE_STATUS};
 use crate::metrics::OriginFailure;
-use crate::store::StoredResponse;
-use crate::vary::{secondary_key, storage_key, vary_names};
+use fanout_http_cache::collapse::{Failure, Fed, Fill, FinishGuard, SharedHead, VaryCheck, Via};
+use fanout_http_cache::freshness::{classify, initial_age, NotStored, Storability, TtlPolicy};
+use fanout_http_cache::store::StoredResponse;
+use fanout_http_cache::vary::{secondary_key, storage_key, vary_names};
 use fanout_server::origin::FetchError;
 
 /// One fill: what to fetch, and the stale copy to revalidate, if any.
@@ -35,9 +35,49 @@ pub struct FillJob {
     pub headers: HeaderMap,
     pub stale: Option<Arc<StoredResponse>>,
     pub fill: Arc<Fill>,
+    /// The id of the peer that owns the key, to fill from instead of the
+    /// origin (the proxy spilled the key here).
+    pub fill_from: Option<String>,
 }
 
+/// What a fill fetched: the response, and the origin-request slot it holds
+/// until the fill ends (none for a peer's answer).
+type Fetched = (Response<ResponseBody>, Option<OwnedSemaphorePermit>);
+
 impl CacheNode {
+    /// The answer of the peer named `fill_from`, when it is a peer other
+    /// than this node and it answers; `None` sends the fill to the origin.
+    async fn fetch_from_peer(
+        &self,
+        site: &Site,
+        fill_from: Option<&str>,
+        path_and_query: &str,
+        headers: &HeaderMap,
+    ) -> Option<(Response<ResponseBody>, Option<OwnedSemaphorePermit>)> {
+        let id = fill_from.filter(|id| *id != self.id)?;
+        let address = self.peers.address(id)?;
+        let timeout = site.origin.connect_timeout.get() + site.origin.response_timeout.get();
+        match self
+            .peers
+            .fetch(id, &address, path_and_query, headers, timeout)
+            .await
+        {
+            Ok(mut resp) => {
+                self.metrics.peer_fill();
+                // The peer's own report and hints describe its hop, not ours.
+                resp.headers_mut().remove(CACHE_STATUS);
+                for h in &fanout_http_cache::internal::ALL {
+                    resp.headers_mut().remove(h);
+                }
+                Some((resp, None))
+            }
+            Err(e) => {
+                tracing::warn!(site = %site.name, error = %e, "filling from the owning peer failed; going to the origin");
+                None
+            }
+        }
+    }
+
     /// Runs `job` to the end. Spawned as its own task, so the request that
     /// started it may go away without breaking it for the others.
     pub async fn run_fill(self: Arc<Self>, job: FillJob) {
@@ -49,6 +89,7 @@ impl CacheNode {
             headers,
             stale,
             fill,
+            fill_from,
         } = job;
         let _guard = FinishGuard(fill.clone());
         let mut request_headers = headers.clone();
@@ -67,37 +108,51 @@ impl CacheNode {
         if let Some(span) = &span {
             span.inject(&mut request_headers);
         }
-        self.metrics.origin_fetch();
         let started = Instant::now();
-        let fetched = self
-            .origins
-            .load_full()
-            .fetch(
+        let fetched = match self
+            .fetch_from_peer(
                 &site,
-                Method::GET,
+                fill_from.as_deref(),
                 &path_and_query,
                 &request_headers,
-                empty(),
             )
-            .await;
+            .await
+        {
+            Some(answer) => Ok(answer),
+            None => {
+                self.metrics.origin_fetch();
+                self.origins
+                    .load_full()
+                    .fetch(
+                        &site,
+                        Method::GET,
+                        &path_and_query,
+                        &request_headers,
+                        empty(),
+                    )
+                    .await
+                    .map(|r| {
+                        let (p, b) = r.response.into_parts();
+                        let body = b.map_err(Into::into).boxed_unsync();
+                        (Response::from_parts(p, body), Some(r.permit))
+                    })
+            }
+        };
         let received_at = Instant::now();
         if fetched.is_ok() {
             self.metrics.origin_answered(received_at - started);
         }
         if let Some(span) = &span {
             match &fetched {
-                Ok(r) => span.status(r.response.status().as_u16()),
+                Ok((r, _)) => span.status(r.status().as_u16()),
                 Err(e) => span.error(e.to_string()),
             }
         }
-        let (mut resp, _permit) = match fetched {
-            Ok(r) if !r.response.status().is_server_error() => (r.response, r.permit),
+        let (mut resp, _permit): Fetched = match fetched {
+            Ok((r, permit)) if !r.status().is_server_error() => (r, permit),
             failed => {
                 let (failure, status) = match &failed {
-                    Ok(r) => (
-                        Failure::Status(r.response.status()),
-                        Some(r.response.status()),
-                    ),
+                    Ok((r, _)) => (Failure::Status(r.status()), Some(r.status())),
                     Err(FetchError::Timeout { .. }) => (Failure::Timeout, None),
                     Err(_) => (Failure::Unreachable, None),
                 };
@@ -107,8 +162,8 @@ impl CacheNode {
                     Failure::Unreachable => OriginFailure::Unreachable,
                 });
                 match &failed {
-                    Ok(r) => {
-                        tracing::warn!(site = %site.name, key = %key, status = %r.response.status(), "origin answered with a server error")
+                    Ok((r, _)) => {
+                        tracing::warn!(site = %site.name, key = %key, status = %r.status(), "origin answered with a server error")
                     }
                     Err(e) => {
                         tracing::warn!(site = %site.name, key = %key, error = %e, "origin fetch failed")
@@ -120,7 +175,7 @@ impl CacheNode {
                     Some(s) => fill.set_stored(s, Via::StaleOnError(status)),
                     None => fill.fail(failure),
                 }
-                self.inflight.remove(&key, &fill);
+                self.tier.inflight.remove(&key, &fill);
                 return;
             }
         };
@@ -130,14 +185,14 @@ impl CacheNode {
         if let (StatusCode::NOT_MODIFIED, Some(stale)) = (resp.status(), &stale) {
             let refreshed = self.refresh(
                 &site,
-                &key,
+                (&fill, &key),
                 &headers,
                 stale,
                 resp.headers(),
                 (started, received_at),
             );
             fill.set_stored(refreshed, Via::Revalidated);
-            self.inflight.remove(&key, &fill);
+            self.tier.inflight.remove(&key, &fill);
             return;
         }
         let storability = classify(
@@ -167,7 +222,7 @@ impl CacheNode {
                     self.hit_for_pass.insert(key.clone(), ());
                 }
                 fill.set_private(Response::from_parts(parts, body));
-                self.inflight.remove(&key, &fill);
+                self.tier.inflight.remove(&key, &fill);
                 return;
             }
         };
@@ -178,13 +233,16 @@ impl CacheNode {
         // so that later lookups find it.
         let store_key = storage_key(&primary, &names, &headers);
         if freshness.is_some() {
-            self.vary.record(&primary, &names);
+            self.tier.vary.record(&primary, &names);
         }
         let vary = (!names.is_empty()).then(|| VaryCheck {
             secondary: secondary_key(&names, &headers),
             names,
         });
-        let (status, stored_headers) = (parts.status, crate::store::owned_headers(&parts.headers));
+        let (status, stored_headers) = (
+            parts.status,
+            fanout_http_cache::store::owned_headers(&parts.headers),
+        );
         fill.set_shared(SharedHead {
             status: parts.status,
             headers: parts.headers,
@@ -194,51 +252,34 @@ impl CacheNode {
             vary,
         });
 
-        let mut too_large = false;
-        // The last chunk of a storable body, held back until the response is
-        // stored: a viewer who has every byte and asks again (a player
-        // polling a playlist) finds it stored, and a purge issued after the
-        // last byte sees the entry.
-        let mut last_chunk = None;
         let deadline = tokio::time::Instant::from_std(started) + site.origin.total_timeout.get();
-        loop {
-            let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+        let fed = fill
+            .feed(
+                &mut body,
+                deadline,
+                max,
+                freshness.is_some(),
+                |n| self.metrics.origin_body(n),
+                // Only possible without Content-Length: keep feeding the
+                // waiters we have, take no more, store nothing.
+                || self.tier.inflight.remove(&key, &fill),
+            )
+            .await;
+        let (last_chunk, too_large) = match fed {
+            Fed::Complete { last, too_large } => (last, too_large),
+            Fed::TimedOut => {
                 tracing::warn!(site = %site.name, key = %key, timeout = %site.origin.total_timeout, "origin body too slow; fill abandoned, not stored");
                 self.metrics.origin_error(OriginFailure::Timeout);
-                fill.finish(false);
-                self.inflight.remove(&key, &fill);
+                self.tier.inflight.remove(&key, &fill);
                 return;
-            };
-            let Some(frame) = frame else { break };
-            match frame {
-                Ok(frame) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    self.metrics.origin_body(data.len());
-                    if body.is_end_stream()
-                        && freshness.is_some()
-                        && fill.received() + data.len() as u64 <= max
-                    {
-                        last_chunk = Some(data);
-                        break;
-                    }
-                    if fill.push(data) > max && !too_large {
-                        // Only possible without Content-Length: keep feeding
-                        // the waiters we have, take no more, store nothing.
-                        too_large = true;
-                        self.inflight.remove(&key, &fill);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(site = %site.name, key = %key, error = %e, "origin body broke off; not stored");
-                    self.metrics.origin_error(OriginFailure::Body);
-                    fill.finish(false);
-                    self.inflight.remove(&key, &fill);
-                    return;
-                }
             }
-        }
+            Fed::Broken(e) => {
+                tracing::warn!(site = %site.name, key = %key, error = %e, "origin body broke off; not stored");
+                self.metrics.origin_error(OriginFailure::Body);
+                self.tier.inflight.remove(&key, &fill);
+                return;
+            }
+        };
         if let (false, Some(freshness)) = (too_large, freshness) {
             let stored = StoredResponse {
                 status,
@@ -249,15 +290,16 @@ impl CacheNode {
                 freshness,
                 stale_on_error: site.cache.stale_on_error.get(),
             };
-            // Stored before the fill is retired, so no request finds neither.
-            self.store.insert(store_key, Arc::new(stored));
+            // Stored before the fill is retired, so no request finds neither;
+            // not at all if a purge matched the fill meanwhile.
+            self.tier.store_fill(&fill, store_key, Arc::new(stored));
         }
         if let Some(data) = last_chunk {
             fill.push(data);
         }
         tracing::debug!(key = %key, chunks = fill.chunk_count(), bytes = fill.received(), "fill complete");
         fill.finish(true);
-        self.inflight.remove(&key, &fill);
+        self.tier.inflight.remove(&key, &fill);
     }
 
     /// A 304 confirmed `stale`: store it again with the 304's fields
@@ -265,14 +307,17 @@ impl CacheNode {
     fn refresh(
         &self,
         site: &Site,
-        key: &str,
+        (fill, key): (&Fill, &str),
         request: &HeaderMap,
         stale: &StoredResponse,
         not_modified: &HeaderMap,
         (sent_at, received_at): (Instant, Instant),
     ) -> Arc<StoredResponse> {
         let response_delay = received_at - sent_at;
-        let headers = crate::store::owned_headers(&refreshed_headers(&stale.headers, not_modified));
+        let headers = fanout_http_cache::store::owned_headers(&refreshed_headers(
+            &stale.headers,
+            not_modified,
+        ));
         let storability = classify(
             &Method::GET,
             request,
@@ -284,7 +329,7 @@ impl CacheNode {
             Storability::Store(f) => f,
             // The origin no longer allows storing it: answer the waiters
             // with it once, as already expired, and keep nothing.
-            _ => crate::freshness::Freshness::new(std::time::Duration::ZERO),
+            _ => fanout_http_cache::freshness::Freshness::new(std::time::Duration::ZERO),
         };
         let refreshed = Arc::new(StoredResponse {
             status: stale.status,
@@ -296,9 +341,10 @@ impl CacheNode {
             stale_on_error: site.cache.stale_on_error.get(),
         });
         if matches!(storability, Storability::Store(_)) {
-            self.store.insert(key.to_string(), refreshed.clone());
+            self.tier
+                .store_fill(fill, key.to_string(), refreshed.clone());
         } else {
-            self.store.remove(key);
+            self.tier.store.remove(key);
         }
         refreshed
     }

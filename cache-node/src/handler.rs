@@ -5,7 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use arc_swap::ArcSwap;
+use fanout_http_cache::internal;
+use fanout_http_cache::Tier;
 
 use fanout_config::{CacheKey, Site, SiteTable};
 use fanout_server::{empty, remove_hop_by_hop, text, trace, ResponseBody};
@@ -15,13 +19,15 @@ use hyper::body::Incoming;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
-use crate::collapse::{Failure, Head, Inflight, Role, Via};
 use crate::fill::FillJob;
 use crate::metrics::{Metrics, Outcome};
-use crate::request_directives::RequestDirectives;
-use crate::respond::{respond, Representation, Source};
-use crate::store::{Store, StoredResponse};
-use crate::vary::{secondary_key, VaryIndex};
+use fanout_http_cache::collapse::{Failure, Head, Role, Via};
+use fanout_http_cache::request_directives::RequestDirectives;
+use fanout_http_cache::respond::{
+    fill_request_headers, from_store, respond, Representation, Source,
+};
+use fanout_http_cache::store::StoredResponse;
+use fanout_http_cache::vary::secondary_key;
 use fanout_server::origin::{FetchError, OriginResponse, Origins};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -33,16 +39,48 @@ const HIT_FOR_PASS: Duration = Duration::from_secs(10);
 pub struct CacheNode {
     /// Names this cache in `Cache-Status` (RFC 9211 §2).
     pub name: String,
+    /// This node's id among its peers.
+    pub id: String,
     /// Swapped whole when the control plane changes the cluster config;
     /// shared with the purger.
     pub sites: Arc<ArcSwap<SiteTable>>,
-    pub store: Store,
+    /// The store, Vary index and fills in flight.
+    pub tier: Arc<Tier>,
     pub origins: ArcSwap<Origins>,
     pub metrics: Metrics,
-    pub inflight: Inflight,
     /// Keys recently answered with something not storable.
     pub hit_for_pass: moka::sync::Cache<String, ()>,
-    pub vary: VaryIndex,
+    /// The last control-plane purge this node has applied (0 without one).
+    pub purge_seq: Arc<AtomicU64>,
+    /// The other cache nodes, which spilled keys are filled from.
+    pub peers: Arc<crate::peer::Peers>,
+}
+
+/// What a proxy asked of this node beside the request itself (the
+/// `fanout_http_cache::internal` headers, removed from the request so they
+/// go no further).
+#[derive(Debug, Default, Clone)]
+pub struct Internal {
+    /// The purge sequence the asking proxy has applied, when it has a hot
+    /// tier that may keep the answer.
+    edge: Option<u64>,
+    /// The key's owner, to fill from.
+    fill_from: Option<String>,
+}
+
+impl Internal {
+    fn take(headers: &mut HeaderMap) -> Internal {
+        if !headers.contains_key(&internal::EDGE) && !headers.contains_key(&internal::FILL_FROM) {
+            return Internal::default();
+        }
+        let edge = headers
+            .remove(&internal::EDGE)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let fill_from = headers
+            .remove(&internal::FILL_FROM)
+            .and_then(|v| v.to_str().ok().map(str::to_string));
+        Internal { edge, fill_from }
+    }
 }
 
 /// The keys of one request: the primary key (site, path, query) and the
@@ -63,18 +101,7 @@ pub fn hit_for_pass_marks() -> moka::sync::Cache<String, ()> {
 /// reserved: no site's content is served under it.
 pub const HEALTH_PATH: &str = "/_fanout/health";
 
-static CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
-
-/// Request headers that make an origin answer differ from the full object
-/// a cache stores; a fill request goes without them.
-const CONDITIONAL: [header::HeaderName; 6] = [
-    header::IF_MATCH,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::IF_UNMODIFIED_SINCE,
-    header::IF_RANGE,
-    header::RANGE,
-];
+pub(crate) const CACHE_STATUS: header::HeaderName = header::HeaderName::from_static("cache-status");
 
 impl CacheNode {
     /// Answers one request. `B` is hyper's body for requests from the
@@ -144,12 +171,17 @@ impl CacheNode {
         resp
     }
 
-    async fn answer<B>(self: Arc<Self>, site: Arc<Site>, req: Request<B>) -> Response<ResponseBody>
+    async fn answer<B>(
+        self: Arc<Self>,
+        site: Arc<Site>,
+        mut req: Request<B>,
+    ) -> Response<ResponseBody>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<fanout_server::BoxError>,
     {
         let method = req.method().clone();
+        let asked = Internal::take(req.headers_mut());
         // The paths that reach the origin are boxed: inline, their futures
         // made every request's future (hits included) about 9 KiB, copied
         // on each move before its first poll.
@@ -158,7 +190,7 @@ impl CacheNode {
         }
         let primary = CacheKey::new(&site, req.uri().path(), req.uri().query());
         let key = Keys {
-            lookup: self.vary.lookup_key(primary.as_str(), req.headers()),
+            lookup: self.tier.vary.lookup_key(primary.as_str(), req.headers()),
             primary: primary.as_str().to_string(),
         };
         let wants = RequestDirectives::parse(req.headers());
@@ -176,7 +208,7 @@ impl CacheNode {
             trace::Span::from_headers("cache lookup", SpanKind::Internal, req.headers(), Vec::new);
         // Freshness is judged at the lookup's start.
         let now = Instant::now();
-        let mut found = self.store.get(&key.lookup);
+        let mut found = self.tier.store.get(&key.lookup);
         self.metrics.lookup(now.elapsed());
         // RFC 9111 §3.5: a copy stored without `public`, `s-maxage` or
         // `must-revalidate` may not answer a request that carries
@@ -195,7 +227,8 @@ impl CacheNode {
         if let Some(stored) = found {
             if wants.accepts_fresh(&stored, now) {
                 crate::metrics::decided(Outcome::Hit);
-                return self.serve_stored(&method, req.headers(), &stored, now, "hit");
+                let resp = self.serve_stored(&method, req.headers(), &stored, now, "hit");
+                return self.for_edge(resp, asked.edge, stored.remaining_ttl(now));
             }
             if wants.accepts_stale(&stored, now) {
                 crate::metrics::decided(Outcome::Stale);
@@ -212,8 +245,13 @@ impl CacheNode {
                 // one fill (however many requests see it stale) refreshes it.
                 crate::metrics::decided(Outcome::Stale);
                 let (parts, _body) = req.into_parts();
-                self.clone()
-                    .revalidate_in_background(site, key, &parts, stored.clone());
+                self.clone().revalidate_in_background(
+                    site,
+                    key,
+                    &parts,
+                    stored.clone(),
+                    asked.fill_from,
+                );
                 return self.serve_stored(
                     &method,
                     &parts.headers,
@@ -246,7 +284,27 @@ impl CacheNode {
             crate::metrics::decided(Outcome::HitForPass);
             return Box::pin(self.direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")).await;
         }
-        Box::pin(self.miss(site, key, parts, stale, fwd)).await
+        Box::pin(self.miss(site, key, parts, stale, fwd, asked)).await
+    }
+
+    /// Tells a proxy that asked ([`Internal::edge`]) how long `resp` stays
+    /// fresh here, when it is fresh and this node has applied every purge
+    /// the proxy has: only then may the proxy keep a copy.
+    fn for_edge(
+        &self,
+        mut resp: Response<ResponseBody>,
+        edge: Option<u64>,
+        fresh_for: Duration,
+    ) -> Response<ResponseBody> {
+        if let Some(seq) = edge {
+            if !fresh_for.is_zero() && self.purge_seq.load(Ordering::Acquire) >= seq {
+                resp.headers_mut().insert(
+                    &internal::FRESH_MS,
+                    HeaderValue::from(fresh_for.as_millis() as u64),
+                );
+            }
+        }
+        resp
     }
 
     fn revalidate_in_background(
@@ -255,10 +313,11 @@ impl CacheNode {
         key: Keys,
         parts: &request::Parts,
         stale: Arc<StoredResponse>,
+        fill_from: Option<String>,
     ) {
-        let (fill, role) = self.inflight.join_or_lead(&key.lookup);
+        let (fill, role) = self.tier.inflight.join_or_lead(&key.lookup);
         if role == Role::Leader {
-            let job = self.fill_job(site, key, parts, Some(stale), fill);
+            let job = self.fill_job(site, key, parts, Some(stale), fill, fill_from);
             tokio::spawn(self.clone().run_fill(job));
         }
     }
@@ -269,7 +328,8 @@ impl CacheNode {
         key: Keys,
         parts: &request::Parts,
         stale: Option<Arc<StoredResponse>>,
-        fill: Arc<crate::collapse::Fill>,
+        fill: Arc<fanout_http_cache::collapse::Fill>,
+        fill_from: Option<String>,
     ) -> FillJob {
         FillJob {
             site,
@@ -280,9 +340,10 @@ impl CacheNode {
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_string(),
-            headers: without_conditionals(&parts.headers),
+            headers: fill_request_headers(&parts.headers),
             stale,
             fill,
+            fill_from,
         }
     }
 
@@ -294,18 +355,7 @@ impl CacheNode {
         now: Instant,
         status: &str,
     ) -> Response<ResponseBody> {
-        let (age_secs, ttl) = stored.age_and_ttl_secs(now);
-        let resp = respond(
-            method,
-            request,
-            Representation {
-                status: stored.status,
-                headers: &stored.headers,
-                len: Some(stored.body.len() as u64),
-                source: Source::Stored(&stored.body),
-                age_secs,
-            },
-        );
+        let (resp, ttl) = from_store(method, request, stored, now);
         if method != Method::HEAD && resp.status().is_success() {
             self.metrics.served_from_store(stored.body.len());
         }
@@ -321,10 +371,18 @@ impl CacheNode {
         parts: request::Parts,
         stale: Option<Arc<StoredResponse>>,
         fwd: &'static str,
+        asked: Internal,
     ) -> Response<ResponseBody> {
-        let (fill, role) = self.inflight.join_or_lead(&key.lookup);
+        let (fill, role) = self.tier.inflight.join_or_lead(&key.lookup);
         if role == Role::Leader {
-            let job = self.fill_job(site.clone(), key, &parts, stale, fill.clone());
+            let job = self.fill_job(
+                site.clone(),
+                key,
+                &parts,
+                stale,
+                fill.clone(),
+                asked.fill_from,
+            );
             tokio::spawn(self.clone().run_fill(job));
         }
         let outcome = if role == Role::Leader {
@@ -384,13 +442,9 @@ impl CacheNode {
                         }
                     }
                 };
-                self.serve_stored(
-                    &parts.method,
-                    &parts.headers,
-                    &stored,
-                    Instant::now(),
-                    &status,
-                )
+                let now = Instant::now();
+                let resp = self.serve_stored(&parts.method, &parts.headers, &stored, now, &status);
+                self.for_edge(resp, asked.edge, stored.remaining_ttl(now))
             }
             Head::Failed(failure) => {
                 crate::metrics::decided(Outcome::OriginError);
@@ -411,7 +465,7 @@ impl CacheNode {
                     let body = if parts.method == Method::HEAD {
                         empty()
                     } else {
-                        body.map_err(Into::into).boxed_unsync()
+                        body
                     };
                     self.with_status(Response::from_parts(p, body), &format!("fwd={fwd}"))
                 }
@@ -433,7 +487,8 @@ impl CacheNode {
                     }
                 }
                 crate::metrics::decided(outcome);
-                let age = (head.initial_age + head.received_at.elapsed()).as_secs();
+                let precise_age = head.initial_age + head.received_at.elapsed();
+                let age = precise_age.as_secs();
                 let len = head
                     .headers
                     .get(header::CONTENT_LENGTH)
@@ -454,7 +509,13 @@ impl CacheNode {
                     ),
                     None => format!("fwd={fwd}{collapsed}"),
                 };
-                self.with_status(resp, &status)
+                let resp = self.with_status(resp, &status);
+                // A fill a purge detached stores nothing: no copy at the edge either.
+                let fresh_for = match head.lifetime {
+                    Some(lifetime) if !fill.is_purged() => lifetime.saturating_sub(precise_age),
+                    _ => Duration::ZERO,
+                };
+                self.for_edge(resp, asked.edge, fresh_for)
             }
         }
     }
@@ -489,7 +550,14 @@ impl CacheNode {
             Ok(resp) => {
                 let status = resp.status();
                 if !parts.method.is_safe() && (status.is_success() || status.is_redirection()) {
-                    self.invalidate_after_unsafe(site, &parts, resp.headers());
+                    // Only this node's copies: other keys may live on other
+                    // nodes, which a purge reaches and this cannot.
+                    self.tier.invalidate_after_unsafe(
+                        &self.sites.load(),
+                        site,
+                        &parts,
+                        resp.headers(),
+                    );
                 }
                 self.with_status(resp, "fwd=method")
             }
@@ -521,52 +589,6 @@ impl CacheNode {
         let (mut p, body) = response.into_parts();
         remove_hop_by_hop(&mut p.headers);
         Ok(Response::from_parts(p, hold_until_read(body, permit)))
-    }
-
-    /// RFC 9111 §4.4: a non-error response to an unsafe request invalidates
-    /// the target URI, and the Location and Content-Location URIs when they
-    /// are on the same host. Only this node's copies: other keys may live on
-    /// other nodes, which a purge reaches and this cannot.
-    fn invalidate_after_unsafe(&self, site: &Site, request: &request::Parts, response: &HeaderMap) {
-        self.invalidate_url(CacheKey::new(site, request.uri.path(), request.uri.query()).as_str());
-        let host = request
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
-        for name in [header::LOCATION, header::CONTENT_LOCATION] {
-            let Some(uri) = response
-                .get(&name)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<http::Uri>().ok())
-            else {
-                continue;
-            };
-            let same_host = uri
-                .authority()
-                .is_none_or(|a| a.as_str().eq_ignore_ascii_case(host));
-            if !same_host || uri.path().is_empty() {
-                continue;
-            }
-            if let Some(target) = self.sites.load().find(host, uri.path()) {
-                self.invalidate_url(CacheKey::new(target, uri.path(), uri.query()).as_str());
-            }
-        }
-    }
-
-    /// Removes every response stored for the URL whose primary key is
-    /// `primary`: the one stored under it and, when the URL varies, each
-    /// variant. Variants are found by walking the store, as a purge does;
-    /// unsafe requests to varying URLs are rare next to lookups, which an
-    /// index of variants would slow.
-    fn invalidate_url(&self, primary: &str) {
-        self.store.remove(primary);
-        if self.vary.varies(primary) {
-            self.vary.forget(primary);
-            let variants = format!("{primary}{}", crate::vary::SEPARATOR);
-            self.store
-                .purge_matching(|k, _| k.starts_with(&variants), false, Instant::now());
-        }
     }
 
     fn origin_failed(&self, site: &Site, e: FetchError, fwd: &str) -> Response<ResponseBody> {
@@ -624,15 +646,7 @@ fn hold_until_read(body: Incoming, permit: OwnedSemaphorePermit) -> ResponseBody
 /// origin did not mark as shareable with such requests (RFC 9111 §3.5).
 fn forbidden_with_authorization(request: &HeaderMap, response: &HeaderMap) -> bool {
     request.contains_key(header::AUTHORIZATION)
-        && !crate::freshness::shareable_with_authorization(response)
-}
-
-fn without_conditionals(headers: &HeaderMap) -> HeaderMap {
-    let mut h = headers.clone();
-    for c in &CONDITIONAL {
-        h.remove(c);
-    }
-    h
+        && !fanout_http_cache::freshness::shareable_with_authorization(response)
 }
 
 fn failure_of(e: &FetchError) -> Failure {

@@ -1,56 +1,43 @@
 //! Fanout's cache node: an HTTP cache in front of the origins of every site
 //! in the cluster config.
 //!
-//! Owns: the store (moka, weighted by bytes), the rules for what may be
-//! stored and for how long ([`freshness`]), fetching from origins, and the
-//! `Cache-Status` / `Age` it reports. Public surface: [`run`].
+//! Owns: fetching from origins (or, for a key the proxies spilled to it,
+//! from the key's owning node: [`peer`]), what it does with each request
+//! (answer from the store, join or lead a fill, revalidate, pass), and the
+//! `Cache-Status` / `Age` it reports. The rules it follows and the store
+//! itself are `fanout_http_cache`'s, shared with the proxies' hot tier.
+//! Public surface: [`run`].
 //!
 //! Concurrent misses for one key collapse into one origin fetch whose body
-//! streams to every waiter as it arrives ([`collapse`]); responses that may
-//! not be shared go to each client alone (hit-for-pass).
+//! streams to every waiter as it arrives; responses that may not be shared
+//! go to each client alone (hit-for-pass).
 //!
 //! Stale copies are revalidated with the origin and served while that runs
-//! or when it fails (RFC 5861), responses that vary are stored per variant
-//! ([`vary`]), ranges and conditionals are answered from the store
-//! ([`respond`]), and purges (by URL, prefix or surrogate key) come through
-//! the admin listener or the control plane ([`purge`]). Responses this node
-//! cannot serve correctly are passed through unstored rather than served
-//! wrong.
+//! or when it fails (RFC 5861), responses that vary are stored per variant,
+//! ranges and conditionals are answered from the store, and purges (by URL,
+//! prefix or surrogate key) come through the admin listener or the control
+//! plane. Responses this node cannot serve correctly are passed through
+//! unstored rather than served wrong.
 
-mod collapse;
 mod control;
 mod fill;
-pub mod freshness;
 mod handler;
 mod metrics;
-pub mod purge;
-mod request_directives;
-mod respond;
-mod store;
-mod vary;
+mod peer;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use fanout_config::{CacheNodeConfig, SiteTable};
+use fanout_http_cache::purge::read_token;
+use fanout_http_cache::Tier;
 use fanout_server::in_process::InProcess;
 use fanout_server::{bind, serve, serve_admin, AdminRoutes, Readiness, ServeOptions};
 use tokio_util::sync::CancellationToken;
 
 pub use fanout_server::origin::OriginSetupError;
 pub use handler::HEALTH_PATH;
-
-/// Reads a bearer token: the file's content without surrounding space.
-fn read_token(file: &std::path::Path) -> std::io::Result<String> {
-    let token = std::fs::read_to_string(file)?.trim().to_string();
-    if token.is_empty() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "the token file is empty",
-        ));
-    }
-    Ok(token)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -109,20 +96,24 @@ pub async fn run(
         })?),
         None => None,
     };
-    let store = store::Store::new(config.capacity.bytes());
+    let tier = Arc::new(Tier::new(fanout_http_cache::store::Store::new(
+        config.capacity.bytes(),
+    )));
     let sites = Arc::new(ArcSwap::from_pointee(SiteTable::new(&config.cluster)));
     let readiness = Readiness::default();
-    let vary = vary::VaryIndex::new();
-    let purger = Arc::new(purge::Purger::new(
-        store.clone(),
-        vary.clone(),
-        sites.clone(),
-        token,
-    ));
+    let token: Option<Arc<str>> = token.map(Arc::from);
     let admin = match config.admin_listen {
         Some(addr) => {
-            let purger = purger.clone();
-            let routes: AdminRoutes = Arc::new(move |req| Box::pin(purger.clone().handle(req)));
+            let (tier, sites) = (tier.clone(), sites.clone());
+            let routes: AdminRoutes = Arc::new(move |req| {
+                let (tier, sites, token) = (tier.clone(), sites.clone(), token.clone());
+                Box::pin(async move {
+                    fanout_http_cache::purge::handle(req, token.as_deref(), |selector, soft| {
+                        tier.purge(&sites.load(), selector, soft)
+                    })
+                    .await
+                })
+            });
             let what = format!("cache node {node}");
             Some(
                 serve_admin(
@@ -146,13 +137,14 @@ pub async fn run(
     })?;
     let state = Arc::new(handler::CacheNode {
         name: format!("fanout-{node}"),
+        id: node.clone(),
         sites,
-        metrics: metrics::Metrics::new(&node, &store),
-        store,
+        metrics: metrics::Metrics::new(&node, &tier.store),
+        tier,
         origins: ArcSwap::from_pointee(origins),
-        inflight: collapse::Inflight::default(),
         hit_for_pass: handler::hit_for_pass_marks(),
-        vary,
+        purge_seq: Arc::new(AtomicU64::new(0)),
+        peers: peer::Peers::new(&config.peers, in_process.clone()),
     });
     let state_for_follower = state.clone();
     let follower = follow.map(|(agent, state)| {
@@ -170,9 +162,13 @@ pub async fn run(
             state,
             control::Targets {
                 sites: node_state.sites.clone(),
-                store: node_state.store.clone(),
-                origins: Arc::new(move |o| node_state.origins.store(Arc::new(o))),
-                purger: purger.clone(),
+                tier: node_state.tier.clone(),
+                origins: {
+                    let node_state = node_state.clone();
+                    Arc::new(move |o| node_state.origins.store(Arc::new(o)))
+                },
+                purge_seq: node_state.purge_seq.clone(),
+                peers: node_state.peers.clone(),
                 max_origin_fetches: config.max_origin_fetches,
             },
             shutdown.clone(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter, Histogram};
 use opentelemetry::KeyValue;
 
-use crate::store::Store;
+use fanout_http_cache::store::Store;
 
 /// Outcome of one request, as counted and as reported in `Cache-Status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,7 @@ pub struct Metrics {
     /// Attribute sets built once per node, not per request.
     outcome_attrs: Vec<[KeyValue; 2]>,
     origin_fetches: Counter<u64>,
+    peer_fills: Counter<u64>,
     origin_errors: Counter<u64>,
     origin_duration: Histogram<f64>,
     origin_bytes: Counter<u64>,
@@ -181,6 +182,10 @@ impl Metrics {
             origin_fetches: meter
                 .u64_counter("fanout_cache_origin_fetches")
                 .with_description("Requests the cache node sent to origins")
+                .build(),
+            peer_fills: meter
+                .u64_counter("fanout_cache_peer_fills")
+                .with_description("Fills answered by the key's owning cache node instead of the origin (keys the proxies spilled here)")
                 .build(),
             origin_errors: meter
                 .u64_counter("fanout_cache_origin_errors")
@@ -271,6 +276,10 @@ impl Metrics {
 
     pub fn origin_fetch(&self) {
         self.origin_fetches.add(1, &self.node);
+    }
+
+    pub fn peer_fill(&self) {
+        self.peer_fills.add(1, &self.node);
     }
 
     pub fn origin_error(&self, kind: OriginFailure) {

@@ -150,6 +150,67 @@ impl Default for FailOpen {
     }
 }
 
+/// The proxy's hot tier: the few objects every viewer wants at once (the
+/// live window: each rendition's playlist and newest segments), kept in the
+/// proxy itself so that their requests skip the hop to a cache node. A
+/// copy is kept only for as long as the cache node that owns it says it is
+/// fresh, and only when the node would serve it to anyone.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotTier {
+    /// Bytes of responses kept (bodies, headers and per-entry overhead);
+    /// `0` turns the tier off.
+    #[serde(default = "default_hot_capacity")]
+    pub capacity: Size,
+    /// Responses larger than this stream from the cache node unkept.
+    #[serde(default = "default_hot_max_object_size")]
+    pub max_object_size: Size,
+}
+
+fn default_hot_capacity() -> Size {
+    // Ten renditions × (playlist + six 2 s segments at up to 3 MiB) is
+    // about 200 MiB: one live window of a ladder, with room for a second.
+    Size::mib(256)
+}
+fn default_hot_max_object_size() -> Size {
+    Size::mib(16)
+}
+
+impl Default for HotTier {
+    fn default() -> Self {
+        HotTier {
+            capacity: default_hot_capacity(),
+            max_object_size: default_hot_max_object_size(),
+        }
+    }
+}
+
+impl HotTier {
+    pub fn enabled(&self) -> bool {
+        self.capacity.bytes() > 0
+    }
+
+    fn validate(&self, at: &str, v: &mut Validator) {
+        let c = self.capacity.bytes();
+        if c != 0 && c < 1024 * 1024 {
+            v.error(
+                &v.join(at, "capacity"),
+                format!("{} is below 1 MiB", self.capacity),
+                "0 (off) or at least 1MiB, such as 256MiB",
+            );
+        }
+        // Above the capacity it changes nothing: no object that large is
+        // kept (the tier clamps it), so it is not an error.
+        if self.max_object_size.bytes() < 1024 {
+            v.error(
+                &v.join(at, "max_object_size"),
+                format!("{} is too small", self.max_object_size),
+                "at least 1KiB, such as 16MiB",
+            );
+        }
+    }
+}
+
 /// Where a proxy or cache node gets its cluster config and membership
 /// when a control plane runs them, instead of from files.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -201,6 +262,8 @@ pub struct EdgeSettings {
     /// One JSON line per request on stdout (sites can opt out).
     #[serde(default)]
     pub access_log: bool,
+    #[serde(default)]
+    pub hot_tier: HotTier,
 }
 
 impl EdgeSettings {
@@ -286,6 +349,7 @@ impl EdgeSettings {
                 "0.0 (no retries beyond the floor) to 1.0 (one retry per request)",
             );
         }
+        self.hot_tier.validate(&v.join(at, "hot_tier"), v);
         let fp = v.join(at, "fail_open");
         if self.fail_open.max_origin_requests == 0 || self.fail_open.max_origin_requests > 100_000 {
             v.error(

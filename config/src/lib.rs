@@ -34,7 +34,8 @@ pub use cluster::{
 };
 pub use control::{ControlConfig, ControlPeer};
 pub use edge::{
-    ClientLimits, ControlSource, EdgeCertificate, EdgeSettings, EdgeTls, FailOpen, RetryPolicy,
+    ClientLimits, ControlSource, EdgeCertificate, EdgeSettings, EdgeTls, FailOpen, HotTier,
+    RetryPolicy,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{

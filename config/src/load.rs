@@ -411,6 +411,7 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
                 edge,
                 cache_nodes: p.cache_nodes,
                 cluster,
+                admin_token_file: p.admin_token_file.map(|f| relative_to(&doc.file, &f)),
                 control,
                 telemetry: p.telemetry.clone(),
             })
@@ -436,6 +437,7 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
                 admin_token_file: c.admin_token_file.map(|f| relative_to(&doc.file, &f)),
                 max_origin_fetches: c.max_origin_fetches,
                 send_buffer: c.send_buffer,
+                peers: c.peers,
                 telemetry: c.telemetry.clone(),
             })
         }

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::cluster::{ClusterConfig, HostPort};
-use crate::edge::{ClientLimits, ControlSource, EdgeSettings, EdgeTls, FailOpen, RetryPolicy};
+use crate::edge::{
+    ClientLimits, ControlSource, EdgeSettings, EdgeTls, FailOpen, HotTier, RetryPolicy,
+};
 use crate::telemetry::Telemetry;
 use crate::units::Size;
 use crate::validate::Validator;
@@ -42,6 +44,13 @@ pub struct ProxyFile {
     /// One JSON line per request on stdout (sites can opt out).
     #[serde(default)]
     pub access_log: bool,
+    /// The objects every viewer wants, kept in the proxy.
+    #[serde(default)]
+    pub hot_tier: HotTier,
+    /// File holding the bearer token for admin writes (purges of the hot
+    /// tier), relative to this file. Without it, purging is disabled.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
     /// Trace export and sampling.
     #[serde(default)]
     pub telemetry: Telemetry,
@@ -55,6 +64,7 @@ impl ProxyFile {
             retries: self.retries.clone(),
             fail_open: self.fail_open.clone(),
             access_log: self.access_log,
+            hot_tier: self.hot_tier.clone(),
         }
     }
 }
@@ -94,6 +104,12 @@ pub struct CacheNodeFile {
     /// this file. Without it, purging is disabled.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// The other cache nodes of the cluster, as the proxies list them (not
+    /// with `control`, which names them). A key the proxies spill here
+    /// under load is filled from its owner among them rather than from the
+    /// origin; without them it goes to the origin.
+    #[serde(default)]
+    pub peers: Vec<CacheNodeRef>,
     /// Origin requests this node has open at once; more wait their turn.
     #[serde(default = "default_max_origin_fetches")]
     pub max_origin_fetches: u32,
@@ -153,6 +169,8 @@ pub struct ProxyConfig {
     /// `control` is set.
     pub cluster: ClusterConfig,
     pub edge: EdgeSettings,
+    /// Absolute (resolved) path of the admin token file.
+    pub admin_token_file: Option<PathBuf>,
     pub control: Option<ControlSource>,
     pub telemetry: Telemetry,
 }
@@ -170,6 +188,9 @@ pub struct CacheNodeConfig {
     pub max_origin_fetches: u32,
     /// `SO_SNDBUF` for client connections; `None`: the kernel autotunes.
     pub send_buffer: Option<Size>,
+    /// The cluster's cache nodes (this one may be among them), which keys
+    /// spilled here are filled from.
+    pub peers: Vec<CacheNodeRef>,
     pub control: Option<ControlSource>,
     pub telemetry: Telemetry,
 }
@@ -323,6 +344,16 @@ impl CacheNodeFile {
             ),
             (None, Some(c)) => c.validate("control", v),
             (Some(_), None) => {}
+        }
+        if !self.peers.is_empty() {
+            if self.control.is_some() {
+                v.error(
+                    "peers",
+                    "the peers come from the control plane",
+                    "either control or peers",
+                );
+            }
+            validate_cache_refs(&self.peers, "peers", v);
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::cluster::{ClusterConfig, HostPort};
-use crate::edge::{ClientLimits, EdgeSettings, EdgeTls, FailOpen, RetryPolicy};
+use crate::edge::{ClientLimits, EdgeSettings, EdgeTls, FailOpen, HotTier, RetryPolicy};
 use crate::origin::OriginConfig;
 use crate::process::{
     default_capacity, default_max_origin_fetches, default_weight, validate_capacity, validate_id,
@@ -94,6 +94,9 @@ pub struct UpProxy {
     /// One JSON line per request on stdout (sites can opt out).
     #[serde(default)]
     pub access_log: bool,
+    /// The objects every viewer wants, kept in the proxy.
+    #[serde(default)]
+    pub hot_tier: HotTier,
 }
 
 impl UpProxy {
@@ -107,6 +110,7 @@ impl UpProxy {
             retries: self.retries.clone(),
             fail_open: self.fail_open.clone(),
             access_log: self.access_log,
+            hot_tier: self.hot_tier.clone(),
         }
     }
 }
@@ -241,6 +245,7 @@ impl UpConfig {
                 cache_nodes: nodes.clone(),
                 cluster: self.cluster.clone(),
                 edge: p.edge(),
+                admin_token_file: self.admin_token_file.clone(),
                 control: None,
                 telemetry: self.telemetry.clone(),
             })
@@ -259,6 +264,7 @@ impl UpConfig {
                 admin_token_file: self.admin_token_file.clone(),
                 max_origin_fetches: n.max_origin_fetches,
                 send_buffer: n.send_buffer,
+                peers: self.cache_node_refs(),
                 control: None,
                 telemetry: self.telemetry.clone(),
             })

@@ -485,3 +485,60 @@ fn a_fixed_send_buffer_is_checked_and_reaches_the_cache_node() {
     assert_eq!(nodes[0].send_buffer, None);
     assert_eq!(nodes[1].send_buffer.map(|s| s.bytes()), Some(512 * 1024));
 }
+
+#[test]
+fn the_hot_tier_is_on_by_default_checked_and_reaches_the_proxy_with_its_peers() {
+    let AnyConfig::Up(u) = load_str(Path::new("up.yaml"), UP).unwrap() else {
+        panic!()
+    };
+    let proxy = &u.proxy_configs()[0];
+    assert!(proxy.edge.hot_tier.enabled());
+    assert_eq!(proxy.edge.hot_tier.capacity.bytes(), 256 * 1024 * 1024);
+    assert_eq!(
+        proxy.edge.hot_tier.max_object_size.bytes(),
+        16 * 1024 * 1024
+    );
+    // Every cache node learns the others, which spilled keys fill from.
+    let peers: Vec<String> = u.cache_node_configs()[1]
+        .peers
+        .iter()
+        .map(|p| format!("{}={}", p.id, p.address))
+        .collect();
+    assert_eq!(peers, ["cache-1=127.0.0.1:8081", "cache-2=127.0.0.1:8082"]);
+
+    let off = UP.replace(
+        "listen: '127.0.0.1:8080' }",
+        "listen: '127.0.0.1:8080', hot_tier: { capacity: 0 } }",
+    );
+    let AnyConfig::Up(u) = load_str(Path::new("up.yaml"), &off).unwrap() else {
+        panic!()
+    };
+    assert!(!u.proxy_configs()[0].edge.hot_tier.enabled());
+
+    let small = UP.replace(
+        "listen: '127.0.0.1:8080' }",
+        "listen: '127.0.0.1:8080', hot_tier: { capacity: 100KiB } }",
+    );
+    assert_eq!(
+        one_error(&small),
+        "site.yaml:11:68: proxies[0].hot_tier.capacity: 100.0 KiB is below 1 MiB; allowed: 0 (off) or at least 1MiB, such as 256MiB"
+    );
+    let tiny_object = UP.replace(
+        "listen: '127.0.0.1:8080' }",
+        "listen: '127.0.0.1:8080', hot_tier: { max_object_size: 100 } }",
+    );
+    assert_eq!(
+        one_error(&tiny_object),
+        "site.yaml:11:75: proxies[0].hot_tier.max_object_size: 100 B is too small; allowed: at least 1KiB, such as 16MiB"
+    );
+    let typo = UP.replace(
+        "listen: '127.0.0.1:8080' }",
+        "listen: '127.0.0.1:8080', hot_tier: { capacty: 8MiB } }",
+    );
+    let e = one_error(&typo);
+    assert!(
+        e.starts_with("site.yaml:11:")
+            && e.contains("unknown field `capacty` (did you mean `capacity`?); allowed: capacity, max_object_size"),
+        "{e}"
+    );
+}

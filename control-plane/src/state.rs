@@ -68,6 +68,24 @@ pub enum PurgeRule {
     Tag(String),
 }
 
+/// A replicated purge as the cache tiers apply it.
+impl From<&PurgeRule> for fanout_http_cache::purge::Selector {
+    fn from(rule: &PurgeRule) -> Self {
+        use fanout_http_cache::purge::Selector;
+        match rule {
+            PurgeRule::Url { host, path } => Selector::Url {
+                host: host.clone(),
+                path: path.clone(),
+            },
+            PurgeRule::Prefix { host, prefix } => Selector::Prefix {
+                host: host.clone(),
+                prefix: prefix.clone(),
+            },
+            PurgeRule::Tag(t) => Selector::Tag(t.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Purge {
     pub seq: u64,

@@ -4,8 +4,10 @@
 //!
 //! Fields: `time` (RFC 3339, UTC), `peer`, `method`, `host`, `path`,
 //! `proto`, `status`, `site`, `node` (the cache node id, `origin` when the
-//! proxy failed open, empty when nothing was forwarded), `cache_status`
-//! (the cache node's `Cache-Status`), `bytes`, `complete` (false when the
+//! proxy failed open, empty when nothing was forwarded or the hot tier
+//! answered), `tier` (`proxy` for the hot tier, `node`, `origin`, or empty),
+//! `cache_status` (every cache's `Cache-Status` entry, the node's before
+//! the hot tier's), `bytes`, `complete` (false when the
 //! client or upstream went away mid-body), `ttfb_ms`, `duration_ms`, and
 //! `trace_id` (the W3C trace id, when the request had or got one; null
 //! otherwise). A site's `access_log: false` turns its lines off and
@@ -66,6 +68,8 @@ pub struct Line {
     status: u16,
     site: Option<String>,
     node: String,
+    /// Which tier answered: `proxy` (the hot tier), `node`, `origin`.
+    tier: &'static str,
     cache_status: Option<String>,
     bytes: u64,
     complete: bool,
@@ -102,6 +106,7 @@ impl Entry {
                 status: 0,
                 site: None,
                 node: String::new(),
+                tier: "",
                 cache_status: None,
                 bytes: 0,
                 complete: false,
@@ -132,16 +137,21 @@ impl Entry {
         resp: &Response<B>,
         site: Option<String>,
         node: String,
+        tier: &'static str,
         started: Instant,
     ) -> Entry {
         self.line.status = resp.status().as_u16();
         self.line.site = site;
         self.line.node = node;
-        self.line.cache_status = resp
+        self.line.tier = tier;
+        // Every cache's entry, the node's and the hot tier's, as one list.
+        let statuses: Vec<&str> = resp
             .headers()
-            .get("cache-status")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+            .get_all("cache-status")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        self.line.cache_status = (!statuses.is_empty()).then(|| statuses.join(", "));
         self.line.ttfb_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.started = Some(started);
         self

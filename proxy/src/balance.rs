@@ -66,9 +66,19 @@ impl Drop for InFlight {
     }
 }
 
-/// The nodes a request should try, best first: the node chosen under the
-/// bound, then usable nodes after it on the ring (for a retry). Empty when
-/// no node is usable.
+/// Where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The nodes to try, best first: the node chosen under the bound, then
+    /// usable nodes after it on the ring (for a retry). Empty when no node
+    /// is usable.
+    pub nodes: Vec<usize>,
+    /// The key's owner (its first usable node), when the bound passed it
+    /// over: the node chosen instead fills from it, not from the origin.
+    pub spilled_from: Option<usize>,
+}
+
+/// Chooses the nodes a request for the key hashed to `hash` should try.
 pub fn choose(
     ring: &Ring,
     hash: u64,
@@ -77,7 +87,7 @@ pub fn choose(
     load_factor: f64,
     now: Instant,
     want: usize,
-) -> Vec<usize> {
+) -> Choice {
     let nodes = ring.nodes();
     let clock = health.clock(now);
     let total_weight: u64 = nodes
@@ -90,7 +100,10 @@ pub fn choose(
     // move the total; one counter beats summing every node per request.
     let total_load = loads.total();
     if total_weight == 0 {
-        return Vec::new();
+        return Choice {
+            nodes: Vec::new(),
+            spilled_from: None,
+        };
     }
     // The bound counts the request being placed, so an idle cluster still
     // admits it: ceil(c × (L + 1) × w / W).
@@ -114,11 +127,15 @@ pub fn choose(
         picked.extend(passed_over.first().copied());
         passed_over.clear();
     }
+    let spilled_from = passed_over.first().copied();
     // Fallbacks: the rest of the ring after the chosen node, then the full
     // nodes passed over on the way (a retry beats an error even over the bound).
     picked.extend(usable.chain(passed_over).take(want.saturating_sub(1)));
     picked.truncate(want);
-    picked
+    Choice {
+        nodes: picked,
+        spilled_from,
+    }
 }
 
 #[cfg(test)]
@@ -155,7 +172,7 @@ mod tests {
             let key = if r % 2 == 0 { 0 } else { 1 + r % 50 };
             let hash = xxh3_64(format!("live:/seg/{key}.ts").as_bytes());
             let chosen = choose(&ring, hash, &health, &loads, load_factor, now, 1);
-            held.push(loads.start(chosen[0]));
+            held.push(loads.start(chosen.nodes[0]));
         }
         let max = (0..5).map(|i| loads.get(i)).max().unwrap() as f64;
         max / (2000.0 / 5.0)
@@ -185,13 +202,20 @@ mod tests {
         let order: Vec<usize> = ring.successors(hash).collect();
         assert_eq!(
             choose(&ring, hash, &health, &loads, 1.25, now, 2),
-            order[..2].to_vec()
+            Choice {
+                nodes: order[..2].to_vec(),
+                spilled_from: None
+            }
         );
-        // Load the owner past its bound: the key moves to the next node.
+        // Load the owner past its bound: the key moves to the next node,
+        // which is told to fill from the owner.
         let _held: Vec<_> = (0..10).map(|_| loads.start(order[0])).collect();
         assert_eq!(
             choose(&ring, hash, &health, &loads, 1.25, now, 2),
-            vec![order[1], order[2]]
+            Choice {
+                nodes: vec![order[1], order[2]],
+                spilled_from: Some(order[0])
+            }
         );
     }
 
@@ -204,13 +228,19 @@ mod tests {
         let hash = 42;
         let order: Vec<usize> = ring.successors(hash).collect();
         health.failed(order[0], now);
+        // A node that is down is not the key's owner to fill from.
         assert_eq!(
             choose(&ring, hash, &health, &loads, 1.25, now, 3),
-            vec![order[1], order[2]]
+            Choice {
+                nodes: vec![order[1], order[2]],
+                spilled_from: None
+            }
         );
         health.failed(order[1], now);
         health.failed(order[2], now);
-        assert!(choose(&ring, hash, &health, &loads, 1.25, now, 3).is_empty());
+        assert!(choose(&ring, hash, &health, &loads, 1.25, now, 3)
+            .nodes
+            .is_empty());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use fanout_control_plane::api::WatchSnapshot;
 use fanout_control_plane::state::{MemberKind, MemberState};
 use tokio_util::sync::CancellationToken;
 
+use crate::hot_tier::HotTier;
 use crate::snapshot::Snapshot;
 
 /// The cluster config and active cache nodes a control-plane state names.
@@ -59,14 +60,20 @@ pub async fn initial(config: &mut ProxyConfig, agent: &Agent) -> Result<WatchSna
     Ok(state)
 }
 
-/// Registers and follows the control plane until `shutdown`.
+/// Registers and follows the control plane until `shutdown`: applies each
+/// new state's config and nodes, and its purges to the hot tier.
 pub async fn follow(
     agent: Agent,
     from: WatchSnapshot,
     routing: Arc<ArcSwap<Snapshot>>,
     apply_lock: Arc<std::sync::Mutex<()>>,
+    hot: Option<Arc<HotTier>>,
     shutdown: CancellationToken,
 ) {
+    // The tier started empty: purges before the first state are moot.
+    if let Some(hot) = &hot {
+        hot.purged_through(from.purge_seq);
+    }
     agent.register(&shutdown).await;
     agent
         .watch(
@@ -78,20 +85,50 @@ pub async fn follow(
                 let mut config = current.config.clone();
                 config.cluster = cluster;
                 config.cache_nodes = nodes;
-                if config == current.config {
-                    return Ok(());
+                let current = if config == current.config {
+                    current
+                } else {
+                    let next = Arc::new(
+                        Snapshot::build(config, Some(&current)).map_err(|e| e.to_string())?,
+                    );
+                    tracing::info!(
+                        revision = state.revision,
+                        config_version = state.config_version,
+                        generation = next.generation,
+                        "control-plane change applied"
+                    );
+                    routing.store(next.clone());
+                    if let Some(hot) = &hot {
+                        hot.config_changed(&current.config.cluster, &next.config.cluster);
+                    }
+                    next
+                };
+                if let Some(hot) = &hot {
+                    apply_purges(hot, &current, state);
                 }
-                let next = Snapshot::build(config, Some(&current)).map_err(|e| e.to_string())?;
-                tracing::info!(
-                    revision = state.revision,
-                    config_version = state.config_version,
-                    generation = next.generation,
-                    "control-plane change applied"
-                );
-                routing.store(Arc::new(next));
                 Ok(())
             },
             shutdown,
         )
         .await;
+}
+
+/// The state's purges, in order, then its sequence: the agent reports the
+/// state applied (which `fanout ctl purge` waits for) only after this.
+fn apply_purges(hot: &HotTier, snapshot: &Snapshot, state: &WatchSnapshot) {
+    if state.purges_flush {
+        let n = hot.tier.flush();
+        tracing::warn!(
+            entries = n,
+            "behind the control plane's purge window; emptied the hot tier"
+        );
+    }
+    for p in &state.purges {
+        let selector = fanout_http_cache::purge::Selector::from(&p.rule);
+        match hot.purge(&snapshot.sites, &selector, p.soft) {
+            Ok(n) => tracing::info!(seq = p.seq, entries = n, "purge applied to the hot tier"),
+            Err(e) => tracing::warn!(seq = p.seq, error = %e, "purge skipped"),
+        }
+    }
+    hot.purged_through(state.purge_seq);
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use fanout_config::{CacheKey, Site};
+use fanout_http_cache::internal;
 use fanout_server::in_process::InProcess;
 use fanout_server::origin::FetchError;
 use fanout_server::trace;
@@ -25,6 +26,7 @@ use opentelemetry::KeyValue;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balance;
+use crate::hot_tier::{HotTier, Lookup};
 use crate::node_client::NodeClient;
 use crate::ring::key_hash;
 use crate::snapshot::Snapshot;
@@ -32,6 +34,8 @@ use crate::tracked_body::Tracked;
 
 pub struct Proxy {
     pub routing: Arc<ArcSwap<Snapshot>>,
+    /// The objects every viewer wants, kept here; `None` when turned off.
+    pub hot: Option<Arc<HotTier>>,
     /// For requests with a body, which it streams to the cache node.
     pub client: Client<HttpConnector, ResponseBody>,
     /// For requests without one: nearly every GET and HEAD.
@@ -178,10 +182,29 @@ impl Metrics {
 
 /// Who answered a request, for metrics and the access log.
 #[derive(Clone)]
-enum Upstream {
+pub(crate) enum Upstream {
     None,
     Node(usize),
     Origin,
+    /// The hot tier: from a kept copy, or from a fill it collapsed.
+    HotTier,
+}
+
+/// A response, who answered it, and what its body keeps alive.
+pub(crate) struct Upstreamed {
+    pub response: Response<ResponseBody>,
+    pub upstream: Upstream,
+    pub hold: Option<Hold>,
+}
+
+impl Upstreamed {
+    pub(crate) fn by(response: Response<ResponseBody>, upstream: Upstream) -> Upstreamed {
+        Upstreamed {
+            response,
+            upstream,
+            hold: None,
+        }
+    }
 }
 
 impl Proxy {
@@ -199,12 +222,17 @@ impl Proxy {
                 KeyValue::new("url.path", req.uri().path().to_string()),
             ]
         });
-        let (mut resp, site, upstream, hold) =
-            self.route(&snapshot, req, conn, span.as_ref()).await;
+        let (answer, site) = self.route(&snapshot, req, conn, span.as_ref()).await;
+        let Upstreamed {
+            response: mut resp,
+            upstream,
+            hold,
+        } = answer;
         let node_attr = match &upstream {
             Upstream::Node(i) => snapshot.node_attrs[*i].clone(),
             Upstream::Origin => KeyValue::new("node", "origin"),
             Upstream::None => KeyValue::new("node", "none"),
+            Upstream::HotTier => KeyValue::new("node", "hot-tier"),
         };
         self.traffic.count(is_hit(resp.headers()));
         let trace_id = span.as_ref().map(trace::Span::trace_id);
@@ -232,81 +260,139 @@ impl Proxy {
                 None => e,
             })
             .map(|e| {
-                let node = match upstream {
-                    Upstream::Node(i) => snapshot.ring.nodes()[i].id.clone(),
-                    Upstream::Origin => "origin".to_string(),
-                    Upstream::None => String::new(),
+                let (node, tier) = match upstream {
+                    Upstream::Node(i) => (snapshot.ring.nodes()[i].id.clone(), "node"),
+                    Upstream::Origin => ("origin".to_string(), "origin"),
+                    Upstream::None => (String::new(), ""),
+                    Upstream::HotTier => (String::new(), "proxy"),
                 };
-                e.answered(&resp, site.map(|s| s.name.clone()), node, started)
+                e.answered(&resp, site.map(|s| s.name.clone()), node, tier, started)
             });
         let (parts, body) = resp.into_parts();
+        let declared = entry.as_ref().and_then(|_| {
+            parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        });
         let body = Tracked::new(
             body,
             hold,
             entry.map(|e| (e, self.access_log.clone())),
             sent,
+            declared,
         );
         resp = Response::from_parts(parts, body.boxed_unsync());
         resp
     }
 
-    /// Answers `req`; also returns the site it matched, who answered, and
-    /// what the response body must keep alive until it ends.
+    /// Answers `req`, in the phases a request goes through: match its site
+    /// and key, look it up in the hot tier, then send it to the cache node
+    /// that owns the key (or, with none usable, to the origin). Also
+    /// returns the site it matched.
     async fn route<'s>(
-        &self,
-        snapshot: &'s Snapshot,
+        self: &Arc<Self>,
+        snapshot: &'s Arc<Snapshot>,
         req: Request<Incoming>,
         conn: ConnInfo,
         span: Option<&trace::Span>,
-    ) -> (
-        Response<ResponseBody>,
-        Option<&'s Site>,
-        Upstream,
-        Option<Hold>,
-    ) {
+    ) -> (Upstreamed, Option<&'s Site>) {
         let (mut parts, body) = req.into_parts();
-        // HTTP/2 clients send :authority rather than Host; cache nodes route by Host.
-        if !parts.headers.contains_key(header::HOST) {
-            if let Some(v) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                parts.headers.insert(header::HOST, v);
+        let Some((site, host)) = match_site(snapshot, &mut parts) else {
+            let resp = text(StatusCode::NOT_FOUND, "unknown site\n");
+            return (Upstreamed::by(resp, Upstream::None), None);
+        };
+        // Only Fanout's own parts speak these to each other.
+        for name in &internal::ALL {
+            if parts.headers.contains_key(name) {
+                parts.headers.remove(name);
             }
         }
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let Some(site) = snapshot.sites.find(&host, parts.uri.path()) else {
-            return (
-                text(StatusCode::NOT_FOUND, "unknown site\n"),
-                None,
-                Upstream::None,
-                None,
-            );
+        let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
+        // Nothing to stream to the node: the hot tier, or the lighter
+        // client, can carry it.
+        let bodiless = body.is_end_stream();
+        let mut bypassed = None;
+        if let Some(hot) = self
+            .hot
+            .as_ref()
+            .filter(|_| bodiless && (parts.method == Method::GET || parts.method == Method::HEAD))
+        {
+            match hot.lookup(&parts.method, &parts.headers, key.as_str(), Instant::now()) {
+                Lookup::Hit(resp) => {
+                    return (Upstreamed::by(resp, Upstream::HotTier), Some(site.as_ref()))
+                }
+                Lookup::Fill(lookup) => {
+                    prepare_upstream(&mut parts.headers, &host, parts.version, conn, span);
+                    let answer = self.hot_miss(hot, snapshot, site, key, lookup, parts).await;
+                    return (answer, Some(site.as_ref()));
+                }
+                Lookup::Bypass(why) => bypassed = Some((hot, why)),
+            }
+        }
+        prepare_upstream(&mut parts.headers, &host, parts.version, conn, span);
+        // What an unsafe request changes, the hot tier forgets (RFC 9111
+        // §4.4), as the node it passes through does.
+        let unsafe_request = match &self.hot {
+            Some(hot) if !parts.method.is_safe() => {
+                let mut request = Request::new(()).into_parts().0;
+                request.uri = parts.uri.clone();
+                request.headers.insert(
+                    header::HOST,
+                    parts
+                        .headers
+                        .get(header::HOST)
+                        .cloned()
+                        .unwrap_or(HeaderValue::from_static("")),
+                );
+                Some((hot, request))
+            }
+            _ => None,
         };
+        let body = body.map_err(Into::into).boxed_unsync();
+        let mut answer = self
+            .to_node(snapshot, site, key_hash(&key), parts, body, bodiless)
+            .await;
+        if let Some((hot, why)) = bypassed {
+            hot.add_status(answer.response.headers_mut(), format_args!("{why}"));
+        }
+        if let Some((hot, request)) = unsafe_request {
+            let status = answer.response.status();
+            if status.is_success() || status.is_redirection() {
+                hot.tier.invalidate_after_unsafe(
+                    &snapshot.sites,
+                    site,
+                    &request,
+                    answer.response.headers(),
+                );
+            }
+        }
+        (answer, Some(site.as_ref()))
+    }
+
+    /// Sends a request to the cache node that owns its key (`hash`) under
+    /// the load bound, retrying a GET or HEAD on the next node within the
+    /// budget, and fails open to the origin when no node takes it.
+    pub(crate) async fn to_node(
+        &self,
+        snapshot: &Snapshot,
+        site: &Site,
+        hash: u64,
+        mut parts: http::request::Parts,
+        body: ResponseBody,
+        bodiless: bool,
+    ) -> Upstreamed {
         let path_and_query = parts
             .uri
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        remove_hop_by_hop(&mut parts.headers);
-        add_forwarding_headers(&mut parts.headers, &host, parts.version, conn);
-        if let Some(span) = span {
-            span.inject(&mut parts.headers);
-        }
-        let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
-        let hash = key_hash(&key);
         // GET and HEAD may go to the next node of the ring when the chosen
         // one fails before answering; other methods' bodies cannot be
         // replayed. Unsafe methods still go through the owning cache node,
         // which passes them on and invalidates what they change (RFC 9111 §4.4).
         let retryable = parts.method == Method::GET || parts.method == Method::HEAD;
-        let candidates = balance::choose(
+        let choice = balance::choose(
             &snapshot.ring,
             hash,
             &snapshot.health,
@@ -315,10 +401,15 @@ impl Proxy {
             Instant::now(),
             if retryable { 2 } else { 1 },
         );
+        let candidates = choice.nodes;
+        // The bound passed the owner over: the node chosen instead fills
+        // from it rather than from the origin.
+        let spilled_from = choice
+            .spilled_from
+            .filter(|_| retryable)
+            .and_then(|i| HeaderValue::from_str(&snapshot.ring.nodes()[i].id).ok());
         snapshot.retries.deposit();
-        // Nothing to stream to the node: the lighter client can carry it.
-        let bodiless = body.is_end_stream();
-        let mut body = Some(body.map_err(Into::into).boxed_unsync());
+        let mut body = Some(body);
         for (attempt, &index) in candidates.iter().enumerate() {
             if attempt > 0 {
                 if !snapshot.retries.try_withdraw(Instant::now()) {
@@ -327,6 +418,15 @@ impl Proxy {
                     break;
                 }
                 self.metrics.retry("sent");
+            }
+            match (&spilled_from, attempt) {
+                (Some(owner), 0) => {
+                    parts.headers.insert(internal::FILL_FROM, owner.clone());
+                }
+                (Some(_), 1) => {
+                    parts.headers.remove(internal::FILL_FROM);
+                }
+                _ => {}
             }
             let node = &snapshot.ring.nodes()[index];
             let last = attempt + 1 == candidates.len();
@@ -362,12 +462,8 @@ impl Proxy {
             } else {
                 let Ok(uri) = format!("http://{}{path_and_query}", node.address).parse::<Uri>()
                 else {
-                    return (
-                        text(StatusCode::BAD_REQUEST, "bad request target\n"),
-                        Some(site),
-                        Upstream::None,
-                        None,
-                    );
+                    let resp = text(StatusCode::BAD_REQUEST, "bad request target\n");
+                    return Upstreamed::by(resp, Upstream::None);
                 };
                 let mut upstream = Request::new(body.take().unwrap_or_else(empty));
                 *upstream.method_mut() = parts.method.clone();
@@ -390,13 +486,11 @@ impl Proxy {
                     snapshot.health.succeeded(index);
                     let (mut p, body) = resp.into_parts();
                     remove_hop_by_hop(&mut p.headers);
-                    let resp = Response::from_parts(p, body);
-                    return (
-                        resp,
-                        Some(site),
-                        Upstream::Node(index),
-                        Some(Hold::Load(load)),
-                    );
+                    return Upstreamed {
+                        response: Response::from_parts(p, body),
+                        upstream: Upstream::Node(index),
+                        hold: Some(Hold::Load(load)),
+                    };
                 }
                 Ok(Err(e)) => {
                     let (backoff, ejected) = snapshot.health.failed(index, Instant::now());
@@ -411,18 +505,15 @@ impl Proxy {
                 // second node would only wait for it too.
                 Err(_) => {
                     tracing::warn!(node = %node.id, timeout = ?snapshot.upstream_timeout, "cache node did not answer in time");
-                    return (
-                        text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n"),
-                        Some(site),
-                        Upstream::Node(index),
-                        None,
-                    );
+                    let resp = text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
+                    return Upstreamed::by(resp, Upstream::Node(index));
                 }
             }
         }
         // No cache node took it. A GET or HEAD (or any request that never
         // reached a node) can still be answered by the origin.
         if candidates.is_empty() || retryable {
+            parts.headers.remove(internal::FILL_FROM);
             let body = body.take().unwrap_or_else(empty);
             return self
                 .fail_open(
@@ -435,33 +526,26 @@ impl Proxy {
                 )
                 .await;
         }
-        (
+        Upstreamed::by(
             text(StatusCode::BAD_GATEWAY, "bad gateway\n"),
-            Some(site),
             Upstream::None,
-            None,
         )
     }
 
-    async fn fail_open<'s>(
+    async fn fail_open(
         &self,
-        snapshot: &'s Snapshot,
-        site: &'s Site,
+        snapshot: &Snapshot,
+        site: &Site,
         method: Method,
         path_and_query: &str,
         headers: &HeaderMap,
         body: ResponseBody,
-    ) -> (
-        Response<ResponseBody>,
-        Option<&'s Site>,
-        Upstream,
-        Option<Hold>,
-    ) {
+    ) -> Upstreamed {
         let refused = |why: &'static str| {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, why);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            (r, Some(site), Upstream::None, None)
+            Upstreamed::by(r, Upstream::None)
         };
         let Some(origins) = &snapshot.origins else {
             self.metrics.fail_open("refused");
@@ -475,13 +559,11 @@ impl Proxy {
                 self.metrics.fail_open("forwarded");
                 let (mut p, body) = o.response.into_parts();
                 remove_hop_by_hop(&mut p.headers);
-                let resp = Response::from_parts(p, body.map_err(Into::into).boxed_unsync());
-                (
-                    resp,
-                    Some(site),
-                    Upstream::Origin,
-                    Some(Hold::Origin(o.permit)),
-                )
+                Upstreamed {
+                    response: Response::from_parts(p, body.map_err(Into::into).boxed_unsync()),
+                    upstream: Upstream::Origin,
+                    hold: Some(Hold::Origin(o.permit)),
+                }
             }
             Err(FetchError::Busy { .. }) => {
                 self.metrics.fail_open("refused");
@@ -494,14 +576,49 @@ impl Proxy {
                     FetchError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
                     _ => StatusCode::BAD_GATEWAY,
                 };
-                (
-                    text(status, "bad gateway\n"),
-                    Some(site),
-                    Upstream::Origin,
-                    None,
-                )
+                Upstreamed::by(text(status, "bad gateway\n"), Upstream::Origin)
             }
         }
+    }
+}
+
+/// The site a request is for, and its Host. HTTP/2 clients send
+/// `:authority` rather than Host; it becomes Host, which cache nodes route by.
+fn match_site<'s>(
+    snapshot: &'s Snapshot,
+    parts: &mut http::request::Parts,
+) -> Option<(&'s Arc<Site>, String)> {
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let site = snapshot.sites.find(host, parts.uri.path())?;
+    Some((site, host.to_string()))
+}
+
+/// A request as it goes upstream: hop-by-hop fields out, the client named
+/// in the forwarding fields, and the trace context.
+fn prepare_upstream(
+    headers: &mut HeaderMap,
+    host: &str,
+    version: Version,
+    conn: ConnInfo,
+    span: Option<&trace::Span>,
+) {
+    remove_hop_by_hop(headers);
+    add_forwarding_headers(headers, host, version, conn);
+    if let Some(span) = span {
+        span.inject(headers);
     }
 }
 

@@ -1,19 +1,25 @@
-//! Fanout's edge proxy: stateless, it matches each request to a site,
-//! computes its cache key and forwards it to the cache node that owns the
-//! key on a consistent-hash ring with bounded loads.
+//! Fanout's edge proxy: it matches each request to a site, computes its
+//! cache key, answers the objects every viewer wants from its hot tier, and
+//! forwards the rest to the cache node that owns the key on a
+//! consistent-hash ring with bounded loads.
 //!
-//! Owns: the ring ([`ring`]) and the choice of node under the load bound
+//! Owns: the hot tier ([`hot_tier`], filled by `hot_fill`: a small cache of
+//! what the cache nodes answered as fresh, kept no longer than they say),
+//! the ring ([`ring`]) and the choice of node under the load bound
 //! ([`balance`]), node health (active probes and passive ejection), retries
 //! within a budget, failing open to the origin, edge TLS with certificates
 //! by SNI, and the configuration snapshot that hot reload swaps whole
-//! through `ArcSwap` so lookups take no lock. Public surface: [`run`], the
-//! ring and the balancer (for benchmarks).
+//! through `ArcSwap` so lookups take no lock. Nothing in it must survive a
+//! restart. Public surface: [`run`], the ring and the balancer (for
+//! benchmarks).
 
 mod access_log;
 pub mod balance;
 mod control;
 mod forward;
 mod health;
+mod hot_fill;
+pub mod hot_tier;
 mod node_client;
 mod reload;
 mod retry_budget;
@@ -47,6 +53,12 @@ pub enum Error {
     Tls { proxy: String, source: TlsError },
     #[error("proxy {proxy}: control plane: {message}")]
     Control { proxy: String, message: String },
+    #[error("proxy {proxy}: admin token file {}", file.display())]
+    Token {
+        proxy: String,
+        file: PathBuf,
+        source: std::io::Error,
+    },
     #[error("proxy {proxy}")]
     Origins {
         proxy: String,
@@ -137,6 +149,19 @@ pub async fn run(
         })?;
     let routing = Arc::new(ArcSwap::from_pointee(snapshot));
     let apply_lock = Arc::new(std::sync::Mutex::new(()));
+    let hot = hot_tier::HotTier::new(&id, &config.edge.hot_tier);
+    let token: Option<Arc<str>> = match &config.admin_token_file {
+        Some(f) => Some(
+            fanout_http_cache::purge::read_token(f)
+                .map_err(|source| Error::Token {
+                    proxy: id.clone(),
+                    file: f.clone(),
+                    source,
+                })?
+                .into(),
+        ),
+        None => None,
+    };
     let traffic = Arc::new(fanout_control_plane::agent::Traffic::default());
     let follower = follow.map(|(agent, state)| {
         tokio::spawn({
@@ -148,16 +173,19 @@ pub async fn run(
             state,
             routing.clone(),
             apply_lock.clone(),
+            hot.clone(),
             shutdown.clone(),
         ))
     });
     let readiness = Readiness::default();
     let admin = match config.admin_listen {
         Some(addr) => {
-            let status = routing.clone();
+            let (status, hot) = (routing.clone(), hot.clone());
             let routes: AdminRoutes = Arc::new(move |req| {
-                let status = status.clone();
-                Box::pin(async move { admin_route(&req, &status) })
+                let (status, hot, token) = (status.clone(), hot.clone(), token.clone());
+                Box::pin(async move {
+                    admin_route(req, &status, hot.as_deref(), token.as_deref()).await
+                })
             });
             Some(
                 serve_admin(
@@ -201,11 +229,13 @@ pub async fn run(
             routing.clone(),
             apply_lock.clone(),
             tls.as_ref().map(|t| t.1.clone()),
+            hot.clone(),
         );
         tokio::spawn(r.run(shutdown.clone()))
     });
     let proxy = Arc::new(forward::Proxy {
         routing,
+        hot,
         client,
         nodes,
         in_process,
@@ -256,12 +286,28 @@ pub async fn run(
 }
 
 /// The proxy's own admin routes: `GET /status`, the ring and each node's
-/// health and load as JSON.
-fn admin_route(
-    req: &http::Request<hyper::body::Incoming>,
+/// health and load as JSON; `POST /purge`, the hot tier's purge (as a
+/// cache node's, with the same bearer token).
+async fn admin_route(
+    req: http::Request<hyper::body::Incoming>,
     routing: &ArcSwap<snapshot::Snapshot>,
+    hot: Option<&hot_tier::HotTier>,
+    token: Option<&str>,
 ) -> http::Response<fanout_server::ResponseBody> {
     use http::StatusCode;
+    if req.uri().path() == "/purge" {
+        let Some(hot) = hot else {
+            return fanout_server::text(
+                StatusCode::NOT_FOUND,
+                "this proxy has no hot tier (hot_tier.capacity is 0)\n",
+            );
+        };
+        let sites = routing.load();
+        return fanout_http_cache::purge::handle(req, token, |selector, soft| {
+            hot.purge(&sites.sites, selector, soft)
+        })
+        .await;
+    }
     if req.uri().path() != "/status" {
         return fanout_server::text(StatusCode::NOT_FOUND, "not found\n");
     }

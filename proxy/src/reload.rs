@@ -24,6 +24,7 @@ use opentelemetry::KeyValue;
 use tokio_util::sync::CancellationToken;
 use xxhash_rust::xxh3::xxh3_64;
 
+use crate::hot_tier::HotTier;
 use crate::snapshot::Snapshot;
 
 const POLL: Duration = Duration::from_secs(1);
@@ -62,6 +63,8 @@ pub struct Reloader {
     /// control plane never overwrite each other's change.
     pub apply_lock: Arc<std::sync::Mutex<()>>,
     pub tls: Option<Arc<SniResolver>>,
+    /// Emptied of the sites whose cache policy a reload changes.
+    pub hot: Option<Arc<HotTier>>,
     reloads: Counter<u64>,
     proxy: KeyValue,
 }
@@ -72,6 +75,7 @@ impl Reloader {
         routing: Arc<ArcSwap<Snapshot>>,
         apply_lock: Arc<std::sync::Mutex<()>>,
         tls: Option<Arc<SniResolver>>,
+        hot: Option<Arc<HotTier>>,
     ) -> Reloader {
         let proxy = KeyValue::new("proxy", routing.load().config.id.clone());
         Reloader {
@@ -79,6 +83,7 @@ impl Reloader {
             routing,
             apply_lock,
             tls,
+            hot,
             reloads: opentelemetry::global::meter("fanout-proxy")
                 .u64_counter("fanout_proxy_config_reloads")
                 .with_description("Configuration reloads: applied, or rejected with the running configuration kept")
@@ -147,7 +152,11 @@ impl Reloader {
         let next = Snapshot::build(config, Some(&current)).map_err(|e| e.to_string())?;
         warn_about_restart(&current.config, &next.config, &self.source);
         let generation = next.generation;
-        self.routing.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.routing.store(next.clone());
+        if let Some(hot) = &self.hot {
+            hot.config_changed(&current.config.cluster, &next.config.cluster);
+        }
         if let (Some(resolver), Some(certificates)) = (&self.tls, certificates) {
             resolver.replace(certificates);
         }
@@ -167,10 +176,12 @@ fn warn_about_restart(old: &ProxyConfig, new: &ProxyConfig, file: &Path) {
             c.edge.tls.as_ref().map(|t| t.listen),
             c.edge.limits.clone(),
             c.edge.access_log,
+            c.edge.hot_tier.clone(),
+            c.admin_token_file.clone(),
             c.id.clone(),
         )
     };
     if listeners(old) != listeners(new) {
-        tracing::warn!(file = %file.display(), "id, listen addresses, limits, access_log or enabling TLS changed: these apply after a restart; the rest is applied now");
+        tracing::warn!(file = %file.display(), "id, listen addresses, limits, access_log, hot_tier, admin_token_file or enabling TLS changed: these apply after a restart; the rest is applied now");
     }
 }

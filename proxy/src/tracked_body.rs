@@ -21,6 +21,9 @@ pub struct Tracked {
     /// `fanout_proxy_response_body_bytes_total` for the request's site.
     sent: BoundCounter<u64>,
     bytes: u64,
+    /// The body's declared length: a server stops polling a body once it
+    /// has sent that many bytes, so the end is never seen as such.
+    declared: Option<u64>,
     complete: bool,
 }
 
@@ -30,6 +33,7 @@ impl Tracked {
         hold: Option<Hold>,
         log: Option<(Entry, AccessLog)>,
         sent: BoundCounter<u64>,
+        declared: Option<u64>,
     ) -> Self {
         Tracked {
             inner,
@@ -37,6 +41,7 @@ impl Tracked {
             log,
             sent,
             bytes: 0,
+            declared,
             complete: false,
         }
     }
@@ -78,7 +83,9 @@ impl Drop for Tracked {
             self.sent.add(self.bytes);
         }
         if let Some((entry, log)) = self.log.take() {
-            let complete = self.complete || self.inner.is_end_stream();
+            let complete = self.complete
+                || self.inner.is_end_stream()
+                || self.declared.is_some_and(|n| self.bytes >= n);
             log.write(entry.finished(self.bytes, complete));
         }
     }

@@ -156,6 +156,13 @@ pub fn body_in_memory_file<'a>(
     Some(Bytes::from_owner(MemoryFile { map, _file: file }))
 }
 
+/// Whether `slice` lies inside a memory file: a stored body that already
+/// does (a proxy's copy of a body a cache node in its own process holds)
+/// can be kept as it is, without a copy of its own.
+pub fn is_in_memory_file(slice: &[u8]) -> bool {
+    slice.len() >= MIN_LEN && file_of(slice).is_some()
+}
+
 /// The memory file `slice` lies in, and the slice's offset in it.
 fn file_of(slice: &[u8]) -> Option<(Arc<File>, u64)> {
     let start = slice.as_ptr() as usize;

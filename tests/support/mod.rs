@@ -71,6 +71,22 @@ pub struct Cluster {
 /// A `kind: up` file with one origin, `caches` cache nodes and `proxies`
 /// proxies on free ports, plus a demo section.
 pub fn up_file(dir: &Path, caches: usize, proxies: usize, demo: &str) -> (PathBuf, Cluster) {
+    up_file_with(dir, caches, proxies, demo, "")
+}
+
+/// Proxy fields that turn the hot tier off, for tests of what cache nodes
+/// do with requests (every request reaches a node).
+pub const NO_HOT_TIER: &str = ", hot_tier: { capacity: 0 }";
+
+/// [`up_file`], with `proxy_fields` added to every proxy's entry (such as
+/// [`NO_HOT_TIER`]).
+pub fn up_file_with(
+    dir: &Path,
+    caches: usize,
+    proxies: usize,
+    demo: &str,
+    proxy_fields: &str,
+) -> (PathBuf, Cluster) {
     let ports = free_ports(1 + 2 * caches + 2 * proxies);
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let cluster = Cluster {
@@ -110,6 +126,9 @@ origin:
     # with Authorization (RFC 9111 §3.5).
     - {{ prefix: /account/, count: 10, size: 1KiB, cache_control: 'max-age=300' }}
     - {{ prefix: /cookie/, count: 10, size: 1KiB, headers: {{ set-cookie: 'session=abc; Path=/' }} }}
+    # Fresh for two seconds: the hot tier must let go of it in time.
+    - {{ prefix: /short/, count: 10, size: 1KiB, cache_control: 'public, max-age=2' }}
+    - {{ prefix: /private/, count: 10, size: 1KiB, cache_control: 'private, max-age=60' }}
   faults:
     # A new object that takes a while to come: the flash crowd's segment.
     - {{ path: '/crowd/*', latency: 200ms }}
@@ -150,7 +169,7 @@ cache_nodes:
     yaml += "proxies:\n";
     for i in 0..proxies {
         yaml += &format!(
-            "  - {{ id: proxy-{}, listen: '{}', admin_listen: '{}' }}\n",
+            "  - {{ id: proxy-{}, listen: '{}', admin_listen: '{}'{proxy_fields} }}\n",
             i + 1,
             cluster.proxies[i],
             cluster.proxy_admins[i]
@@ -287,7 +306,9 @@ impl Reply {
             .unwrap_or("")
     }
 
-    /// The node named in the last `Cache-Status` entry, e.g. `fanout-cache-2`.
+    /// The cache named in the first `Cache-Status` entry, e.g.
+    /// `fanout-cache-2`: the node that answered, or the proxy's hot tier
+    /// when it answered alone.
     pub fn cache_node(&self) -> &str {
         self.header("cache-status")
             .split(';')
@@ -313,7 +334,8 @@ pub async fn get(
     let fut = async {
         let resp = client.request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
+        let mut headers = resp.headers().clone();
+        combine_cache_status(&mut headers);
         let body = resp
             .into_body()
             .collect()
@@ -329,6 +351,20 @@ pub async fn get(
     tokio::time::timeout(DEADLINE, fut)
         .await
         .map_err(|_| format!("GET {path} timed out"))?
+}
+
+/// Joins the `Cache-Status` field lines (the node's, then the proxy's hot
+/// tier's) into one list, as RFC 9110 §5.3 lets a recipient.
+pub fn combine_cache_status(headers: &mut http::HeaderMap) {
+    let lines: Vec<&str> = headers
+        .get_all("cache-status")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if lines.len() > 1 {
+        let joined = http::HeaderValue::from_str(&lines.join(", ")).expect("a valid list");
+        headers.insert("cache-status", joined);
+    }
 }
 
 /// Requests per path the synthetic origin has counted.
@@ -382,6 +418,16 @@ pub async fn start_up(
     start_up_with_files(caches, proxies, extra, &[]).await
 }
 
+/// [`start_up`] with the proxies' hot tier off: every request reaches a
+/// cache node, for tests of what the nodes do.
+pub async fn start_up_node_only(
+    caches: usize,
+    proxies: usize,
+    extra: &str,
+) -> (tempfile::TempDir, Cluster, Running) {
+    start_up_full(caches, proxies, extra, &[], NO_HOT_TIER).await
+}
+
 /// [`start_up`], with `files` (name, content) written beside the up file first.
 pub async fn start_up_with_files(
     caches: usize,
@@ -389,11 +435,22 @@ pub async fn start_up_with_files(
     extra: &str,
     files: &[(&str, &str)],
 ) -> (tempfile::TempDir, Cluster, Running) {
+    start_up_full(caches, proxies, extra, files, "").await
+}
+
+/// [`start_up_with_files`], with `proxy_fields` added to each proxy.
+pub async fn start_up_full(
+    caches: usize,
+    proxies: usize,
+    extra: &str,
+    files: &[(&str, &str)],
+    proxy_fields: &str,
+) -> (tempfile::TempDir, Cluster, Running) {
     let dir = temp_dir();
     for (name, content) in files {
         std::fs::write(dir.path().join(name), content).expect("write test file");
     }
-    let (file, cluster) = up_file(dir.path(), caches, proxies, extra);
+    let (file, cluster) = up_file_with(dir.path(), caches, proxies, extra, proxy_fields);
     let mut process = spawn(&["up", file.to_str().unwrap()]);
     let admins: Vec<_> = cluster
         .cache_admins
@@ -709,18 +766,22 @@ impl ControlGroup {
 
     /// Runs `fanout ctl` against the group with the write token.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        let token = self.dir.path().join("write.token");
-        let servers = self.servers();
-        let mut all = vec![
-            "ctl",
-            "--server",
-            &servers,
-            "--token-file",
-            token.to_str().unwrap(),
-        ];
-        all.extend_from_slice(args);
-        run(&all)
+        ctl(&self.servers(), &self.dir.path().join("write.token"), args)
     }
+}
+
+/// Runs `fanout ctl` against `servers` (comma-separated) with the write
+/// token in `token_file`.
+pub fn ctl(servers: &str, token_file: &Path, args: &[&str]) -> Output {
+    let mut all = vec![
+        "ctl",
+        "--server",
+        servers,
+        "--token-file",
+        token_file.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    run(&all)
 }
 
 /// Sends `method path` with `body` and the bearer `token`; returns the

@@ -34,6 +34,8 @@ use hls::LiveClock;
 use stats::Stats;
 
 const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+/// On every answer: which request for its path this is (1 for the first).
+pub const ORIGIN_REQUEST: http::HeaderName = http::HeaderName::from_static("x-origin-request");
 const SEGMENT: &str = "video/mp2t";
 
 struct Origin {
@@ -95,7 +97,8 @@ impl Origin {
             }
             _ => {}
         }
-        self.stats
+        let nth = self
+            .stats
             .count(path, req.version() == http::Version::HTTP_2);
         if let Some(tp) = req
             .headers()
@@ -140,7 +143,7 @@ impl Origin {
             );
             return r;
         }
-        let resp = match self.object(path) {
+        let mut resp = match self.object(path) {
             Some(obj) => respond(&self.noise, req.method(), req.headers(), obj),
             None => {
                 let mut r = text(StatusCode::NOT_FOUND, "not found\n");
@@ -149,6 +152,11 @@ impl Origin {
                 r
             }
         };
+        // Which of this path's requests the answer is for: a cache's copy
+        // tells by it which origin response it holds (tests catch a copy
+        // from before a purge with it).
+        resp.headers_mut()
+            .insert(ORIGIN_REQUEST, HeaderValue::from(nth));
         if req.method() == Method::GET {
             if let Some(n) = resp
                 .headers()

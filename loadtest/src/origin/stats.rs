@@ -45,7 +45,9 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
-    pub fn count(&self, path: &str, http2: bool) {
+    /// Counts a request for `path`; returns how many `path` has had, this
+    /// one included (0 once too many paths are counted to tell).
+    pub fn count(&self, path: &str, http2: bool) -> u64 {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if http2 {
             self.http2.fetch_add(1, Ordering::Relaxed);
@@ -53,10 +55,13 @@ impl Stats {
         let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = paths.get_mut(path) {
             *n += 1;
+            *n
         } else if paths.len() < MAX_PATHS {
             paths.insert(path.to_string(), 1);
+            1
         } else {
             self.other_paths.fetch_add(1, Ordering::Relaxed);
+            0
         }
     }
 

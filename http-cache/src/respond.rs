@@ -10,6 +10,7 @@ use fanout_server::{empty, full, ResponseBody};
 use http::{header, HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::collapse::Fill;
+use crate::store::StoredResponse;
 
 /// Where the body comes from.
 pub enum Source<'a> {
@@ -25,6 +26,51 @@ pub struct Representation<'a> {
     pub len: Option<u64>,
     pub source: Source<'a>,
     pub age_secs: u64,
+}
+
+/// Request headers that make an answer differ from the full object a cache
+/// keeps; a fill asks without them, and [`respond`] applies each client's
+/// own to what the fill brings.
+const CONDITIONAL: [header::HeaderName; 6] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
+    header::RANGE,
+];
+
+/// A client's request headers as a fill sends them on: without its
+/// conditionals, since the fill is for the whole object.
+pub fn fill_request_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut h = headers.clone();
+    for c in &CONDITIONAL {
+        h.remove(c);
+    }
+    h
+}
+
+/// A stored response as `request` gets it at `now`, and the `ttl` a cache
+/// reports for it in `Cache-Status` (negative once stale).
+pub fn from_store(
+    method: &Method,
+    request: &HeaderMap,
+    stored: &StoredResponse,
+    now: std::time::Instant,
+) -> (Response<ResponseBody>, i64) {
+    let (age_secs, ttl) = stored.age_and_ttl_secs(now);
+    let resp = respond(
+        method,
+        request,
+        Representation {
+            status: stored.status,
+            headers: &stored.headers,
+            len: Some(stored.body.len() as u64),
+            source: Source::Stored(&stored.body),
+            age_secs,
+        },
+    );
+    (resp, ttl)
 }
 
 pub fn respond(

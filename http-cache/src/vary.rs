@@ -66,6 +66,12 @@ pub struct VaryIndex {
     names: moka::sync::Cache<String, Arc<[HeaderName]>>,
 }
 
+impl Default for VaryIndex {
+    fn default() -> Self {
+        VaryIndex::new()
+    }
+}
+
 impl VaryIndex {
     pub fn new() -> VaryIndex {
         // Bounded like the store it describes; an entry outliving its

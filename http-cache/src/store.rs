@@ -149,7 +149,11 @@ impl StoredResponse {
     }
 }
 
-struct ExpireWhenStale;
+/// Entries leave when their freshness and, for a store that serves stale
+/// copies and revalidates, their stale windows are over.
+struct ExpireWhenStale {
+    keep_stale: bool,
+}
 
 impl Expiry<String, Arc<StoredResponse>> for ExpireWhenStale {
     fn expire_after_create(
@@ -158,7 +162,12 @@ impl Expiry<String, Arc<StoredResponse>> for ExpireWhenStale {
         value: &Arc<StoredResponse>,
         created_at: Instant,
     ) -> Option<Duration> {
-        Some((value.freshness.lifetime + value.keep()).saturating_sub(value.age(created_at)))
+        let keep = if self.keep_stale {
+            value.keep()
+        } else {
+            Duration::ZERO
+        };
+        Some((value.freshness.lifetime + keep).saturating_sub(value.age(created_at)))
     }
 }
 
@@ -169,13 +178,26 @@ pub struct Store {
 }
 
 impl Store {
+    /// A store whose entries stay past their freshness, for stale serving
+    /// and revalidation (a cache node's).
     pub fn new(capacity_bytes: u64) -> Store {
+        Store::build(capacity_bytes, true)
+    }
+
+    /// A store whose entries leave as soon as they are stale (a proxy's hot
+    /// tier, which serves only fresh copies and leaves the rest to the
+    /// cache node).
+    pub fn fresh_only(capacity_bytes: u64) -> Store {
+        Store::build(capacity_bytes, false)
+    }
+
+    fn build(capacity_bytes: u64, keep_stale: bool) -> Store {
         let evictions = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counted = evictions.clone();
         let cache = Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|k: &String, v: &Arc<StoredResponse>| v.weight(k))
-            .expire_after(ExpireWhenStale)
+            .expire_after(ExpireWhenStale { keep_stale })
             .eviction_listener(move |_k, _v, cause| {
                 if cause == moka::notification::RemovalCause::Size {
                     counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

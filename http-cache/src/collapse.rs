@@ -10,6 +10,7 @@
 //! the readers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,9 @@ use bytes::{Bytes, BytesMut};
 use fanout_server::{memory_file, BoxError, ResponseBody};
 use futures_util::stream;
 use http::{HeaderMap, Response, StatusCode};
+use http_body::Body as _;
 use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use tokio::sync::watch;
 
 /// Whether this request started the fill or joined one in flight.
@@ -89,12 +91,19 @@ struct State {
     received: u64,
     /// `Some(true)` complete, `Some(false)` broken.
     done: Option<bool>,
-    private: Option<Response<Incoming>>,
+    private: Option<Response<ResponseBody>>,
 }
 
 pub struct Fill {
     state: Mutex<State>,
     changed: watch::Sender<()>,
+    /// A purge matched this fill while it ran: what it fetched may predate
+    /// the purge, so it must not be stored (see [`Inflight::detach_matching`]).
+    purged: AtomicBool,
+    /// Who answered the fill, as the part running it numbers its upstreams
+    /// (a proxy: the cache node's place on its ring), for the logs and
+    /// metrics of every request that shares it.
+    answered_by: std::sync::OnceLock<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +115,32 @@ impl Fill {
         Arc::new(Fill {
             state: Mutex::new(State::default()),
             changed: watch::Sender::new(()),
+            purged: AtomicBool::new(false),
+            answered_by: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Notes who answered the fill (see [`Fill::answered_by`]).
+    pub fn set_answered_by(&self, upstream: usize) {
+        let _ = self.answered_by.set(upstream);
+    }
+
+    /// Who answered the fill, once known.
+    pub fn answered_by(&self) -> Option<usize> {
+        self.answered_by.get().copied()
+    }
+
+    /// Whether a purge matched this fill after it started.
+    pub fn is_purged(&self) -> bool {
+        self.purged.load(Ordering::Acquire)
+    }
+
+    /// The response's headers, once they are known and shared.
+    fn shared_headers(&self) -> Option<HeaderMap> {
+        match &self.lock().head {
+            Some(Head::Shared(h)) => Some(h.headers.clone()),
+            _ => None,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -133,7 +167,7 @@ impl Fill {
     }
 
     /// The leader's private response, once.
-    pub fn take_private(&self) -> Option<Response<Incoming>> {
+    pub fn take_private(&self) -> Option<Response<ResponseBody>> {
         self.lock().private.take()
     }
 
@@ -141,7 +175,7 @@ impl Fill {
         self.update(|s| s.head = Some(Head::Shared(Arc::new(head))));
     }
 
-    pub fn set_private(&self, response: Response<Incoming>) {
+    pub fn set_private(&self, response: Response<ResponseBody>) {
         self.update(|s| {
             s.private = Some(response);
             s.head = Some(Head::Private);
@@ -196,6 +230,14 @@ impl Fill {
         // connection's read buffer, which a stored body must not keep alive.
         let parts = || s.chunks.iter().chain(last).map(|c| &c[..]);
         let len = parts().map(<[u8]>::len).sum();
+        // One chunk that already lies in a memory file (a body handed over
+        // by a cache node in this process) is shared, not copied.
+        let mut whole = s.chunks.iter().chain(last);
+        if let (Some(only), None) = (whole.next(), whole.next()) {
+            if memory_file::is_in_memory_file(only) {
+                return only.clone();
+            }
+        }
         // A large body goes to a memory file, which plain TCP connections
         // send without copying it again (see fanout_server::memory_file).
         if len >= memory_file::MIN_LEN {
@@ -270,6 +312,75 @@ impl Fill {
     }
 }
 
+/// How streaming a body into a fill ([`Fill::feed`]) ended.
+pub enum Fed {
+    /// The whole body arrived: in the fill, but for `last`, the final
+    /// chunk of a body to be kept, held back for the caller to push once it
+    /// has stored the body (so a client that has every byte and asks again
+    /// finds it stored, and a purge after the last byte sees the entry).
+    /// `too_large`: it outgrew the size limit, so nothing is to be kept.
+    Complete {
+        last: Option<Bytes>,
+        too_large: bool,
+    },
+    /// The deadline passed first; the fill is marked broken.
+    TimedOut,
+    /// The body broke off; the fill is marked broken.
+    Broken(BoxError),
+}
+
+impl Fill {
+    /// Streams `body` into the fill until it ends, breaks, or `deadline`
+    /// passes. With `keep`, the body is meant to be stored, at most `max`
+    /// bytes of it: a body that outgrows that (possible only without
+    /// Content-Length) keeps feeding the waiters, but `on_too_large` runs
+    /// once and nothing is to be stored. `on_data` sees each chunk's size.
+    pub async fn feed(
+        &self,
+        body: &mut ResponseBody,
+        deadline: tokio::time::Instant,
+        max: u64,
+        keep: bool,
+        mut on_data: impl FnMut(usize),
+        mut on_too_large: impl FnMut(),
+    ) -> Fed {
+        let mut too_large = !keep;
+        loop {
+            let Ok(frame) = tokio::time::timeout_at(deadline, body.frame()).await else {
+                self.finish(false);
+                return Fed::TimedOut;
+            };
+            let Some(frame) = frame else {
+                return Fed::Complete {
+                    last: None,
+                    too_large: keep && too_large,
+                };
+            };
+            let data = match frame {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) => data,
+                    Err(_) => continue,
+                },
+                Err(e) => {
+                    self.finish(false);
+                    return Fed::Broken(e);
+                }
+            };
+            on_data(data.len());
+            if body.is_end_stream() && !too_large && self.received() + data.len() as u64 <= max {
+                return Fed::Complete {
+                    last: Some(data),
+                    too_large: false,
+                };
+            }
+            if self.push(data) > max && !too_large {
+                too_large = true;
+                on_too_large();
+            }
+        }
+    }
+}
+
 /// Marks a fill broken if its task ends without finishing it (a panic, or
 /// the runtime shutting down), so no waiter waits forever.
 pub struct FinishGuard(pub Arc<Fill>);
@@ -299,6 +410,27 @@ impl Inflight {
         let f = Fill::new();
         fills.insert(key.to_string(), f.clone());
         (f, Role::Leader)
+    }
+
+    /// Marks every fill in flight that `matches` (by key, and by the
+    /// response's headers once they are known) as purged and stops new
+    /// requests from joining it. A purge calls this before it walks the
+    /// store: a fill that finishes afterwards stores nothing, and a request
+    /// that arrives after the purge starts a fill of its own rather than
+    /// receive a body fetched before it.
+    pub fn detach_matching(&self, matches: impl Fn(&str, Option<&HeaderMap>) -> bool) -> usize {
+        let mut fills = self.fills.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = fills.len();
+        fills.retain(|key, fill| {
+            let headers = fill.shared_headers();
+            if matches(key, headers.as_ref()) {
+                fill.purged.store(true, Ordering::Release);
+                false
+            } else {
+                true
+            }
+        });
+        before - fills.len()
     }
 
     /// Stops new requests from joining `fill` (they will look in the store
