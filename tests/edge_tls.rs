@@ -219,3 +219,38 @@ async fn a_key_that_does_not_fit_its_certificate_is_refused_with_a_clear_error()
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_share_a_connection_and_carry_bodies_both_ways() {
+    let ca = Ca::new();
+    let (_s, tls, _) = setup(&ca).await;
+    // Twenty concurrent streams on one connection, each its own object.
+    let send = h2(connect(&ca, tls, "a.example.com").await.unwrap()).await;
+    let mut streams = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let mut send = send.clone();
+        streams.spawn(async move { (i, h2_get(&mut send, &format!("/o/{}", 100 + i)).await) });
+    }
+    while let Some(r) = streams.join_next().await {
+        let (i, got) = r.unwrap();
+        assert_eq!(got, (200, 4096), "stream for /o/{}", 100 + i);
+    }
+    // A request body larger than every flow-control window, through the
+    // proxy and its cache node to the origin (which takes writes).
+    let (mut post, conn) = hyper::client::conn::http2::handshake(
+        TokioExecutor::new(),
+        TokioIo::new(connect(&ca, tls, "a.example.com").await.unwrap()),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let body = http_body_util::Full::new(Bytes::from(vec![b'p'; 3 << 20]));
+    let req = http::Request::post("https://localhost/o/7")
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(DEADLINE, post.send_request(req))
+        .await
+        .expect("the upload completes")
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+}

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use fanout_server::RequestBody;
 use fanout_server::{full, ResponseBody};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -111,7 +111,7 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+fn query<'a>(req: &'a Request<RequestBody>, name: &str) -> Option<&'a str> {
     req.uri()
         .query()?
         .split('&')
@@ -120,7 +120,7 @@ fn query<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn bearer(req: &Request<Incoming>) -> Option<&str> {
+fn bearer(req: &Request<RequestBody>) -> Option<&str> {
     req.headers()
         .get(header::AUTHORIZATION)?
         .to_str()
@@ -144,7 +144,7 @@ enum Access {
 }
 
 impl Api {
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    pub async fn handle(self: Arc<Self>, req: Request<RequestBody>) -> Response<ResponseBody> {
         let path = req.uri().path().to_string();
         let method = req.method().clone();
         let access = if path.starts_with("/raft/") {
@@ -215,7 +215,7 @@ impl Api {
     }
 
     async fn body(
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<(http::request::Parts, Bytes), Response<ResponseBody>> {
         let (parts, body) = req.into_parts();
         match Limited::new(body, MAX_BODY).collect().await {
@@ -227,7 +227,7 @@ impl Api {
         }
     }
 
-    async fn raft_rpc(&self, rpc: &str, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn raft_rpc(&self, rpc: &str, req: Request<RequestBody>) -> Response<ResponseBody> {
         let (_, body) = match Self::body(req).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -251,7 +251,7 @@ impl Api {
     }
 
     /// `GET /v1/report?agent=ID&requests=N&hits=M`: a part's traffic.
-    fn report(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+    fn report(&self, req: &Request<RequestBody>) -> Response<ResponseBody> {
         let number = |name| query(req, name).and_then(|v| v.parse::<u64>().ok());
         let (Some(agent), Some(requests), Some(hits)) =
             (query(req, "agent"), number("requests"), number("hits"))
@@ -272,7 +272,7 @@ impl Api {
     /// report to its peers merged in, so any node's status page shows the
     /// whole fleet. `?local=1` is this node's view alone (what peers ask
     /// each other for).
-    async fn status(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+    async fn status(&self, req: &Request<RequestBody>) -> Response<ResponseBody> {
         let mut status = self.local_status();
         if query(req, "local").is_some() {
             return json_response(StatusCode::OK, &status);
@@ -389,7 +389,7 @@ impl Api {
         })
     }
 
-    fn get_config(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+    fn get_config(&self, req: &Request<RequestBody>) -> Response<ResponseBody> {
         let s = self.state.applied.read().unwrap_or_else(|p| p.into_inner());
         let version = match query(req, "version") {
             Some(v) => match v.parse::<u64>() {
@@ -417,7 +417,7 @@ impl Api {
         }
     }
 
-    async fn watch(&self, req: &Request<Incoming>) -> Response<ResponseBody> {
+    async fn watch(&self, req: &Request<RequestBody>) -> Response<ResponseBody> {
         let after: u64 = query(req, "after")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
@@ -460,7 +460,7 @@ impl Api {
 
     /// Turns a write request into a command, proposes it (on the leader, or
     /// by forwarding to it) and answers with its outcome.
-    async fn write(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn write(&self, req: Request<RequestBody>) -> Response<ResponseBody> {
         let (parts, body) = match Self::body(req).await {
             Ok(b) => b,
             Err(r) => return r,
@@ -488,7 +488,7 @@ impl Api {
     /// `POST /v1/raft/members {"id", "address"}` adds a control-plane node
     /// (first as a learner that catches up, then as a voter, through joint
     /// consensus); `DELETE /v1/raft/members/{id}` removes one.
-    async fn raft_membership(&self, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn raft_membership(&self, req: Request<RequestBody>) -> Response<ResponseBody> {
         let (parts, body) = match Self::body(req).await {
             Ok(b) => b,
             Err(r) => return r,

@@ -78,7 +78,10 @@ pub fn respond(
     request: &HeaderMap,
     rep: Representation<'_>,
 ) -> Response<ResponseBody> {
-    let answer = if rep.status == StatusCode::OK {
+    // Most requests carry no conditional: skip parsing the validators
+    // (Last-Modified is a date) for them.
+    let conditional = CONDITIONAL[1..].iter().any(|h| request.contains_key(h));
+    let answer = if rep.status == StatusCode::OK && conditional {
         let (etag, last_modified) = conditional::validators(rep.headers);
         conditional::answer(request, etag, last_modified, rep.len)
     } else {

@@ -171,9 +171,13 @@ impl Expiry<String, Arc<StoredResponse>> for ExpireWhenStale {
     }
 }
 
+/// Keys are URLs clients choose: foldhash with a random seed per store,
+/// a fraction of SipHash's cost on every lookup.
+type Hasher = foldhash::fast::RandomState;
+
 #[derive(Clone)]
 pub struct Store {
-    cache: Cache<String, Arc<StoredResponse>>,
+    cache: Cache<String, Arc<StoredResponse>, Hasher>,
     evictions: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -203,7 +207,7 @@ impl Store {
                     counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             })
-            .build();
+            .build_with_hasher(Hasher::default());
         Store { cache, evictions }
     }
 

@@ -63,7 +63,10 @@ pub fn storage_key(primary: &str, names: &[HeaderName], request: &HeaderMap) -> 
 /// Clones share one index.
 #[derive(Clone)]
 pub struct VaryIndex {
-    names: moka::sync::Cache<String, Arc<[HeaderName]>>,
+    names: moka::sync::Cache<String, Arc<[HeaderName]>, foldhash::fast::RandomState>,
+    /// Whether any response has ever varied: until one does, lookups skip
+    /// the index (most live streams never vary).
+    any: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Default for VaryIndex {
@@ -79,16 +82,27 @@ impl VaryIndex {
         let names = moka::sync::Cache::builder()
             .max_capacity(1_000_000)
             .time_to_idle(Duration::from_secs(3600))
-            .build();
-        VaryIndex { names }
+            .build_with_hasher(foldhash::fast::RandomState::default());
+        VaryIndex {
+            names,
+            any: Default::default(),
+        }
     }
 
     /// The key to look `request` up under.
     pub fn lookup_key(&self, primary: &str, request: &HeaderMap) -> String {
-        match self.names.get(primary) {
-            Some(names) => storage_key(primary, &names, request),
-            None => primary.to_string(),
+        self.variant_key(primary, request)
+            .unwrap_or_else(|| primary.to_string())
+    }
+
+    /// The key to look `request` up under when the URL varies; `None` when
+    /// it is `primary` itself (no allocation on that common path).
+    pub fn variant_key(&self, primary: &str, request: &HeaderMap) -> Option<String> {
+        if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
         }
+        let names = self.names.get(primary)?;
+        Some(storage_key(primary, &names, request))
     }
 
     /// Forgets what `primary` varies on, once none of its responses is
@@ -105,8 +119,11 @@ impl VaryIndex {
     /// Records what the response just stored for `primary` varies on.
     pub fn record(&self, primary: &str, names: &[HeaderName]) {
         if names.is_empty() {
-            self.names.invalidate(primary);
+            if self.any.load(std::sync::atomic::Ordering::Relaxed) {
+                self.names.invalidate(primary);
+            }
         } else if self.names.get(primary).is_none_or(|known| *known != *names) {
+            self.any.store(true, std::sync::atomic::Ordering::Relaxed);
             self.names.insert(primary.to_string(), names.into());
         }
     }

@@ -183,3 +183,75 @@ CONF
   taskset -c "$3" haproxy -db -f "$work/haproxy-proxy.cfg" >"$work/haproxy-proxy.log" 2>&1 &
   pids+=($!)
 }
+
+# A self-signed certificate for localhost in $work: tls.crt, tls.key, and
+# tls.pem (both, for HAProxy).
+make_certificate() {
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$work/tls.key" -out "$work/tls.crt" 2>/dev/null
+  cat "$work/tls.crt" "$work/tls.key" >"$work/tls.pem"
+}
+
+# HAProxy's cache behind TLS with HTTP/2 and HTTP/1.1 by ALPN, one thread,
+# pinned to core $3. Usage: start_haproxy_tls LISTEN ORIGIN CORE
+start_haproxy_tls() {
+  cat >"$work/haproxy-tls.cfg" <<CONF
+global
+  maxconn 8000
+  nbthread 1
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+cache bench
+  total-max-size 4095
+  max-object-size 2097152
+  max-age 3600
+frontend fe
+  bind $1 ssl crt $work/tls.pem alpn h2,http/1.1
+  default_backend be
+backend be
+  http-request cache-use bench
+  http-response cache-store bench
+  server origin $2
+CONF
+  taskset -c "$3" haproxy -db -f "$work/haproxy-tls.cfg" >"$work/haproxy-tls.log" 2>&1 &
+  pids+=($!)
+}
+
+# NGINX proxy_cache behind TLS with HTTP/2, one worker pinned to core $3.
+# Usage: start_nginx_tls LISTEN ORIGIN CORE
+start_nginx_tls() {
+  mkdir -p "$work/nginx-tls-cache"
+  cat >"$work/nginx-tls.conf" <<CONF
+user root;
+worker_processes 1;
+pid $work/nginx-tls.pid;
+error_log $work/nginx-tls-error.log warn;
+events { worker_connections 16384; }
+http {
+  access_log off;
+  proxy_cache_path $work/nginx-tls-cache levels=1:2 keys_zone=benchtls:32m max_size=4g inactive=10m use_temp_path=off;
+  upstream origin { server $2; keepalive 64; }
+  # Its default of 1000 requests closes each HTTP/2 connection, which
+  # h2load's timed runs do not reopen.
+  keepalive_requests 1000000;
+  server {
+    listen $1 ssl http2;
+    ssl_certificate $work/tls.crt;
+    ssl_certificate_key $work/tls.key;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache benchtls;
+      proxy_cache_lock on;
+    }
+  }
+}
+CONF
+  taskset -c "$3" nginx -c "$work/nginx-tls.conf" -g 'daemon off;' &
+  pids+=($!)
+}

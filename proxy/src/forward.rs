@@ -14,12 +14,12 @@ use fanout_http_cache::internal;
 use fanout_server::in_process::InProcess;
 use fanout_server::origin::FetchError;
 use fanout_server::trace;
+use fanout_server::RequestBody;
 use fanout_server::{empty, remove_hop_by_hop, text, ConnInfo, ResponseBody};
 use http::header::HeaderName;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use opentelemetry::metrics::{BoundCounter, BoundHistogram, Counter};
 use opentelemetry::KeyValue;
@@ -210,7 +210,7 @@ impl Upstreamed {
 impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: ConnInfo,
     ) -> Response<ResponseBody> {
         let started = Instant::now();
@@ -222,7 +222,9 @@ impl Proxy {
                 KeyValue::new("url.path", req.uri().path().to_string()),
             ]
         });
-        let (answer, site) = self.route(&snapshot, req, conn, span.as_ref()).await;
+        let (answer, site) = self
+            .route(&snapshot, req, conn, span.as_ref(), started)
+            .await;
         let Upstreamed {
             response: mut resp,
             upstream,
@@ -293,12 +295,13 @@ impl Proxy {
     async fn route<'s>(
         self: &Arc<Self>,
         snapshot: &'s Arc<Snapshot>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         conn: ConnInfo,
         span: Option<&trace::Span>,
+        started: Instant,
     ) -> (Upstreamed, Option<&'s Site>) {
         let (mut parts, body) = req.into_parts();
-        let Some((site, host)) = match_site(snapshot, &mut parts) else {
+        let Some(site) = match_site(snapshot, &mut parts) else {
             let resp = text(StatusCode::NOT_FOUND, "unknown site\n");
             return (Upstreamed::by(resp, Upstream::None), None);
         };
@@ -318,19 +321,23 @@ impl Proxy {
             .as_ref()
             .filter(|_| bodiless && (parts.method == Method::GET || parts.method == Method::HEAD))
         {
-            match hot.lookup(&parts.method, &parts.headers, key.as_str(), Instant::now()) {
+            match hot.lookup(&parts.method, &parts.headers, key.as_str(), started) {
                 Lookup::Hit(resp) => {
                     return (Upstreamed::by(resp, Upstream::HotTier), Some(site.as_ref()))
                 }
                 Lookup::Fill(lookup) => {
-                    prepare_upstream(&mut parts.headers, &host, parts.version, conn, span);
-                    let answer = self.hot_miss(hot, snapshot, site, key, lookup, parts).await;
+                    prepare_upstream(&mut parts, conn, span);
+                    // Boxed: inline, the miss path's state would make every
+                    // request's future (hits included) kilobytes larger,
+                    // copied on each move before its first poll.
+                    let answer =
+                        Box::pin(self.hot_miss(hot, snapshot, site, key, lookup, parts)).await;
                     return (answer, Some(site.as_ref()));
                 }
                 Lookup::Bypass(why) => bypassed = Some((hot, why)),
             }
         }
-        prepare_upstream(&mut parts.headers, &host, parts.version, conn, span);
+        prepare_upstream(&mut parts, conn, span);
         // What an unsafe request changes, the hot tier forgets (RFC 9111
         // §4.4), as the node it passes through does.
         let unsafe_request = match &self.hot {
@@ -350,9 +357,8 @@ impl Proxy {
             _ => None,
         };
         let body = body.map_err(Into::into).boxed_unsync();
-        let mut answer = self
-            .to_node(snapshot, site, key_hash(&key), parts, body, bodiless)
-            .await;
+        let mut answer =
+            Box::pin(self.to_node(snapshot, site, key_hash(&key), parts, body, bodiless)).await;
         if let Some((hot, why)) = bypassed {
             hot.add_status(answer.response.headers_mut(), format_args!("{why}"));
         }
@@ -582,12 +588,12 @@ impl Proxy {
     }
 }
 
-/// The site a request is for, and its Host. HTTP/2 clients send
-/// `:authority` rather than Host; it becomes Host, which cache nodes route by.
+/// The site a request is for. HTTP/2 clients send `:authority` rather than
+/// Host; it becomes Host, which cache nodes route by.
 fn match_site<'s>(
     snapshot: &'s Snapshot,
     parts: &mut http::request::Parts,
-) -> Option<(&'s Arc<Site>, String)> {
+) -> Option<&'s Arc<Site>> {
     if !parts.headers.contains_key(header::HOST) {
         if let Some(v) = parts
             .uri
@@ -602,21 +608,20 @@ fn match_site<'s>(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
-    let site = snapshot.sites.find(host, parts.uri.path())?;
-    Some((site, host.to_string()))
+    snapshot.sites.find(host, parts.uri.path())
 }
 
 /// A request as it goes upstream: hop-by-hop fields out, the client named
 /// in the forwarding fields, and the trace context.
-fn prepare_upstream(
-    headers: &mut HeaderMap,
-    host: &str,
-    version: Version,
-    conn: ConnInfo,
-    span: Option<&trace::Span>,
-) {
+fn prepare_upstream(parts: &mut http::request::Parts, conn: ConnInfo, span: Option<&trace::Span>) {
+    let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
-    add_forwarding_headers(headers, host, version, conn);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    add_forwarding_headers(headers, &host, parts.version, conn);
     if let Some(span) = span {
         span.inject(headers);
     }

@@ -89,10 +89,10 @@ impl Proxy {
         };
         match fill.head().await {
             Head::Shared(head) => {
-                if role == Role::Follower && !may_share(&head, &parts.headers) {
-                    return self
-                        .alone(hot, snapshot, site, &key, parts, "fwd=vary-miss")
-                        .await;
+                if role == Role::Follower {
+                    if let Some(why) = may_not_share(&head, &parts.headers) {
+                        return self.alone(hot, snapshot, site, &key, parts, why).await;
+                    }
                 }
                 let age = head.initial_age + head.received_at.elapsed();
                 let len = head
@@ -339,15 +339,16 @@ fn answered_by(fill: &Fill, snapshot: &Snapshot) -> Upstream {
     }
 }
 
-/// Whether a request that joined a fill another led may have its answer:
-/// not when the answer varies on a header this one differs in, nor when it
-/// carries `Authorization` and the answer is not shareable with it (RFC
-/// 9111 §3.5; the same checks as at the node).
-fn may_share(head: &SharedHead, request: &HeaderMap) -> bool {
+/// Why a request that joined a fill another led may not have its answer
+/// (its `Cache-Status`), if it may not: the answer varies on a header this
+/// one differs in, or it carries `Authorization` and the answer is not
+/// shareable with it (RFC 9111 §3.5; the same checks as at the node).
+fn may_not_share(head: &SharedHead, request: &HeaderMap) -> Option<&'static str> {
     if let Some(vary) = &head.vary {
         if secondary_key(&vary.names, request) != vary.secondary {
-            return false;
+            return Some("fwd=vary-miss");
         }
     }
-    !request.contains_key(header::AUTHORIZATION) || shareable_with_authorization(&head.headers)
+    (request.contains_key(header::AUTHORIZATION) && !shareable_with_authorization(&head.headers))
+        .then_some("fwd=request; detail=authorization")
 }

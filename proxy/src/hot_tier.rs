@@ -46,7 +46,7 @@ pub struct HotTier {
     name: String,
     max_object_size: u64,
     /// Keys whose last answer from the node was not shareable.
-    pass: moka::sync::Cache<String, ()>,
+    pass: moka::sync::Cache<String, (), foldhash::fast::RandomState>,
     /// The last control-plane purge applied to the tier.
     purge_seq: AtomicU64,
     pub metrics: HotMetrics,
@@ -78,7 +78,7 @@ impl HotTier {
             pass: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(PASS_FOR)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             purge_seq: AtomicU64::new(0),
         }))
     }
@@ -91,9 +91,9 @@ impl HotTier {
         primary: &str,
         now: Instant,
     ) -> Lookup {
-        let lookup = self.tier.vary.lookup_key(primary, headers);
+        let variant = self.tier.vary.variant_key(primary, headers);
         let wants = RequestDirectives::parse(headers);
-        if let Some(kept) = self.tier.store.get(&lookup) {
+        if let Some(kept) = self.tier.store.get(variant.as_deref().unwrap_or(primary)) {
             // RFC 9111 §3.5, as at the node: a copy the origin did not make
             // shareable with requests carrying `Authorization` is not theirs.
             let authorized = headers.contains_key(header::AUTHORIZATION)
@@ -116,7 +116,7 @@ impl HotTier {
             self.metrics.count(Outcome::Bypass);
             return Lookup::Bypass("fwd=bypass");
         }
-        Lookup::Fill(lookup)
+        Lookup::Fill(variant.unwrap_or_else(|| primary.to_string()))
     }
 
     /// A kept copy as this request gets it: conditionals, ranges, HEAD and
@@ -139,8 +139,12 @@ impl HotTier {
     /// Adds this tier's entry to `Cache-Status`, after the cache node's: RFC
     /// 9211 §2 lists caches from the origin's side to the client's.
     pub fn add_status(&self, headers: &mut HeaderMap, status: std::fmt::Arguments<'_>) {
-        let value = format!("{}; {status}", self.name);
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        use std::fmt::Write;
+        let mut value = String::with_capacity(self.name.len() + 32);
+        value.push_str(&self.name);
+        value.push_str("; ");
+        let _ = value.write_fmt(status);
+        if let Ok(v) = HeaderValue::try_from(value) {
             headers.append(CACHE_STATUS, v);
         }
     }

@@ -289,7 +289,7 @@ pub async fn run(
 /// health and load as JSON; `POST /purge`, the hot tier's purge (as a
 /// cache node's, with the same bearer token).
 async fn admin_route(
-    req: http::Request<hyper::body::Incoming>,
+    req: http::Request<fanout_server::RequestBody>,
     routing: &ArcSwap<snapshot::Snapshot>,
     hot: Option<&hot_tier::HotTier>,
     token: Option<&str>,

@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::request_body::RequestBody;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use prometheus::Encoder;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +33,7 @@ impl Readiness {
 /// A component's own admin routes, asked for any path the built-in ones
 /// do not answer (it answers 404 for paths it does not know either).
 pub type AdminRoutes = Arc<
-    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
+    dyn Fn(Request<RequestBody>) -> Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>
         + Send
         + Sync,
 >;
@@ -53,7 +53,7 @@ pub async fn serve_admin(
     };
     Ok(tokio::spawn(serve(
         listener,
-        move |req: Request<Incoming>, _| {
+        move |req: Request<RequestBody>, _| {
             let ready = readiness.is_ready();
             let routes = routes.clone();
             async move {

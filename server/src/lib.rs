@@ -24,11 +24,13 @@ mod body;
 pub mod conditional;
 mod framing;
 pub mod h1_body;
+pub mod h2;
 mod hop;
 pub mod in_process;
 mod listener;
 pub mod memory_file;
 pub mod origin;
+mod request_body;
 pub mod tls;
 pub mod trace;
 
@@ -36,3 +38,4 @@ pub use admin::{metrics, serve_admin, AdminRoutes, Readiness};
 pub use body::{empty, full, text, BoxError, ResponseBody};
 pub use hop::remove_hop_by_hop;
 pub use listener::{bind, serve, ConnInfo, ServeOptions};
+pub use request_body::RequestBody;

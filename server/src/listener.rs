@@ -1,7 +1,9 @@
-//! The accept loop: one task per connection, HTTP/1.1 or h2c chosen per
-//! connection, at most `max_connections` at once, idle connections closed,
-//! and a drain on shutdown that lets in-flight requests finish (HTTP/2
-//! clients get GOAWAY).
+//! The accept loop: one task per connection, at most `max_connections` at
+//! once, idle connections closed, and a drain on shutdown that lets
+//! in-flight requests finish (HTTP/2 clients get GOAWAY). Each connection
+//! speaks HTTP/2 (this crate's own server, [`crate::h2`]) when a TLS client
+//! chose `h2` by ALPN or a cleartext one opens with the HTTP/2 preface, and
+//! HTTP/1.1 (hyper) otherwise.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,8 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -22,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::body::ResponseBody;
+use crate::request_body::RequestBody;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -103,7 +106,7 @@ pub async fn serve<H, F>(
     shutdown: CancellationToken,
     options: ServeOptions,
 ) where
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
 {
     let handler = Arc::new(handler);
@@ -153,6 +156,11 @@ pub async fn serve<H, F>(
         let limits = ConnLimits {
             max_body_bytes: options.max_body_bytes,
             idle_timeout: options.idle_timeout,
+            h2: crate::h2::Limits {
+                max_header_list_size: options.max_header_bytes as u32,
+                header_read_timeout: options.header_read_timeout,
+                ..crate::h2::Limits::default()
+            },
         };
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let handshake_timeout = options.header_read_timeout;
@@ -161,14 +169,34 @@ pub async fn serve<H, F>(
             tune_accepted(&stream, send_buffer);
             match tls {
                 None => {
-                    let stream = crate::memory_file::SendFileStream::new(stream);
-                    serve_connection(stream, info, &builder, handler, shutdown, limits).await
+                    let mut stream = crate::memory_file::SendFileStream::new(stream);
+                    match tokio::time::timeout(handshake_timeout, sniff_preface(&mut stream)).await {
+                        Ok(Ok((true, read))) => {
+                            serve_h2(stream, read, info, handler, shutdown, limits).await
+                        }
+                        Ok(Ok((false, read))) => {
+                            let stream = Rewind {
+                                prefix: read.freeze(),
+                                inner: stream,
+                            };
+                            serve_connection(stream, info, &builder, handler, shutdown, limits)
+                                .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(peer = %info.peer, error = %e, "connection failed before a request"),
+                        Err(_) => tracing::debug!(peer = %info.peer, "no request before the header-read timeout"),
+                    }
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, info, &builder, handler, shutdown, limits)
-                                .await
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            if h2 {
+                                serve_h2(tls_stream, BytesMut::new(), info, handler, shutdown, limits)
+                                    .await
+                            } else {
+                                serve_connection(tls_stream, info, &builder, handler, shutdown, limits)
+                                    .await
+                            }
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed")
@@ -193,10 +221,146 @@ pub async fn serve<H, F>(
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct ConnLimits {
     max_body_bytes: u64,
     idle_timeout: Duration,
+    h2: crate::h2::Limits,
+}
+
+/// Reads a cleartext connection's first bytes, enough to tell the HTTP/2
+/// preface (prior knowledge) from an HTTP/1.1 request; returns which, and
+/// what was read.
+async fn sniff_preface<I: AsyncRead + Unpin>(io: &mut I) -> std::io::Result<(bool, BytesMut)> {
+    use tokio::io::AsyncReadExt;
+    let preface = crate::h2::PREFACE;
+    let mut read = BytesMut::with_capacity(8192);
+    loop {
+        let have = read.len().min(preface.len());
+        if read[..have] != preface[..have] {
+            return Ok((false, read));
+        }
+        if have == preface.len() {
+            return Ok((true, read));
+        }
+        if io.read_buf(&mut read).await? == 0 {
+            return Ok((false, read));
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are read again first.
+struct Rewind<I> {
+    prefix: Bytes,
+    inner: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// An HTTP/2 connection ([`crate::h2`]), with the same refusals, idle
+/// timeout and drain as the HTTP/1.1 ones.
+async fn serve_h2<H, F, I>(
+    stream: I,
+    read: BytesMut,
+    info: ConnInfo,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+    limits: ConnLimits,
+) where
+    H: Fn(Request<RequestBody>, ConnInfo) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<ResponseBody>> + Send + 'static,
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new());
+    let stream = Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let max_body = limits.max_body_bytes;
+    let call: crate::h2::Handler =
+        Arc::new(
+            move |req: Request<RequestBody>| match crate::framing::refuse(&req, max_body) {
+                Some(refusal) => Box::pin(std::future::ready(refusal)),
+                None => Box::pin(handler(req, info)),
+            },
+        );
+    let busy_activity = activity.clone();
+    let busy: Box<dyn Fn() -> crate::h2::BusyGuard + Send> =
+        Box::new(move || Box::new(busy_activity.busy()));
+    let conn = crate::h2::Connection::new(stream, read, call, limits.h2.clone(), busy);
+    tokio::pin!(conn);
+    let check = (limits.idle_timeout / 4).max(Duration::from_millis(10));
+    let mut quiet_since = tokio::time::Instant::now();
+    let idle = tokio::time::sleep(check);
+    tokio::pin!(idle);
+    let mut draining = false;
+    let result = loop {
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = shutdown.cancelled(), if !draining => {
+                conn.as_mut().get_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = idle.as_mut(), if !draining => {
+                let now = tokio::time::Instant::now();
+                if activity.busy_since_last_look() {
+                    quiet_since = now;
+                }
+                if now.duration_since(quiet_since) >= limits.idle_timeout {
+                    tracing::debug!(peer = %info.peer, "closing idle HTTP/2 connection");
+                    conn.as_mut().get_mut().graceful_shutdown();
+                    draining = true;
+                }
+                idle.as_mut().reset(now + check);
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 connection ended with an error");
+    }
 }
 
 async fn serve_connection<H, F, I>(
@@ -207,7 +371,7 @@ async fn serve_connection<H, F, I>(
     shutdown: CancellationToken,
     limits: ConnLimits,
 ) where
-    H: Fn(Request<Incoming>, ConnInfo) -> F + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>, ConnInfo) -> F + Send + Sync + 'static,
     F: Future<Output = Response<ResponseBody>> + Send + 'static,
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -217,8 +381,10 @@ async fn serve_connection<H, F, I>(
         activity: activity.clone(),
     };
     let service_activity = activity.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let handled = match crate::framing::refuse(&req, limits.max_body_bytes) {
+    let max_body_bytes = limits.max_body_bytes;
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let req = req.map(RequestBody::Http1);
+        let handled = match crate::framing::refuse(&req, max_body_bytes) {
             Some(refusal) => Err(refusal),
             // Boxed at once: a component's handler future is kilobytes, and
             // hyper moves the service future more than once before polling

@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fanout_config::{OriginConfig, Rendition};
+use fanout_server::RequestBody;
 use fanout_server::{bind, full, serve, text, ResponseBody, ServeOptions};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
 pub use content::Noise;
@@ -87,7 +87,7 @@ pub async fn run(config: OriginConfig, shutdown: CancellationToken) -> std::io::
 }
 
 impl Origin {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<ResponseBody> {
+    async fn handle(self: Arc<Self>, req: Request<RequestBody>) -> Response<ResponseBody> {
         let path = req.uri().path();
         match (req.method(), path) {
             (&Method::GET, "/_origin/stats") => return self.stats_json(),
