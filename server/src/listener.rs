@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -112,16 +112,17 @@ pub async fn serve<H, F>(
     let handler = Arc::new(handler);
     let limit = Arc::new(Semaphore::new(options.max_connections));
     let tracker = TaskTracker::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only: HTTP/2 is told apart before hyper sees a connection.
+    let mut builder = http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
+        // The buffer bound alone is checked only while a head is still
+        // incomplete, so a big head that arrives in one read would pass it;
+        // the header size limit is checked on every parsed head.
+        .max_header_size(options.max_header_bytes)
         // hyper's floor for this buffer is 8 KiB.
         .max_buf_size(options.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .max_header_list_size(options.max_header_bytes as u32);
     let builder = Arc::new(builder);
     let mut backoff = Duration::from_millis(5);
 
@@ -366,7 +367,7 @@ async fn serve_h2<H, F, I>(
 async fn serve_connection<H, F, I>(
     stream: I,
     info: ConnInfo,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &http1::Builder,
     handler: Arc<H>,
     shutdown: CancellationToken,
     limits: ConnLimits,
