@@ -19,6 +19,17 @@ impl CacheKey {
         push_normalized_path(&mut key, path);
         let policy = &site.cache.query;
         if let Some(q) = query.filter(|q| !q.is_empty() && policy.mode != QueryMode::Ignore) {
+            if policy.mode == QueryMode::Keep
+                && policy.drop.is_empty()
+                && !q.starts_with('&')
+                && !q.ends_with('&')
+                && !q.contains("&&")
+            {
+                // Every parameter is kept as it came: nothing to split.
+                key.push('?');
+                key.push_str(q);
+                return CacheKey(key);
+            }
             let mut params: Vec<&str> = q
                 .split('&')
                 .filter(|p| !p.is_empty())
@@ -57,6 +68,14 @@ impl fmt::Display for CacheKey {
 /// characters decoded, other percent-encodings upper-cased, and dot
 /// segments removed (§5.2.4), so `/a/./b/../%7Ec` and `/a/~c` are one key.
 fn push_normalized_path(out: &mut String, path: &str) {
+    if already_normal(path) {
+        out.push_str(path);
+    } else {
+        push_normalized_slowly(out, path);
+    }
+}
+
+fn push_normalized_slowly(out: &mut String, path: &str) {
     let start = out.len();
     let bytes = path.as_bytes();
     let mut decoded = String::with_capacity(path.len());
@@ -111,6 +130,34 @@ fn push_normalized_path(out: &mut String, path: &str) {
     }
 }
 
+/// Whether `path` is its own normal form, which is what nearly every
+/// request path is; the check is one pass with no allocation.
+fn already_normal(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return false;
+    }
+    let mut segment_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' => return false,
+            b if !b.is_ascii() => return false,
+            b'/' => {
+                if is_dot_segment(&bytes[segment_start..i]) {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    !is_dot_segment(&bytes[segment_start..])
+}
+
+fn is_dot_segment(segment: &[u8]) -> bool {
+    segment == b"." || segment == b".."
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +210,40 @@ mod tests {
     }
 
     #[test]
+    fn the_shortcut_for_normal_paths_agrees_with_full_normalization() {
+        let normal = [
+            "/",
+            "/a",
+            "/a/",
+            "//a//b/",
+            "/live/seg-1.ts",
+            "/.well-known/x",
+            "/a/...",
+            "/a..b/c.",
+        ];
+        let not_normal = [
+            "/a/.",
+            "/a/./b",
+            "/a/..",
+            "/../x",
+            "/%7e",
+            "/caf\u{e9}",
+            "relative",
+            "",
+            "*",
+        ];
+        for path in normal {
+            assert!(already_normal(path), "{path}");
+            let mut slow = String::new();
+            push_normalized_slowly(&mut slow, path);
+            assert_eq!(slow, path);
+        }
+        for path in not_normal {
+            assert!(!already_normal(path), "{path}");
+        }
+    }
+
+    #[test]
     fn query_follows_the_site_policy() {
         let keep = site(QueryMode::Keep, &["token"]);
         assert_eq!(
@@ -177,5 +258,14 @@ mod tests {
         let ignore = site(QueryMode::Ignore, &[]);
         assert_eq!(key(&ignore, "/s.ts", Some("a=1")), "live:/s.ts");
         assert_eq!(key(&keep, "/s.ts", Some("")), "live:/s.ts");
+        let keep_all = site(QueryMode::Keep, &[]);
+        assert_eq!(
+            key(&keep_all, "/s.ts", Some("b=2&a=1")),
+            "live:/s.ts?b=2&a=1"
+        );
+        assert_eq!(
+            key(&keep_all, "/s.ts", Some("&b=2&&a=1&")),
+            "live:/s.ts?b=2&a=1"
+        );
     }
 }

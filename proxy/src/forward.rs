@@ -72,9 +72,15 @@ struct SiteInstruments {
     body_bytes: BoundCounter<u64>,
     /// `requests` by node (or `origin`, `none`), then status class.
     requests: RwLock<ByNode>,
+    /// `requests` answered by the hot tier, by status class: most requests,
+    /// spared the lookup by node.
+    hot_tier: [OnceLock<BoundCounter<u64>>; 4],
 }
 
 const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// The `node` of requests the hot tier answered.
+const HOT_TIER: &str = "hot-tier";
 
 /// Finds `key` under a read lock, or inserts `make()` under the write lock.
 fn get_or_insert<V: Clone>(
@@ -150,21 +156,38 @@ impl Metrics {
                     .body_bytes
                     .bind(&[self.proxy.clone(), KeyValue::new("site", site.to_string())]),
                 requests: RwLock::default(),
+                hot_tier: Default::default(),
             })
         });
-        let by_class = get_or_insert(&instruments.requests, &node.value.as_str(), || {
-            Arc::new(Default::default())
-        });
-        by_class[class]
-            .get_or_init(|| {
-                self.requests.bind(&[
-                    self.proxy.clone(),
-                    KeyValue::new("status_class", STATUS_CLASSES[class]),
-                    KeyValue::new("site", instruments.name.clone()),
-                    node.clone(),
-                ])
-            })
-            .add(1);
+        let slot = if node.value.as_str() == HOT_TIER {
+            &instruments.hot_tier[class]
+        } else {
+            let by_class = get_or_insert(&instruments.requests, &node.value.as_str(), || {
+                Arc::new(Default::default())
+            });
+            // The slot lives as long as the map entry, which is never removed.
+            return self.count_in(&by_class[class], class, &instruments, node, started);
+        };
+        self.count_in(slot, class, &instruments, node, started)
+    }
+
+    fn count_in(
+        &self,
+        slot: &OnceLock<BoundCounter<u64>>,
+        class: usize,
+        instruments: &SiteInstruments,
+        node: &KeyValue,
+        started: Instant,
+    ) -> BoundCounter<u64> {
+        slot.get_or_init(|| {
+            self.requests.bind(&[
+                self.proxy.clone(),
+                KeyValue::new("status_class", STATUS_CLASSES[class]),
+                KeyValue::new("site", instruments.name.clone()),
+                node.clone(),
+            ])
+        })
+        .add(1);
         self.duration.record(started.elapsed().as_secs_f64());
         instruments.body_bytes.clone()
     }
@@ -234,7 +257,7 @@ impl Proxy {
             Upstream::Node(i) => snapshot.node_attrs[*i].clone(),
             Upstream::Origin => KeyValue::new("node", "origin"),
             Upstream::None => KeyValue::new("node", "none"),
-            Upstream::HotTier => KeyValue::new("node", "hot-tier"),
+            Upstream::HotTier => KeyValue::new("node", HOT_TIER),
         };
         self.traffic.count(is_hit(resp.headers()));
         let trace_id = span.as_ref().map(trace::Span::trace_id);
@@ -271,6 +294,15 @@ impl Proxy {
                 e.answered(&resp, site.map(|s| s.name.clone()), node, tier, started)
             });
         let (parts, body) = resp.into_parts();
+        // A body whose length is known and that keeps nothing alive (a hot
+        // hit's, without an access log) is counted now rather than watched
+        // to its end: one box and one layer of polling fewer per response.
+        if let (None, None, Some(n)) = (&entry, &hold, body.size_hint().exact()) {
+            if n > 0 {
+                sent.add(n);
+            }
+            return Response::from_parts(parts, body);
+        }
         let declared = entry.as_ref().and_then(|_| {
             parts
                 .headers
@@ -696,16 +728,19 @@ fn via(version: Version) -> HeaderValue {
 
 /// Adds `value` to a list-valued field, as one comma-separated line.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    let joined = match headers.get(&name) {
-        Some(old) => {
-            let mut v = old.as_bytes().to_vec();
+    match headers.entry(name) {
+        http::header::Entry::Occupied(mut e) => {
+            let old = e.get();
+            let mut v = Vec::with_capacity(old.len() + 2 + value.len());
+            v.extend_from_slice(old.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(value.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or(value)
+            e.insert(HeaderValue::from_bytes(&v).unwrap_or(value));
         }
-        None => value,
-    };
-    headers.insert(name, joined);
+        http::header::Entry::Vacant(e) => {
+            e.insert(value);
+        }
+    }
 }
 
 /// Whether the nearest cache (the last `Cache-Status` entry) answered from

@@ -1,7 +1,9 @@
 //! A response body that keeps its request's resources (a cache node's
 //! in-flight count, an origin slot) until the last byte is sent or the
 //! client goes away, and at that moment writes the access-log line and
-//! counts the bytes sent.
+//! counts the bytes sent. Responses that keep nothing alive and write no
+//! log line, with a body of known length (hot-tier hits), skip it: their
+//! bytes are counted when the response starts.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
