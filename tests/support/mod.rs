@@ -193,11 +193,17 @@ impl Drop for Running {
     }
 }
 
+/// The log filter for spawned processes: `error` unless `FANOUT_TEST_LOG`
+/// asks for more while a test is being debugged.
+fn test_log_filter() -> String {
+    std::env::var("FANOUT_TEST_LOG").unwrap_or_else(|_| "error".into())
+}
+
 pub fn spawn(args: &[&str]) -> Running {
     // Tests provoke origin failures on purpose; their warnings are noise.
     let child = Command::new(BIN)
         .args(args)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", test_log_filter())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -209,7 +215,7 @@ pub fn spawn(args: &[&str]) -> Running {
 pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
     let child = Command::new(BIN)
         .args(args)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", test_log_filter())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -222,7 +228,7 @@ pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
 pub fn spawn_capturing_stdout(args: &[&str]) -> Running {
     let child = Command::new(BIN)
         .args(args)
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", test_log_filter())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

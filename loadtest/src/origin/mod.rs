@@ -24,6 +24,7 @@ use fanout_config::{OriginConfig, Rendition};
 use fanout_server::RequestBody;
 use fanout_server::{bind, full, serve, text, ResponseBody, ServeOptions};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 
 pub use content::Noise;
@@ -132,6 +133,16 @@ impl Origin {
             let writable =
                 [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(req.method());
             if writable && self.object(path).is_some() {
+                // An upload endpoint takes the whole body before it answers.
+                // Answering first makes hyper close the connection with the
+                // body unread, and the reset can reach the client before the
+                // answer does: a cache in front would see a failed request.
+                let mut body = req.into_body();
+                while let Some(frame) = body.frame().await {
+                    if frame.is_err() {
+                        break;
+                    }
+                }
                 let mut r = Response::new(fanout_server::empty());
                 *r.status_mut() = StatusCode::NO_CONTENT;
                 return r;
