@@ -8,7 +8,8 @@
 # then each p99 as a ratio to NGINX's. Targets, all in front of the same
 # synthetic origin, in one run on this machine:
 #   fanout-cache    a Fanout cache node alone
-#   fanout-cluster  a Fanout proxy + cache node (one `fanout up` process)
+#   fanout-cluster  a Fanout proxy + cache node (one `fanout up` process):
+#                   the crowd collapses at the proxy's hot tier, then at the node
 #   nginx           NGINX proxy_cache with proxy_cache_lock on
 #   varnish         Varnish with its default request coalescing
 #   haproxy         HAProxy's cache (which does not coalesce)
@@ -117,4 +118,18 @@ for size in dict.fromkeys(r["size"] for r in rows):
         failed = sum(x["errors"] for x in res)
         print(f"{size:<6} {target:<15} {med(target,'p50_ms'):>8.1f} {med(target,'p99_ms'):>8.1f} {max(x['max_ms'] for x in res):>8.1f} {origin:>12} {failed:>7} {med(target,'p99_ms')/ref:>10.2f}")
 print("p50/p99: medians over rounds; origin reqs: per round (1 is ideal); ratio < 1 is faster than NGINX")
+# The edge-tier targets for the viewer's path (through the proxy).
+limits = {"1KiB": 250, "1MiB": 600}
+print()
+for size in dict.fromkeys(r["size"] for r in rows):
+    res = table.get((size, "fanout-cluster"))
+    if not res:
+        continue
+    p99 = statistics.median(x["p99_ms"] for x in res)
+    one = all(x["origin_requests"] == 1 for x in res)
+    print(f"{size} through the proxy: origin requests {'1 per round: met' if one else 'more than 1: NOT met'}", end="")
+    if size in limits:
+        print(f"; p99 {p99:.0f} ms against <= {limits[size]} ms: {'met' if p99 <= limits[size] else 'NOT met'}")
+    else:
+        print()
 PY
