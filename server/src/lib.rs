@@ -1,7 +1,8 @@
 //! How Fanout's components listen.
 //!
 //! Owns: the accept loop every HTTP listener uses (HTTP/1.1 and HTTP/2 on
-//! one port, over TCP or TLS, a connection cap, back-off on accept errors, graceful drain on
+//! one port, each with a server of its own for the requests that matter
+//! most and hyper for the rest of HTTP/1.1, over TCP or TLS, a connection cap, back-off on accept errors, graceful drain on
 //! shutdown), the admin listener with `/healthz`, `/readyz` and `/metrics`,
 //! the body type responses are built from, and the HTTP message rules every
 //! forwarding component shares (hop-by-hop headers, conditional requests
@@ -23,6 +24,7 @@ mod admin;
 mod body;
 pub mod conditional;
 mod framing;
+mod h1;
 pub mod h1_body;
 pub mod h2;
 mod hop;

@@ -3,7 +3,9 @@
 //! in-flight requests finish (HTTP/2 clients get GOAWAY). Each connection
 //! speaks HTTP/2 (this crate's own server, [`crate::h2`]) when a TLS client
 //! chose `h2` by ALPN or a cleartext one opens with the HTTP/2 preface, and
-//! HTTP/1.1 (hyper) otherwise.
+//! HTTP/1.1 otherwise: on cleartext connections this crate's own server
+//! ([`crate::h1`]) takes bodiless GET and HEAD requests and hands anything
+//! else to hyper; TLS connections that chose HTTP/1.1 are hyper's.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,8 +32,8 @@ use crate::request_body::RequestBody;
 pub struct ServeOptions {
     pub max_connections: usize,
     /// Time a client has to send complete request headers (slowloris).
-    /// For HTTP/1.1 hyper also starts it while a kept-alive connection
-    /// waits for its next request.
+    /// For HTTP/1.1 it also runs while a kept-alive connection waits for
+    /// its next request.
     pub header_read_timeout: Duration,
     /// A connection with no request in flight and no bytes moving for this
     /// long (up to a quarter more) is closed (HTTP/2 with GOAWAY).
@@ -157,6 +159,8 @@ pub async fn serve<H, F>(
         let limits = ConnLimits {
             max_body_bytes: options.max_body_bytes,
             idle_timeout: options.idle_timeout,
+            header_read_timeout: options.header_read_timeout,
+            max_header_bytes: options.max_header_bytes,
             h2: crate::h2::Limits {
                 max_header_list_size: options.max_header_bytes as u32,
                 header_read_timeout: options.header_read_timeout,
@@ -176,12 +180,23 @@ pub async fn serve<H, F>(
                             serve_h2(stream, read, info, handler, shutdown, limits).await
                         }
                         Ok(Ok((false, read))) => {
-                            let stream = Rewind {
-                                prefix: read.freeze(),
-                                inner: stream,
+                            let own = crate::h1::Limits {
+                                header_read_timeout: limits.header_read_timeout,
+                                idle_timeout: limits.idle_timeout,
+                                max_header_bytes: limits.max_header_bytes,
+                                max_body_bytes: limits.max_body_bytes,
                             };
-                            serve_connection(stream, info, &builder, handler, shutdown, limits)
-                                .await
+                            let ended =
+                                crate::h1::serve(stream, read, info, &*handler, &shutdown, &own)
+                                    .await;
+                            if let crate::h1::Ended::Handoff(stream, read) = ended {
+                                let stream = Rewind {
+                                    prefix: read.freeze(),
+                                    inner: stream,
+                                };
+                                serve_connection(stream, info, &builder, handler, shutdown, limits)
+                                    .await
+                            }
                         }
                         Ok(Err(e)) => tracing::debug!(peer = %info.peer, error = %e, "connection failed before a request"),
                         Err(_) => tracing::debug!(peer = %info.peer, "no request before the header-read timeout"),
@@ -226,6 +241,8 @@ pub async fn serve<H, F>(
 struct ConnLimits {
     max_body_bytes: u64,
     idle_timeout: Duration,
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
     h2: crate::h2::Limits,
 }
 
@@ -583,6 +600,56 @@ mod tests {
             .expect("every connection completes its handshake");
         assert!(streams.iter().all(Result::is_ok));
         drop(listener);
+    }
+
+    /// Requests Fanout's own HTTP/1.1 server takes and ones it hands to
+    /// hyper, pipelined on one connection and split at awkward places, are
+    /// each answered once, in order, with their own bodies.
+    #[tokio::test]
+    async fn own_and_handed_off_requests_share_a_connection_in_order() {
+        use http_body_util::BodyExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = bind("test", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            |req: Request<RequestBody>, _| async move {
+                let what = format!("{} {}", req.method(), req.uri());
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let text = format!("{what} {}", String::from_utf8_lossy(&body));
+                Response::new(crate::full(text))
+            },
+            shutdown.clone(),
+            ServeOptions::default(),
+        ));
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        let requests = "GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+                        HEAD /b HTTP/1.1\r\nHost: x\r\n\r\n\
+                        POST /c HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+                        GET /d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+        for piece in requests.as_bytes().chunks(7) {
+            c.write_all(piece).await.unwrap();
+            c.flush().await.unwrap();
+        }
+        let mut got = String::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_string(&mut got))
+            .await
+            .expect("the server closes after the last response")
+            .unwrap();
+        let responses: Vec<(&str, &str)> = got
+            .split("HTTP/1.1 200 OK\r\n")
+            .skip(1)
+            .map(|r| r.split_once("\r\n\r\n").unwrap())
+            .collect();
+        let bodies: Vec<&str> = responses.iter().map(|r| r.1).collect();
+        assert_eq!(bodies, ["GET /a ", "", "POST /c hello", "GET /d "], "{got}");
+        assert!(
+            responses[1].0.contains("content-length: 8"),
+            "HEAD has the GET's length: {got}"
+        );
+        shutdown.cancel();
+        server.await.unwrap();
     }
 
     #[tokio::test]
