@@ -79,7 +79,16 @@ async fn a_hot_object_skips_the_node_until_its_freshness_ends() {
         status.starts_with("fanout-cache-1; "),
         "once stale here, the request went to the node: {status}"
     );
-    assert!(!status.starts_with("fanout-cache-1; hit;"), "{status}");
+    // `Age` counts whole seconds, and the tier keeps a copy for the lesser
+    // of the node's word and what the copy's own fields say, so it may let
+    // go up to a second before the node does: the node may still hold it
+    // fresh then, for that second at most.
+    assert!(
+        !status.starts_with("fanout-cache-1; hit;")
+            || status.contains("; ttl=0")
+            || status.contains("; ttl=1"),
+        "{status}"
+    );
     assert_eq!(r.status, 200);
     assert!(node_requests(&cluster).await > at_node);
 }

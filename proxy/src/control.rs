@@ -113,9 +113,17 @@ pub async fn follow(
         .await;
 }
 
-/// The state's purges, in order, then its sequence: the agent reports the
+/// The state's sequence, then its purges in order: the agent reports the
 /// state applied (which `fanout ctl purge` waits for) only after this.
+///
+/// The sequence goes first. A fill that starts once it is recorded asks
+/// the node to vouch for these purges too, so the node will not let its
+/// answer be kept until it has applied them; a fill that started before is
+/// still in flight when the purges below detach it. Recorded last, a miss
+/// between a purge and the record would fetch the purged copy from a node
+/// not yet purged, with the node's word that it may be kept.
 fn apply_purges(hot: &HotTier, snapshot: &Snapshot, state: &WatchSnapshot) {
+    hot.purged_through(state.purge_seq);
     if state.purges_flush {
         let n = hot.tier.flush();
         tracing::warn!(
@@ -130,5 +138,4 @@ fn apply_purges(hot: &HotTier, snapshot: &Snapshot, state: &WatchSnapshot) {
             Err(e) => tracing::warn!(seq = p.seq, error = %e, "purge skipped"),
         }
     }
-    hot.purged_through(state.purge_seq);
 }

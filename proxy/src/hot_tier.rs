@@ -225,9 +225,9 @@ impl HotTier {
         self.tier.purge(sites, selector, false)
     }
 
-    /// Applies the purges of a control-plane state, then records its
-    /// sequence: only from then on does the tier ask nodes for answers
-    /// that must reflect them.
+    /// Records the sequence of a control-plane state, before its purges
+    /// are applied: from then on the tier asks nodes for answers that
+    /// reflect them (see `control::apply_purges` for why first).
     pub fn purged_through(&self, seq: u64) {
         self.purge_seq.fetch_max(seq, Ordering::AcqRel);
     }
