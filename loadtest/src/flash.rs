@@ -43,7 +43,8 @@ pub struct FlashResult {
     pub collapsed: u64,
     /// Responses whose last `Cache-Status` entry was a hit.
     pub hits: u64,
-    /// Responses per cache (the name opening the last `Cache-Status` entry).
+    /// Responses per cache nearest the origin (the name opening the first
+    /// `Cache-Status` entry): which cache node held or fetched the object.
     pub caches: std::collections::BTreeMap<String, u64>,
 }
 
@@ -113,11 +114,21 @@ pub async fn run(crowd: &FlashCrowd) -> Result<FlashResult, ConnectError> {
             Ok((latency, bytes, cache_status)) => {
                 result.ok += 1;
                 result.body_bytes += bytes;
-                let mut params = cache_status.split(';').map(str::trim);
-                if let Some(cache) = params.next().filter(|c| !c.is_empty()) {
+                // RFC 9211 lists caches from the origin's side: the first
+                // is the cache node that held or fetched the object, the
+                // last says what the client got (a proxy's hot tier, when
+                // one answered).
+                let first = cache_status.split(',').next().unwrap_or("");
+                if let Some(cache) = first
+                    .split(';')
+                    .next()
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                {
                     *result.caches.entry(cache.to_string()).or_default() += 1;
                 }
-                for p in params {
+                let last = cache_status.rsplit(',').next().unwrap_or("");
+                for p in last.split(';').skip(1).map(str::trim) {
                     result.collapsed += (p == "collapsed") as u64;
                     result.hits += (p == "hit") as u64;
                 }

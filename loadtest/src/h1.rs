@@ -357,7 +357,9 @@ impl Head {
             return Err(H1Error::Malformed("unrequested protocol switch".into()));
         }
         let mut fields = FramingFields::default();
-        let (mut cache_status, mut x_cache) = (None, None);
+        // Every Cache-Status line, as one list (RFC 9110 §5.3): a cache
+        // in front of another appends its own line.
+        let (mut cache_status, mut x_cache) = (None::<std::borrow::Cow<'_, str>>, None);
         for h in parsed.headers.iter() {
             fields
                 .see(h.name, h.value)
@@ -365,7 +367,10 @@ impl Head {
             // Decoded only for the fields read: most are not.
             let text = || std::str::from_utf8(h.value).unwrap_or("");
             if h.name.eq_ignore_ascii_case("cache-status") {
-                cache_status = Some(text());
+                cache_status = Some(match cache_status {
+                    None => text().into(),
+                    Some(before) => format!("{before}, {}", text()).into(),
+                });
             } else if h.name.eq_ignore_ascii_case("x-cache") {
                 x_cache = Some(text());
             }
@@ -374,11 +379,11 @@ impl Head {
             len,
             status,
             interim: (100..200).contains(&status),
-            hit: verdict(cache_status, x_cache),
+            hit: verdict(cache_status.as_deref(), x_cache),
             framing: Framing::of(status, false, parsed.version == Some(0), &fields),
             cache_status: cache_status
                 .filter(|_| keep_cache_status)
-                .map(str::to_string),
+                .map(std::borrow::Cow::into_owned),
         })
     }
 }

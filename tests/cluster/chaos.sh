@@ -60,12 +60,17 @@ wait_serving() {
   return 1
 }
 
-# One round: 200 clients ask proxy $1 for one of 20 objects within 1 s. Prints
-# the tool's JSON (it exits non-zero on errors; the JSON says how many).
+# One round: 200 clients ask proxy $1 for one object within 1 s: one of 20
+# hot ones, or PATH ($2). Prints the tool's JSON (it exits non-zero on
+# errors; the JSON says how many).
 round() {
   "$FANOUT" --log error loadtest flash-crowd --target "$1" --host localhost \
-    --path "/o/$((RANDOM % 20))" --clients 200 --spread 1s --timeout 10s --json || true
+    --path "${2:-/o/$((RANDOM % 20))}" --clients 200 --spread 1s --timeout 10s --json || true
 }
+
+# Objects from /o/1000 on are asked for only once each, below: the proxies'
+# hot tiers answer the 20 hot ones themselves, so only a new object shows
+# which cache node owns it.
 
 # Load on both proxies for SECONDS, in rounds. Prints the requests that
 # succeeded, failed, and were cache hits; with a second argument, also
@@ -110,15 +115,15 @@ echo "chaos: cache-2 killed under load: $ok requests, $failed failed, hit ratio 
 rm -f "$rounds"
 [ "$failed" = 0 ] || { echo "chaos: requests failed when a cache node died" >&2; exit 1; }
 [ "$ok" -gt 0 ] || { echo "chaos: the load did not run" >&2; exit 1; }
-# Its keys went to the others: a new round is answered without it.
-out=$(round "$P1")
+# Its keys went to the others: new objects are answered without it.
+out=$(round "$P1" /o/1000)
 [ "$(jq '.caches["fanout-cache-2"] // 0' <<<"$out")" = 0 ] \
   || { echo "chaos: the dead cache-2 still answers: $out" >&2; exit 1; }
 dc start cache-2 >/dev/null 2>&1
 # Back in service once the proxies' probes see it: it answers again.
 back=no
-for _ in $(seq 30); do
-  out=$(round "$P1")
+for i in $(seq 30); do
+  out=$(round "$P1" "/o/$((1000 + i))")
   if [ "$(jq '.caches["fanout-cache-2"] // 0' <<<"$out")" != 0 ]; then back=yes; break; fi
 done
 [ "$back" = yes ] || { echo "chaos: cache-2 never took keys back after its restart" >&2; exit 1; }
