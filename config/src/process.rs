@@ -113,9 +113,9 @@ pub struct CacheNodeFile {
     /// Origin requests this node has open at once; more wait their turn.
     #[serde(default = "default_max_origin_fetches")]
     pub max_origin_fetches: u32,
-    /// A fixed send buffer per client connection (`SO_SNDBUF`) instead of
-    /// the kernel's autotuning; for nodes whose clients are proxies close
-    /// by (see `validate_send_buffer`).
+    /// A fixed send buffer for every client connection (`SO_SNDBUF`).
+    /// Unset, connections whose handshake took at most 1 ms get 256 KiB
+    /// and the rest the kernel's autotuning (see `validate_send_buffer`).
     #[serde(default)]
     pub send_buffer: Option<Size>,
     /// Trace export and sampling.
@@ -139,16 +139,17 @@ pub(crate) fn validate_max_origin_fetches(n: u32, path: &str, v: &mut Validator)
 
 /// Where a fixed send buffer makes sense: from a few segments to what the
 /// kernel allows by default (`net.core.wmem_max` caps larger requests
-/// silently). Under BBR on loopback or a LAN without the `fq` qdisc, 256 KiB
-/// doubled 1 MiB hits; it caps a connection at about twice its size per
-/// round trip, so it is not for viewers far away.
+/// silently). The node already fixes 256 KiB on short paths by itself
+/// (`fanout_server::socket_tuning`); a fixed buffer applies to every
+/// client, far ones included, and caps each connection at about twice its
+/// size per round trip.
 pub(crate) fn validate_send_buffer(size: Option<Size>, path: &str, v: &mut Validator) {
     if let Some(size) = size {
         if !(16 * 1024..=64 * 1024 * 1024).contains(&size.bytes()) {
             v.error(
                 path,
                 format!("{size} is out of range"),
-                "16KiB to 64MiB, or leave it out to let the kernel size the buffer",
+                "16KiB to 64MiB, or leave it out to have it chosen per connection",
             );
         }
     }
@@ -186,7 +187,7 @@ pub struct CacheNodeConfig {
     /// Absolute (resolved) path of the admin token file.
     pub admin_token_file: Option<PathBuf>,
     pub max_origin_fetches: u32,
-    /// `SO_SNDBUF` for client connections; `None`: the kernel autotunes.
+    /// `SO_SNDBUF` for client connections; `None`: chosen per connection.
     pub send_buffer: Option<Size>,
     /// The cluster's cache nodes (this one may be among them), which keys
     /// spilled here are filled from.

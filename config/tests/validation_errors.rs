@@ -466,7 +466,7 @@ fn a_fixed_send_buffer_is_checked_and_reaches_the_cache_node() {
     assert_eq!(c.send_buffer.map(|s| s.bytes()), Some(256 * 1024));
     let e = cache("1KiB").unwrap_err().to_string();
     assert!(
-        e.ends_with("cache.yaml:5:14: send_buffer: 1.0 KiB is out of range; allowed: 16KiB to 64MiB, or leave it out to let the kernel size the buffer"),
+        e.ends_with("cache.yaml:5:14: send_buffer: 1.0 KiB is out of range; allowed: 16KiB to 64MiB, or leave it out to have it chosen per connection"),
         "{e}"
     );
     let up = UP.replace(
@@ -475,7 +475,7 @@ fn a_fixed_send_buffer_is_checked_and_reaches_the_cache_node() {
     );
     assert_eq!(
         one_error(&up),
-        "site.yaml:9:59: cache_nodes[1].send_buffer: 128.0 MiB is out of range; allowed: 16KiB to 64MiB, or leave it out to let the kernel size the buffer"
+        "site.yaml:9:59: cache_nodes[1].send_buffer: 128.0 MiB is out of range; allowed: 16KiB to 64MiB, or leave it out to have it chosen per connection"
     );
     let AnyConfig::Up(u) = load_str(Path::new("up.yaml"), &up.replace("128MiB", "512KiB")).unwrap()
     else {

@@ -13,7 +13,9 @@
 //! other without a socket ([`in_process`]), and the framing of HTTP/1.1
 //! response bodies for the clients that read them from a socket
 //! ([`h1_body`]), and large bodies kept in memory files that plain TCP
-//! connections send with `sendfile` ([`memory_file`]).
+//! connections send with `sendfile` ([`memory_file`]), and the socket
+//! options of accepted connections, send buffers sized by path length
+//! ([`socket_tuning`]).
 //!
 //! Does not own: what any request means. Components hand it a service.
 //! Metrics are rendered from the Prometheus default registry, which the
@@ -33,6 +35,7 @@ mod listener;
 pub mod memory_file;
 pub mod origin;
 mod request_body;
+pub mod socket_tuning;
 pub mod tls;
 pub mod trace;
 

@@ -20,7 +20,7 @@ use http::{Request, Response};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -46,11 +46,10 @@ pub struct ServeOptions {
     pub max_body_bytes: u64,
     /// Serve TLS with this configuration instead of plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// A fixed `SO_SNDBUF` for accepted connections instead of the kernel's
-    /// autotuning: under BBR with no `fq` qdisc (loopback, most LAN hops)
-    /// it doubled 1 MiB cache hits (docs/performance.md). It caps each
-    /// connection at about twice this per round trip, so it is for hops
-    /// inside a data centre, not for viewers far away.
+    /// A fixed `SO_SNDBUF` for every accepted connection. Unset, short
+    /// paths get a fixed buffer and the rest the kernel's autotuning
+    /// ([`crate::socket_tuning`]). A fixed buffer caps each connection at
+    /// about twice its size per round trip.
     pub send_buffer: Option<usize>,
 }
 
@@ -171,7 +170,7 @@ pub async fn serve<H, F>(
         let handshake_timeout = options.header_read_timeout;
         let send_buffer = options.send_buffer;
         tracker.spawn(async move {
-            tune_accepted(&stream, send_buffer);
+            crate::socket_tuning::tune_accepted(&stream, send_buffer);
             match tls {
                 None => {
                     let mut stream = crate::memory_file::SendFileStream::new(stream);
@@ -557,22 +556,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
     }
 }
 
-/// Socket options for an accepted connection: no Nagle delay (responses
-/// are written whole), and a fixed send buffer when one is configured. The
-/// kernel doubles `SO_SNDBUF` for its bookkeeping and stops autotuning the
-/// socket. A failure leaves the kernel's defaults.
-fn tune_accepted(stream: &TcpStream, send_buffer: Option<usize>) {
-    let _ = stream.set_nodelay(true);
-    if let Some(bytes) = send_buffer {
-        if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(stream, bytes) {
-            tracing::debug!(error = %e, bytes, "cannot set the send buffer");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::TcpStream;
 
     /// A crowd of connections arriving before the server accepts any must
     /// all complete their handshakes: with the default backlog of 128 the
@@ -650,23 +637,5 @@ mod tests {
         );
         shutdown.cancel();
         server.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn a_configured_send_buffer_replaces_the_kernels_choice() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let send_buffer = |s: &TcpStream| rustix::net::sockopt::socket_send_buffer_size(s).unwrap();
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (autotuned, _) = listener.accept().await.unwrap();
-        tune_accepted(&autotuned, None);
-        let _client = TcpStream::connect(addr).await.unwrap();
-        let (fixed, _) = listener.accept().await.unwrap();
-        tune_accepted(&fixed, Some(96 * 1024));
-        // Linux reports twice what was asked (the other half is its
-        // bookkeeping); the autotuned socket starts at tcp_wmem's default.
-        assert_eq!(send_buffer(&fixed), 2 * 96 * 1024);
-        assert_ne!(send_buffer(&autotuned), 2 * 96 * 1024);
-        assert!(fixed.nodelay().unwrap() && autotuned.nodelay().unwrap());
     }
 }
