@@ -149,30 +149,35 @@ impl CacheNode {
             }
         }
         let (mut resp, _permit): Fetched = match fetched {
-            Ok((r, permit)) if !r.status().is_server_error() => (r, permit),
-            failed => {
-                let (failure, status) = match &failed {
-                    Ok((r, _)) => (Failure::Status(r.status()), Some(r.status())),
-                    Err(FetchError::Timeout { .. }) => (Failure::Timeout, None),
-                    Err(_) => (Failure::Unreachable, None),
-                };
-                self.metrics.origin_error(match failure {
-                    Failure::Status(_) => OriginFailure::Status,
-                    Failure::Timeout => OriginFailure::Timeout,
-                    Failure::Unreachable => OriginFailure::Unreachable,
-                });
-                match &failed {
-                    Ok((r, _)) => {
-                        tracing::warn!(site = %site.name, key = %key, status = %r.status(), "origin answered with a server error")
-                    }
-                    Err(e) => {
-                        tracing::warn!(site = %site.name, key = %key, error = %e, "origin fetch failed")
+            Ok((r, permit)) => {
+                if r.status().is_server_error() {
+                    self.metrics.origin_error(OriginFailure::Status);
+                    tracing::warn!(site = %site.name, key = %key, status = %r.status(), "origin answered with a server error");
+                    // A stale copy stands in for the error where its
+                    // directives and the site allow; otherwise the client
+                    // gets the origin's own answer, status, fields and body.
+                    if let Some(s) = stale.clone().filter(|s| s.may_serve_on_error(received_at)) {
+                        fill.set_stored(s, Via::StaleOnError(Some(r.status())));
+                        self.tier.inflight.remove(&key, &fill);
+                        return;
                     }
                 }
+                (r, permit)
+            }
+            Err(e) => {
+                let failure = match &e {
+                    FetchError::Timeout { .. } => Failure::Timeout,
+                    _ => Failure::Unreachable,
+                };
+                self.metrics.origin_error(match failure {
+                    Failure::Timeout => OriginFailure::Timeout,
+                    _ => OriginFailure::Unreachable,
+                });
+                tracing::warn!(site = %site.name, key = %key, error = %e, "origin fetch failed");
                 // An origin in trouble gets neither hit-for-pass (which would
                 // end collapsing) nor a stored error.
                 match stale.filter(|s| s.may_serve_on_error(received_at)) {
-                    Some(s) => fill.set_stored(s, Via::StaleOnError(status)),
+                    Some(s) => fill.set_stored(s, Via::StaleOnError(None)),
                     None => fill.fail(failure),
                 }
                 self.tier.inflight.remove(&key, &fill);
@@ -218,7 +223,12 @@ impl CacheNode {
             // because this request carried `Authorization`: the next
             // anonymous request's answer may well be shared.
             Storability::Store(_) | Storability::Private(_) => {
-                if storability != Storability::Private(NotStored::Authorization) {
+                // A server error says nothing lasting about the key, and
+                // hit-for-pass would end collapsing while the origin is
+                // in trouble.
+                if storability != Storability::Private(NotStored::Authorization)
+                    && !parts.status.is_server_error()
+                {
                     self.hit_for_pass.insert(key.clone(), ());
                 }
                 fill.set_private(Response::from_parts(parts, body));

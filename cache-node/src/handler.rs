@@ -188,6 +188,10 @@ impl CacheNode {
         if method != Method::GET && method != Method::HEAD {
             return Box::pin(self.pass(&site, req)).await;
         }
+        fanout_http_cache::vary::normalise_accept_encoding(
+            &site.cache.accept_encoding,
+            req.headers_mut(),
+        );
         let primary = CacheKey::new(&site, req.uri().path(), req.uri().query());
         let key = Keys {
             lookup: self.tier.vary.lookup_key(primary.as_str(), req.headers()),
@@ -592,6 +596,16 @@ impl CacheNode {
     }
 
     fn origin_failed(&self, site: &Site, e: FetchError, fwd: &str) -> Response<ResponseBody> {
+        if fanout_server::caused_by_client_body(&e) {
+            // The client's body broke off or was malformed: its fault, and
+            // nothing to say about the origin.
+            tracing::debug!(site = %site.name, error = %e, "request body failed");
+            crate::metrics::decided(Outcome::Pass);
+            return self.with_status(
+                text(StatusCode::BAD_REQUEST, "malformed request body\n"),
+                &format!("{fwd}; detail=request-body"),
+            );
+        }
         tracing::warn!(site = %site.name, error = %e, "origin request failed");
         crate::metrics::decided(Outcome::OriginError);
         self.with_status(

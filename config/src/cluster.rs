@@ -135,6 +135,17 @@ pub struct CachePolicy {
     /// What to do with a response that sets a cookie.
     #[serde(default)]
     pub set_cookie: SetCookiePolicy,
+    /// The content codings the site's responses may differ by. A request's
+    /// `Accept-Encoding` is rewritten to those of these it accepts (in this
+    /// order; `identity` when none) before it forms a `Vary` key or reaches
+    /// the origin, so `gzip, deflate, br` and `br, gzip` share one entry.
+    /// An empty list sends `identity` always.
+    #[serde(default = "default_accept_encoding")]
+    pub accept_encoding: Vec<String>,
+}
+
+fn default_accept_encoding() -> Vec<String> {
+    ["zstd", "br", "gzip"].map(String::from).to_vec()
 }
 
 /// Whether a response with `Set-Cookie` may be stored.
@@ -171,6 +182,7 @@ impl Default for CachePolicy {
             query: QueryPolicy::default(),
             stale_on_error: default_stale_on_error(),
             set_cookie: SetCookiePolicy::default(),
+            accept_encoding: default_accept_encoding(),
         }
     }
 }
@@ -544,6 +556,26 @@ impl Site {
                 "0 bytes would store nothing",
                 "a positive size such as 64MiB",
             );
+        }
+        if self.cache.accept_encoding.len() > 32 {
+            v.error(
+                &v.join(&cp, "accept_encoding"),
+                format!("{} codings", self.cache.accept_encoding.len()),
+                "at most 32 content codings",
+            );
+        }
+        for (i, coding) in self.cache.accept_encoding.iter().enumerate() {
+            let token = !coding.is_empty()
+                && coding
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.+".contains(&b));
+            if !token || coding == "identity" {
+                v.error(
+                    &format!("{}[{i}]", v.join(&cp, "accept_encoding")),
+                    format!("{coding:?} is not a content coding"),
+                    "lower-case coding names such as zstd, br, gzip, deflate (identity is implied)",
+                );
+            }
         }
         if self.cache.query.mode == QueryMode::Ignore && !self.cache.query.drop.is_empty() {
             v.error(

@@ -542,3 +542,19 @@ fn the_hot_tier_is_on_by_default_checked_and_reaches_the_proxy_with_its_peers() 
         "{e}"
     );
 }
+
+#[test]
+fn accept_encoding_lists_content_codings() {
+    let AnyConfig::Cluster(c) = load_str(Path::new("site.yaml"), CLUSTER).unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.sites[0].cache.accept_encoding, ["zstd", "br", "gzip"]);
+    let e = one_error(&format!(
+        "{CLUSTER}    cache:\n      accept_encoding: [br, 'Gzip;q=1']\n"
+    ));
+    assert!(e.starts_with("site.yaml:8:"), "points at the list: {e}");
+    assert!(
+        e.contains("sites[0].cache.accept_encoding[1]: \"Gzip;q=1\" is not a content coding; allowed: lower-case coding names"),
+        "{e}"
+    );
+}

@@ -2,12 +2,13 @@
 //! (RFC 9111 §3 and §4.2)?
 //!
 //! Where the RFC leaves a choice, it errs towards passing to the origin,
-//! never towards serving a wrong copy: no heuristic lifetime except for a
+//! never towards serving a wrong copy: the site's `default_ttl` only for a
 //! 200, `private` and `no-cache` with field names read as whole-response,
 //! partial content never stored.
 
 use std::time::{Duration, SystemTime};
 
+use fanout_server::time_fields::{delta_seconds, http_date};
 use http::{header, HeaderMap, Method, StatusCode};
 
 /// The response's own Cache-Control directives that decide storing.
@@ -25,6 +26,8 @@ struct Directives {
     must_revalidate_strict: bool,
     stale_while_revalidate: Option<u64>,
     stale_if_error: Option<u64>,
+    /// RFC 9111 §5.2.2.3: store only if the status code is understood.
+    must_understand: bool,
 }
 
 /// The directives of every `Cache-Control` field line, as (name, argument)
@@ -61,7 +64,7 @@ pub fn shareable_with_authorization(response: &HeaderMap) -> bool {
 fn directives(headers: &HeaderMap) -> Directives {
     let mut d = Directives::default();
     for (name, arg) in cache_control(headers) {
-        let seconds = || arg.and_then(|a| a.parse::<u64>().ok());
+        let seconds = || arg.and_then(delta_seconds);
         match name.to_ascii_lowercase().as_str() {
             "no-store" => d.no_store = true,
             // `private` and `no-cache` with field names restrict only
@@ -71,8 +74,12 @@ fn directives(headers: &HeaderMap) -> Directives {
             "no-cache" => d.no_cache = true,
             "public" => d.public = true,
             // RFC 9111 §1.2.2: an invalid or duplicated delta-seconds is
-            // stale; the first occurrence wins.
-            "s-maxage" => d.s_maxage = d.s_maxage.or(Some(seconds().unwrap_or(0))),
+            // stale; the first occurrence wins. §5.2.2.10: in a shared
+            // cache `s-maxage` also means `proxy-revalidate`.
+            "s-maxage" => {
+                d.s_maxage = d.s_maxage.or(Some(seconds().unwrap_or(0)));
+                d.must_revalidate = true;
+            }
             "max-age" => d.max_age = d.max_age.or(Some(seconds().unwrap_or(0))),
             // §5.2.2.2 and §5.2.2.8: a stale copy may not be used at all.
             "must-revalidate" => {
@@ -83,6 +90,7 @@ fn directives(headers: &HeaderMap) -> Directives {
             // RFC 5861; an invalid value grants nothing.
             "stale-while-revalidate" => d.stale_while_revalidate = seconds(),
             "stale-if-error" => d.stale_if_error = seconds(),
+            "must-understand" => d.must_understand = true,
             _ => {}
         }
     }
@@ -109,7 +117,8 @@ pub struct Freshness {
     pub stale_while_revalidate: Duration,
     /// RFC 5861 §4: serve stale this long past `lifetime` when the origin fails.
     pub stale_if_error: Duration,
-    /// No stale use at all (`must-revalidate`, `proxy-revalidate`).
+    /// No stale use at all (`must-revalidate`, `proxy-revalidate`,
+    /// `s-maxage`).
     pub must_revalidate: bool,
 }
 
@@ -136,11 +145,23 @@ pub enum Storability {
     Private(NotStored),
 }
 
-/// Status codes a cache may store without explicit permission from the
-/// response (RFC 9110 §15.1). Fanout stores them only with explicit
-/// freshness: a heuristic lifetime on a 404 would keep a live segment
-/// "missing" after it is published.
+/// Status codes a cache may give a heuristic lifetime (RFC 9110 §15.1),
+/// besides 200 and 206 (never stored here). Only from `Last-Modified`: the
+/// site's `default_ttl` is for 200s, so a 404 without freshness is not
+/// kept, and a live segment asked for early is not "missing" for long.
 const HEURISTICALLY_CACHEABLE: [u16; 10] = [203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// The final status codes RFC 9110 defines, whose requirements Fanout
+/// follows as a cache (§3: such a response may be stored whatever its
+/// status when it has explicit freshness; §5.2.2.3 `must-understand`).
+/// 206 and 304 are left out: a partial or a not-modified response is never
+/// stored as a whole one.
+fn understood(status: StatusCode) -> bool {
+    matches!(
+        status.as_u16(),
+        200..=205 | 300..=303 | 305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505
+    )
+}
 
 /// The site's say in lifetimes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +193,17 @@ pub fn classify(
         return Storability::Private(NotStored::Method);
     }
     let d = directives(response);
-    if d.no_store {
+    let understood = understood(status);
+    // §5.2.2.3: with `must-understand`, a cache that understands the
+    // status ignores `no-store`, and one that does not never stores.
+    if d.no_store && !(d.must_understand && understood) {
+        // A server error is not kept, but the requests collapsed on its
+        // fill share it rather than each asking an origin in trouble
+        // again: `no-store` forbids keeping it, not handing one answer to
+        // requests made at the same moment.
+        if status.is_server_error() {
+            return Storability::Transient;
+        }
         return Storability::Private(NotStored::NoStore);
     }
     if d.private {
@@ -192,18 +223,47 @@ pub fn classify(
     if vary_star {
         return Storability::Private(NotStored::Vary);
     }
-    if d.no_cache {
+    if d.no_cache
+        && !matches!(
+            status,
+            StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+        )
+    {
+        // §5.2.2.4: stored, but never used without a successful
+        // validation, so it needs a validator to be worth keeping. Every
+        // use is then a conditional request, collapsed like any miss,
+        // that the origin can answer with a 304.
+        let validator =
+            response.contains_key(header::ETAG) || response.contains_key(header::LAST_MODIFIED);
+        if !validator {
+            return Storability::Transient;
+        }
+        return Storability::Store(Freshness {
+            must_revalidate: true,
+            ..Freshness::new(Duration::ZERO)
+        });
+    }
+    if (d.must_understand && !understood)
+        || matches!(
+            status,
+            StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED
+        )
+        || status.is_informational()
+    {
         return Storability::Transient;
     }
     let lifetime = match explicit_lifetime(&d, response) {
-        Some(l)
-            if status == StatusCode::OK || HEURISTICALLY_CACHEABLE.contains(&status.as_u16()) =>
-        {
-            l
-        }
-        Some(_) => return Storability::Transient,
+        // §3: explicit freshness makes any final status storable, an
+        // unknown one included (`must-understand` aside, above).
+        Some(l) => l,
         None if status == StatusCode::OK => {
             heuristic_lifetime(response).map_or(ttl.default_ttl, |h| h.min(ttl.default_ttl))
+        }
+        None if HEURISTICALLY_CACHEABLE.contains(&status.as_u16()) => {
+            match heuristic_lifetime(response) {
+                Some(h) => h.min(ttl.default_ttl),
+                None => return Storability::Transient,
+            }
         }
         None => return Storability::Transient,
     };
@@ -225,12 +285,7 @@ pub fn classify(
 
 /// §4.2.2: a tenth of the time since Last-Modified, as of Date (or now).
 fn heuristic_lifetime(response: &HeaderMap) -> Option<Duration> {
-    let date = |name| {
-        response
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-    };
+    let date = |name| response.get(name).and_then(http_date);
     let modified = date(header::LAST_MODIFIED)?;
     let as_of = date(header::DATE).unwrap_or_else(SystemTime::now);
     Some(as_of.duration_since(modified).unwrap_or(Duration::ZERO) / 10)
@@ -241,12 +296,7 @@ fn explicit_lifetime(d: &Directives, response: &HeaderMap) -> Option<Duration> {
     if let Some(s) = d.s_maxage.or(d.max_age) {
         return Some(Duration::from_secs(s));
     }
-    let date = |name| {
-        response
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
-    };
+    let date = |name| response.get(name).and_then(http_date);
     if response.contains_key(header::EXPIRES) {
         // An invalid Expires (such as "0") means already expired (§5.3).
         let Some(expires) = date(header::EXPIRES) else {
@@ -266,15 +316,16 @@ fn explicit_lifetime(d: &Directives, response: &HeaderMap) -> Option<Duration> {
 /// look up to a second old; for a live playlist with `max-age=1` that
 /// would be all of its freshness. One second of apparent age is forgiven.
 pub fn initial_age(response: &HeaderMap, response_delay: Duration, now: SystemTime) -> Duration {
+    // RFC 9111 §5.1: of a list (or several lines), the first member; a
+    // value that is not a non-negative integer is ignored.
     let age_value = response
         .get(header::AGE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
+        .and_then(|v| delta_seconds(v.split(',').next().unwrap_or("").trim()))
         .map_or(Duration::ZERO, Duration::from_secs);
     let apparent_age = response
         .get(header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
+        .and_then(http_date)
         .and_then(|date| now.duration_since(date).ok())
         .map_or(Duration::ZERO, |a| a.saturating_sub(Duration::from_secs(1)));
     apparent_age.max(age_value + response_delay)
@@ -312,6 +363,18 @@ mod tests {
         )
     }
 
+    impl Storability {
+        fn with_must_revalidate(self) -> Storability {
+            match self {
+                Storability::Store(f) => Storability::Store(Freshness {
+                    must_revalidate: true,
+                    ..f
+                }),
+                other => other,
+            }
+        }
+    }
+
     fn ok(pairs: &[(header::HeaderName, &str)]) -> Storability {
         classify_with(&HeaderMap::new(), 200, pairs)
     }
@@ -319,7 +382,10 @@ mod tests {
     #[test]
     fn s_maxage_beats_max_age_beats_expires_beats_default() {
         use header::*;
-        assert_eq!(ok(&[(CACHE_CONTROL, "max-age=60, s-maxage=5")]), secs(5));
+        assert_eq!(
+            ok(&[(CACHE_CONTROL, "max-age=60, s-maxage=5")]),
+            secs(5).with_must_revalidate()
+        );
         assert_eq!(
             ok(&[
                 (CACHE_CONTROL, "max-age=60"),
@@ -423,6 +489,24 @@ mod tests {
     }
 
     #[test]
+    fn an_age_that_is_not_one_non_negative_integer_is_read_as_rfc_9111_says() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let age = |lines: &[&str]| {
+            let mut h = HeaderMap::new();
+            for l in lines {
+                h.append(header::AGE, HeaderValue::from_str(l).unwrap());
+            }
+            initial_age(&h, Duration::ZERO, now).as_secs()
+        };
+        assert_eq!(age(&["5, 10"]), 5, "a list: its first member");
+        assert_eq!(age(&["7", "100"]), 7, "two lines: the first");
+        assert_eq!(age(&["-5"]), 0, "negative: ignored");
+        assert_eq!(age(&["ten"]), 0, "not a number: ignored");
+        assert_eq!(age(&["1.5"]), 0, "not an integer: ignored");
+        assert_eq!(age(&["99999999999999999999"]), 1 << 31, "too large: 2^31");
+    }
+
+    #[test]
     fn stale_directives_of_rfc_5861() {
         use header::*;
         let Storability::Store(f) = ok(&[(
@@ -468,33 +552,154 @@ mod tests {
             Storability::Transient
         );
         assert_eq!(ok(&[(CACHE_CONTROL, "max-age=0")]), Storability::Transient);
-        assert_eq!(ok(&[(CACHE_CONTROL, "no-cache")]), Storability::Transient);
+        assert_eq!(
+            ok(&[(CACHE_CONTROL, "no-cache")]),
+            Storability::Transient,
+            "no-cache without a validator could never be reused"
+        );
     }
 
     #[test]
-    fn other_statuses_are_stored_only_with_explicit_freshness() {
+    fn no_cache_with_a_validator_is_stored_to_be_revalidated_on_every_use() {
+        use header::*;
+        let revalidate_always = Storability::Store(Freshness {
+            must_revalidate: true,
+            ..Freshness::new(Duration::ZERO)
+        });
+        assert_eq!(
+            ok(&[(CACHE_CONTROL, "no-cache, max-age=60"), (ETAG, "\"v1\"")]),
+            revalidate_always
+        );
+        assert_eq!(
+            ok(&[
+                (CACHE_CONTROL, "no-cache"),
+                (LAST_MODIFIED, "Thu, 01 Jan 2026 00:00:00 GMT")
+            ]),
+            revalidate_always
+        );
+        assert_eq!(
+            ok(&[(CACHE_CONTROL, "no-cache, private"), (ETAG, "\"v1\"")]),
+            Storability::Private(NotStored::Private)
+        );
+    }
+
+    #[test]
+    fn any_final_status_is_stored_with_explicit_freshness() {
         use header::*;
         let none = HeaderMap::new();
+        let fresh = [(CACHE_CONTROL, "max-age=60")];
+        // RFC 9111 §3: understood or not, explicit freshness is enough.
+        for status in [
+            203, 204, 301, 302, 303, 307, 400, 404, 410, 500, 503, 599, 299,
+        ] {
+            assert_eq!(classify_with(&none, status, &fresh), secs(60), "{status}");
+        }
+        // Partial and not-modified responses are never stored whole.
+        for status in [206, 304] {
+            assert_eq!(
+                classify_with(&none, status, &fresh),
+                Storability::Transient,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn heuristic_lifetimes_only_for_the_heuristically_cacheable_statuses() {
+        use header::*;
+        let none = HeaderMap::new();
+        let modified = [
+            (DATE, "Thu, 01 Jan 2026 00:01:40 GMT"),
+            (LAST_MODIFIED, "Thu, 01 Jan 2026 00:01:00 GMT"),
+        ];
+        for status in [203, 204, 300, 301, 308, 404, 405, 410, 414, 501] {
+            assert_eq!(classify_with(&none, status, &modified), secs(4), "{status}");
+            assert_eq!(
+                classify_with(&none, status, &[]),
+                Storability::Transient,
+                "{status}: the site's default_ttl is for 200s"
+            );
+        }
+        for status in [302, 303, 307, 400, 500, 503] {
+            assert_eq!(
+                classify_with(&none, status, &modified),
+                Storability::Transient,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn must_understand_stores_only_understood_statuses_and_overrides_no_store() {
+        use header::*;
+        let none = HeaderMap::new();
+        let cc = [(CACHE_CONTROL, "max-age=60, must-understand, no-store")];
+        assert_eq!(classify_with(&none, 200, &cc), secs(60));
+        assert_eq!(classify_with(&none, 404, &cc), secs(60));
         assert_eq!(
-            classify_with(&none, 404, &[(CACHE_CONTROL, "max-age=1")]),
-            secs(1)
+            classify_with(&none, 299, &cc),
+            Storability::Private(NotStored::NoStore),
+            "not understood: no-store holds"
         );
         assert_eq!(
-            classify_with(&none, 404, &[]),
+            classify_with(
+                &none,
+                599,
+                &[(CACHE_CONTROL, "max-age=60, must-understand")]
+            ),
+            Storability::Transient
+        );
+        assert_eq!(
+            classify_with(&none, 200, &[(CACHE_CONTROL, "max-age=60, no-store")]),
+            Storability::Private(NotStored::NoStore)
+        );
+        assert_eq!(
+            classify_with(&none, 503, &[(CACHE_CONTROL, "no-store")]),
             Storability::Transient,
-            "no heuristic 404s"
+            "an error page is shared by the fill, never kept"
+        );
+    }
+
+    #[test]
+    fn s_maxage_forbids_stale_use_and_huge_lifetimes_saturate() {
+        use header::*;
+        let revalidate = |l| {
+            Storability::Store(Freshness {
+                must_revalidate: true,
+                ..Freshness::new(Duration::from_secs(l))
+            })
+        };
+        assert_eq!(ok(&[(CACHE_CONTROL, "s-maxage=5")]), revalidate(5));
+        assert_eq!(
+            ok(&[(CACHE_CONTROL, "s-maxage=5, stale-if-error=60")]),
+            Storability::Store(Freshness {
+                stale_if_error: Duration::from_secs(60),
+                ..Freshness::new(Duration::from_secs(5))
+            })
+            .with_must_revalidate()
         );
         assert_eq!(
-            classify_with(&none, 301, &[(CACHE_CONTROL, "max-age=60")]),
-            secs(60)
+            ok(&[(CACHE_CONTROL, "max-age=99999999999999999999")]),
+            secs(1 << 31),
+            "RFC 9111 §1.2.2"
         );
         assert_eq!(
-            classify_with(&none, 302, &[(CACHE_CONTROL, "max-age=60")]),
-            Storability::Transient
+            ok(&[(CACHE_CONTROL, "max-age=-5")]),
+            Storability::Transient,
+            "invalid: stale at once"
         );
         assert_eq!(
-            classify_with(&none, 206, &[(CACHE_CONTROL, "max-age=60")]),
-            Storability::Transient
+            ok(&[(EXPIRES, "Sunday, 06-Nov-94 08:49:37 GMT")]),
+            Storability::Transient,
+            "an RFC 850 date in the past"
+        );
+        assert_eq!(
+            ok(&[
+                (DATE, "sun nov  6 08:49:37 1994"),
+                (EXPIRES, "Sun Nov  6 08:50:37 1994")
+            ]),
+            secs(60),
+            "asctime dates, any case"
         );
     }
 
@@ -527,7 +732,7 @@ mod tests {
         );
         assert_eq!(
             classify_with(&auth, 200, &[(CACHE_CONTROL, "s-maxage=60")]),
-            secs(60)
+            secs(60).with_must_revalidate()
         );
         assert_eq!(
             classify_with(&auth, 200, &[(CACHE_CONTROL, "public, max-age=60")]),

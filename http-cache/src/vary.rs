@@ -51,6 +51,69 @@ pub fn secondary_key(names: &[HeaderName], request: &HeaderMap) -> String {
     key
 }
 
+/// Rewrites a request's `Accept-Encoding` to the codings of `distinguished`
+/// it accepts, in that order (`identity` when it accepts none of them),
+/// so that requests whose answers cannot differ share one `Vary` entry
+/// and the origin never picks a coding another sharer cannot decode. A
+/// request without the field keeps it absent. `*` accepts every coding it
+/// does not name; `q=0` refuses one (RFC 9110 §12.5.3).
+pub fn normalise_accept_encoding(distinguished: &[String], request: &mut HeaderMap) {
+    if !request.contains_key(header::ACCEPT_ENCODING) {
+        return;
+    }
+    // The config allows at most 32 codings: one bit each.
+    let (mut named, mut accepted, mut star) = (0u32, 0u32, false);
+    let items = request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    for item in items {
+        let mut params = item.split(';');
+        let coding = params.next().unwrap_or("").trim();
+        let wanted = params
+            .filter_map(|p| {
+                let (name, value) = p.split_once('=')?;
+                name.trim()
+                    .eq_ignore_ascii_case("q")
+                    .then(|| value.trim().parse::<f32>().is_ok_and(|q| q > 0.0))
+            })
+            .next()
+            .unwrap_or(true);
+        if coding == "*" {
+            star = wanted;
+        } else if let Some(i) = distinguished
+            .iter()
+            .take(32)
+            .position(|d| d.eq_ignore_ascii_case(coding))
+        {
+            named |= 1 << i;
+            if wanted {
+                accepted |= 1 << i;
+            }
+        }
+    }
+    if star {
+        accepted |= !named;
+    }
+    let value: Vec<&str> = distinguished
+        .iter()
+        .take(32)
+        .enumerate()
+        .filter(|(i, _)| accepted & (1 << i) != 0)
+        .map(|(_, d)| d.as_str())
+        .collect();
+    let value = if value.is_empty() {
+        http::HeaderValue::from_static("identity")
+    } else {
+        match http::HeaderValue::from_str(&value.join(", ")) {
+            Ok(v) => v,
+            Err(_) => return,
+        }
+    };
+    request.insert(header::ACCEPT_ENCODING, value);
+}
+
 /// Where a response to `request` is stored, given what it varies on.
 pub fn storage_key(primary: &str, names: &[HeaderName], request: &HeaderMap) -> String {
     if names.is_empty() {
@@ -133,6 +196,32 @@ impl VaryIndex {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn accept_encoding_is_reduced_to_the_distinguished_codings_accepted() {
+        let site: Vec<String> = ["zstd", "br", "gzip"].map(String::from).to_vec();
+        let normalised = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(header::ACCEPT_ENCODING, HeaderValue::from_static(v));
+            }
+            normalise_accept_encoding(&site, &mut h);
+            h.get(header::ACCEPT_ENCODING)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        let br_gzip = Some("br, gzip".to_string());
+        assert_eq!(normalised(&["gzip, deflate, br"]), br_gzip);
+        assert_eq!(normalised(&["br, gzip"]), br_gzip);
+        assert_eq!(normalised(&["BR;q=0.5", "GZip ; q=1"]), br_gzip);
+        assert_eq!(normalised(&["*, zstd;q=0"]), br_gzip);
+        assert_eq!(normalised(&["gzip, br, zstd;q=0.000"]), br_gzip);
+        assert_eq!(normalised(&["deflate"]), Some("identity".to_string()));
+        assert_eq!(normalised(&["*;q=0"]), Some("identity".to_string()));
+        assert_eq!(normalised(&["*"]), Some("zstd, br, gzip".to_string()));
+        assert_eq!(normalised(&[]), None, "absent stays absent");
+        // Idempotent: a normalised value normalises to itself.
+        assert_eq!(normalised(&["br, gzip"]), normalised(&["br, gzip"]));
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -343,6 +343,13 @@ impl Proxy {
                 parts.headers.remove(name);
             }
         }
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            // As the node will: the hot tier's Vary keys must match its.
+            fanout_http_cache::vary::normalise_accept_encoding(
+                &site.cache.accept_encoding,
+                &mut parts.headers,
+            );
+        }
         let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
         // Nothing to stream to the node: the hot tier, or the lighter
         // client, can carry it.
@@ -530,6 +537,13 @@ impl Proxy {
                         hold: Some(Hold::Load(load)),
                     };
                 }
+                // The client's body broke off or was malformed: a 400, and
+                // no mark against the node, which did nothing wrong.
+                Ok(Err(e)) if fanout_server::caused_by_client_body(&*e) => {
+                    tracing::debug!(node = %node.id, error = %e, "request body failed");
+                    let resp = text(StatusCode::BAD_REQUEST, "malformed request body\n");
+                    return Upstreamed::by(resp, Upstream::None);
+                }
                 Ok(Err(e)) => {
                     let (backoff, ejected) = snapshot.health.failed(index, Instant::now());
                     if ejected {
@@ -607,6 +621,10 @@ impl Proxy {
                 self.metrics.fail_open("refused");
                 refused("no cache node available and the origin is at its limit\n")
             }
+            Err(e) if fanout_server::caused_by_client_body(&e) => Upstreamed::by(
+                text(StatusCode::BAD_REQUEST, "malformed request body\n"),
+                Upstream::None,
+            ),
             Err(e) => {
                 self.metrics.fail_open("failed");
                 tracing::warn!(site = %site.name, error = %e, "failing open to the origin failed");

@@ -191,6 +191,11 @@ impl HotTier {
             Storability::Private(NotStored::Authorization) => return Keep::Private { pass: false },
             Storability::Private(_) => return Keep::Private { pass: true },
         };
+        // `no-cache` (stored at the node, validated there on every use):
+        // the waiters share this validation's answer; nothing is kept.
+        if freshness.lifetime.is_zero() {
+            return Keep::Share;
+        }
         let too_large = response
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())

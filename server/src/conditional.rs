@@ -48,8 +48,7 @@ pub fn validators(headers: &HeaderMap) -> (Option<&str>, Option<SystemTime>) {
     let etag = headers.get(header::ETAG).and_then(|v| v.to_str().ok());
     let last_modified = headers
         .get(header::LAST_MODIFIED)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
+        .and_then(crate::time_fields::http_date);
     (etag, last_modified)
 }
 
@@ -87,8 +86,7 @@ fn not_modified(req: &HeaderMap, etag: Option<&str>, last_modified: Option<Syste
     }
     let since = req
         .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
+        .and_then(crate::time_fields::http_date);
     match (since, last_modified) {
         // HTTP dates have one-second resolution.
         (Some(since), Some(lm)) => {

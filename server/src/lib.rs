@@ -5,7 +5,8 @@
 //! most and hyper for the rest of HTTP/1.1, over TCP or TLS, a connection cap, back-off on accept errors, graceful drain on
 //! shutdown), the admin listener with `/healthz`, `/readyz` and `/metrics`,
 //! the body type responses are built from, and the HTTP message rules every
-//! forwarding component shares (hop-by-hop headers, conditional requests
+//! forwarding component shares (hop-by-hop headers, HTTP-dates and
+//! delta-seconds ([`time_fields`]), conditional requests
 //! and byte ranges), the pooled client for sites' origins (used by cache
 //! nodes for fills and by proxies when they fail open), and the refusal of malformed and smuggling-shaped
 //! requests on every listener.
@@ -36,6 +37,7 @@ pub mod memory_file;
 pub mod origin;
 mod request_body;
 pub mod socket_tuning;
+pub mod time_fields;
 pub mod tls;
 pub mod trace;
 
@@ -43,4 +45,4 @@ pub use admin::{metrics, serve_admin, AdminRoutes, Readiness};
 pub use body::{empty, full, text, BoxError, ResponseBody};
 pub use hop::remove_hop_by_hop;
 pub use listener::{bind, serve, ConnInfo, ServeOptions};
-pub use request_body::RequestBody;
+pub use request_body::{caused_by_client_body, ClientBodyError, RequestBody};

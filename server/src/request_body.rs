@@ -13,6 +13,38 @@ use hyper::body::Incoming;
 use crate::h2::RecvBody;
 use crate::BoxError;
 
+/// The client's request body broke off or was malformed (a bad chunk
+/// size, a connection closed mid-body). Carried through every error that
+/// wraps it, so a forwarding component can tell the client's fault (400)
+/// from its upstream's (502) with [`caused_by_client_body`].
+#[derive(Debug)]
+pub struct ClientBodyError(BoxError);
+
+impl std::fmt::Display for ClientBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "client request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for ClientBodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+/// Whether `error`, or anything in its chain of sources, is a
+/// [`ClientBodyError`].
+pub fn caused_by_client_body(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<ClientBodyError>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 pub enum RequestBody {
     Http1(Incoming),
     Http2(RecvBody),
@@ -28,11 +60,12 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
+        let polled = match self.get_mut() {
             RequestBody::Http1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             RequestBody::Http2(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
-        }
+        };
+        polled.map_err(|e| Box::new(ClientBodyError(e)) as BoxError)
     }
 
     fn is_end_stream(&self) -> bool {
