@@ -549,3 +549,58 @@ async fn no_cache_responses_are_stored_and_revalidated_on_every_use() {
     );
     assert_eq!(&s.get("/live.m3u8").await.body[..], b"#EXTM3U v2\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdn_cache_control_decides_for_the_cdn_and_stops_at_its_edge() {
+    let s = setup().await;
+    // Browsers may not keep it; the CDN keeps it a minute.
+    s.origin.set(
+        "/segment",
+        canned(
+            200,
+            &[
+                ("cache-control", "no-store"),
+                ("cdn-cache-control", "max-age=60"),
+            ],
+            "seg",
+        ),
+    );
+    // The origin lets browsers keep it, but not the CDN.
+    s.origin.set(
+        "/personal",
+        canned(
+            200,
+            &[
+                ("cache-control", "public, max-age=600"),
+                ("cdn-cache-control", "no-store"),
+            ],
+            "mine",
+        ),
+    );
+    // An invalid targeted field is ignored as a whole: Cache-Control decides.
+    s.origin.set(
+        "/typo",
+        canned(
+            200,
+            &[
+                ("cache-control", "max-age=60"),
+                ("cdn-cache-control", "Max-Age=0"),
+            ],
+            "t",
+        ),
+    );
+    assert!(s.stored("/segment").await);
+    assert!(!s.stored("/personal").await);
+    assert!(s.stored("/typo").await);
+    let r = s.get("/segment").await;
+    assert_eq!(
+        r.header("cache-control"),
+        "no-store",
+        "Cache-Control goes downstream unchanged"
+    );
+    assert_eq!(
+        r.header("cdn-cache-control"),
+        "",
+        "the targeted field is not forwarded"
+    );
+}

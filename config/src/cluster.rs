@@ -142,6 +142,19 @@ pub struct CachePolicy {
     /// An empty list sends `identity` always.
     #[serde(default = "default_accept_encoding")]
     pub accept_encoding: Vec<String>,
+    /// Targeted cache-control fields (RFC 9213) this site's caches obey in
+    /// place of `Cache-Control` and `Expires`, in order of preference: the
+    /// first present and valid one decides. Lower-case field names.
+    #[serde(default = "default_targeted_fields")]
+    pub targeted_fields: Vec<String>,
+    /// Whether clients get the targeted fields too; by default they are
+    /// removed from responses (proxies still receive them from nodes).
+    #[serde(default)]
+    pub forward_targeted_fields: bool,
+}
+
+fn default_targeted_fields() -> Vec<String> {
+    vec!["cdn-cache-control".to_string()]
 }
 
 fn default_accept_encoding() -> Vec<String> {
@@ -183,6 +196,8 @@ impl Default for CachePolicy {
             stale_on_error: default_stale_on_error(),
             set_cookie: SetCookiePolicy::default(),
             accept_encoding: default_accept_encoding(),
+            targeted_fields: default_targeted_fields(),
+            forward_targeted_fields: false,
         }
     }
 }
@@ -556,6 +571,19 @@ impl Site {
                 "0 bytes would store nothing",
                 "a positive size such as 64MiB",
             );
+        }
+        for (i, field) in self.cache.targeted_fields.iter().enumerate() {
+            let name = !field.is_empty()
+                && field
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !name || field == "cache-control" {
+                v.error(
+                    &format!("{}[{i}]", v.join(&cp, "targeted_fields")),
+                    format!("{field:?} is not a targeted field name"),
+                    "lower-case field names such as cdn-cache-control (not cache-control itself)",
+                );
+            }
         }
         if self.cache.accept_encoding.len() > 32 {
             v.error(

@@ -62,8 +62,26 @@ pub fn shareable_with_authorization(response: &HeaderMap) -> bool {
 }
 
 fn directives(headers: &HeaderMap) -> Directives {
+    directives_of(cache_control(headers))
+}
+
+/// The directives that decide for this cache: those of the first targeted
+/// field on the site's list that is present and valid (RFC 9213), else
+/// `Cache-Control`'s; and whether a targeted field decided, in which case
+/// `Expires` is ignored too.
+fn effective_directives(headers: &HeaderMap, targeted: &[String]) -> (Directives, bool) {
+    match crate::targeted::directives(headers, targeted) {
+        Some(items) => (
+            directives_of(items.iter().map(|(n, a)| (n.as_str(), a.as_deref()))),
+            true,
+        ),
+        None => (directives(headers), false),
+    }
+}
+
+fn directives_of<'a>(items: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> Directives {
     let mut d = Directives::default();
-    for (name, arg) in cache_control(headers) {
+    for (name, arg) in items {
         let seconds = || arg.and_then(delta_seconds);
         match name.to_ascii_lowercase().as_str() {
             "no-store" => d.no_store = true,
@@ -165,18 +183,22 @@ fn understood(status: StatusCode) -> bool {
 
 /// The site's say in lifetimes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TtlPolicy {
+pub struct TtlPolicy<'a> {
     /// For a 200 with no freshness information; caps the heuristic.
     pub default_ttl: Duration,
     /// For every storable 200, whatever the origin says.
     pub override_ttl: Option<Duration>,
+    /// Targeted cache-control fields (RFC 9213) obeyed in place of
+    /// `Cache-Control`, in order of preference.
+    pub targeted: &'a [String],
 }
 
-impl TtlPolicy {
-    pub fn of(site: &fanout_config::Site) -> TtlPolicy {
+impl TtlPolicy<'_> {
+    pub fn of(site: &fanout_config::Site) -> TtlPolicy<'_> {
         TtlPolicy {
             default_ttl: site.cache.default_ttl.get(),
             override_ttl: site.cache.override_ttl.map(|t| t.get()),
+            targeted: &site.cache.targeted_fields,
         }
     }
 }
@@ -192,7 +214,7 @@ pub fn classify(
     if method != Method::GET {
         return Storability::Private(NotStored::Method);
     }
-    let d = directives(response);
+    let (d, targeted) = effective_directives(response, ttl.targeted);
     let understood = understood(status);
     // §5.2.2.3: with `must-understand`, a cache that understands the
     // status ignores `no-store`, and one that does not never stores.
@@ -252,7 +274,7 @@ pub fn classify(
     {
         return Storability::Transient;
     }
-    let lifetime = match explicit_lifetime(&d, response) {
+    let lifetime = match explicit_lifetime(&d, response, targeted) {
         // §3: explicit freshness makes any final status storable, an
         // unknown one included (`must-understand` aside, above).
         Some(l) => l,
@@ -291,10 +313,14 @@ fn heuristic_lifetime(response: &HeaderMap) -> Option<Duration> {
     Some(as_of.duration_since(modified).unwrap_or(Duration::ZERO) / 10)
 }
 
-/// `s-maxage` > `max-age` > `Expires` − `Date` (§4.2.1).
-fn explicit_lifetime(d: &Directives, response: &HeaderMap) -> Option<Duration> {
+/// `s-maxage` > `max-age` > `Expires` − `Date` (§4.2.1); without
+/// `Expires` when a targeted field decides (RFC 9213 §2.1).
+fn explicit_lifetime(d: &Directives, response: &HeaderMap, targeted: bool) -> Option<Duration> {
     if let Some(s) = d.s_maxage.or(d.max_age) {
         return Some(Duration::from_secs(s));
+    }
+    if targeted {
+        return None;
     }
     let date = |name| response.get(name).and_then(http_date);
     if response.contains_key(header::EXPIRES) {
@@ -340,6 +366,7 @@ mod tests {
     const POLICY: TtlPolicy = TtlPolicy {
         default_ttl: TTL,
         override_ttl: None,
+        targeted: &[],
     };
     const fn secs(n: u64) -> Storability {
         Storability::Store(Freshness::new(Duration::from_secs(n)))
@@ -436,6 +463,7 @@ mod tests {
         let forced = TtlPolicy {
             default_ttl: TTL,
             override_ttl: Some(Duration::from_secs(2)),
+            targeted: &[],
         };
         let mut h = HeaderMap::new();
         h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=600"));
@@ -602,6 +630,47 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn a_targeted_field_replaces_cache_control_and_expires() {
+        use header::*;
+        let targeted = ["cdn-cache-control".to_string()];
+        let policy = TtlPolicy {
+            targeted: &targeted,
+            ..POLICY
+        };
+        let classify_targeted = |pairs: &[(HeaderName, &str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(n.clone(), HeaderValue::from_str(v).unwrap());
+            }
+            classify(&Method::GET, &HeaderMap::new(), StatusCode::OK, &h, policy)
+        };
+        let cdn = HeaderName::from_static("cdn-cache-control");
+        assert_eq!(
+            classify_targeted(&[(CACHE_CONTROL, "no-store"), (cdn.clone(), "max-age=60")]),
+            secs(60),
+            "browsers get no-store, the CDN keeps it a minute"
+        );
+        assert_eq!(
+            classify_targeted(&[(CACHE_CONTROL, "max-age=600"), (cdn.clone(), "no-store")]),
+            Storability::Private(NotStored::NoStore)
+        );
+        assert_eq!(
+            classify_targeted(&[(CACHE_CONTROL, "max-age=600"), (cdn.clone(), "Max-Age=5")]),
+            secs(600),
+            "an invalid targeted field is ignored as a whole"
+        );
+        assert_eq!(
+            classify_targeted(&[
+                (DATE, "Thu, 01 Jan 2026 00:00:00 GMT"),
+                (EXPIRES, "Thu, 01 Jan 2026 00:10:00 GMT"),
+                (cdn, "public"),
+            ]),
+            Storability::Store(Freshness::new(TTL)),
+            "Expires is ignored with a targeted field: the default applies"
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod purge;
 pub mod request_directives;
 pub mod respond;
 pub mod store;
+pub mod targeted;
 mod tier;
 pub mod vary;
 

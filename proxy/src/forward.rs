@@ -273,6 +273,14 @@ impl Proxy {
             &node_attr,
         );
         append(resp.headers_mut(), header::VIA, via(Version::HTTP_11));
+        // Directives addressed to the CDN (RFC 9213) stop at its edge.
+        if let Some(site) = site.filter(|s| !s.cache.forward_targeted_fields) {
+            for name in &site.cache.targeted_fields {
+                if resp.headers().contains_key(name.as_str()) {
+                    resp.headers_mut().remove(name.as_str());
+                }
+            }
+        }
         let entry = entry
             .filter(|_| {
                 site.is_none_or(|s| {

@@ -406,6 +406,7 @@ mod tests {
     const TTL: TtlPolicy = TtlPolicy {
         default_ttl: Duration::from_secs(10),
         override_ttl: None,
+        targeted: &[],
     };
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
