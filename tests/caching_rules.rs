@@ -145,7 +145,9 @@ impl Origin {
 struct Setup {
     origin: Origin,
     proxy: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// The cache node's admin listener (`/metrics`).
+    admin: SocketAddr,
+    dir: tempfile::TempDir,
     _cluster: Running,
 }
 
@@ -154,6 +156,12 @@ struct Setup {
 /// response's directives allow it.
 async fn setup() -> Setup {
     let (origin, origin_addr) = Origin::start().await;
+    setup_in_front_of(origin, origin_addr).await
+}
+
+/// [`setup`] in front of any origin; the cluster's warnings go to
+/// `log.txt` in the setup's directory.
+async fn setup_in_front_of(origin: Origin, origin_addr: SocketAddr) -> Setup {
     let dir = temp_dir();
     let p = free_ports(3);
     std::fs::write(
@@ -175,12 +183,22 @@ proxies:
         ),
     )
     .unwrap();
-    let mut cluster = spawn(&["up", dir.path().join("up.yaml").to_str().unwrap()]);
-    wait_ready(&[([127, 0, 0, 1], p[1]).into()], &mut cluster).await;
+    let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
+    let child = std::process::Command::new(BIN)
+        .args(["up", dir.path().join("up.yaml").to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start fanout");
+    let mut cluster = Running { child };
+    let admin: SocketAddr = ([127, 0, 0, 1], p[1]).into();
+    wait_ready(&[admin], &mut cluster).await;
     Setup {
         origin,
         proxy: ([127, 0, 0, 1], p[2]).into(),
-        _dir: dir,
+        admin,
+        dir,
         _cluster: cluster,
     }
 }
@@ -603,4 +621,105 @@ async fn cdn_cache_control_decides_for_the_cdn_and_stops_at_its_edge() {
         "",
         "the targeted field is not forwarded"
     );
+}
+
+/// An origin that declares 100 bytes, sends 50 and closes; and how many
+/// requests it has answered so.
+async fn short_body_origin() -> (SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\ncache-control: max-age=60\r\n\r\n")
+                    .await;
+                let _ = stream.write_all(&[b'x'; 50]).await;
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_shorter_than_its_content_length_is_never_stored() {
+    let (origin, answered) = short_body_origin().await;
+    let s = setup_in_front_of(Origin::default(), origin).await;
+    for _ in 0..2 {
+        // An error is right too: the connection was cut, and the client knows.
+        if let Ok(r) = get(s.proxy, "localhost", "/short", &[]).await {
+            assert!(
+                r.body.len() != 100,
+                "a cut-off body must not look complete: {r:?}"
+            );
+        }
+    }
+    // Both requests reached the origin: nothing was stored.
+    assert_eq!(answered.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // And the cluster still answers.
+    let r = get(s.proxy, "nowhere.example", "/", &[]).await.unwrap();
+    assert_eq!(r.status, 404, "unknown site");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nonsense_from_the_origin_is_read_conservatively_and_logged_once_a_minute() {
+    let s = setup().await;
+    s.origin.set(
+        "/conflict",
+        canned(200, &[("cache-control", "max-age=600, max-age=0")], "c"),
+    );
+    s.origin.set(
+        "/two-lines",
+        canned(
+            200,
+            &[
+                ("cache-control", "max-age=600"),
+                ("cache-control", "max-age=5"),
+            ],
+            "t",
+        ),
+    );
+    s.origin.set(
+        "/negative",
+        canned(200, &[("cache-control", "max-age=-1")], "n"),
+    );
+    s.origin.set(
+        "/vary",
+        canned(
+            200,
+            &[
+                ("cache-control", "max-age=600"),
+                ("vary", "accept-language, not a name"),
+            ],
+            "v",
+        ),
+    );
+    for path in ["/conflict", "/two-lines", "/negative", "/vary"] {
+        assert!(!s.stored(path).await, "{path}: not served from the cache");
+    }
+    // Each fill of such a response is counted (the Vary one's second
+    // request passes as hit-for-pass, with no fill), one warning per site.
+    let metrics = get(s.admin, "localhost", "/metrics", &[]).await.unwrap();
+    let text = String::from_utf8_lossy(&metrics.body);
+    let counted: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("fanout_cache_origin_anomalies_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!((7.0..=8.0).contains(&counted), "{text}");
+    let log = std::fs::read_to_string(s.dir.path().join("log.txt")).unwrap();
+    let warned = log.lines().filter(|l| l.contains("origin sent")).count();
+    assert_eq!(warned, 1, "{log}");
 }

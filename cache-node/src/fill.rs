@@ -184,6 +184,13 @@ impl CacheNode {
                 return;
             }
         };
+        if let Some(what) = fanout_http_cache::freshness::anomaly(resp.headers()) {
+            self.metrics.origin_anomaly(&site.name);
+            if !self.anomalies_logged.contains_key(&site.name) {
+                self.anomalies_logged.insert(site.name.clone(), ());
+                tracing::warn!(site = %site.name, key = %key, "origin sent {what}; taken as not storable or stale at once (logged once a minute per site; fanout_cache_origin_anomalies_total counts them all)");
+            }
+        }
         if site.cache.set_cookie == SetCookiePolicy::Strip {
             resp.headers_mut().remove(header::SET_COOKIE);
         }

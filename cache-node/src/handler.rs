@@ -54,6 +54,9 @@ pub struct CacheNode {
     pub purge_seq: Arc<AtomicU64>,
     /// The other cache nodes, which spilled keys are filled from.
     pub peers: Arc<crate::peer::Peers>,
+    /// Sites whose origin sent nonsensical caching metadata in the last
+    /// minute, so that it is logged once a minute rather than per fill.
+    pub anomalies_logged: moka::sync::Cache<String, ()>,
 }
 
 /// What a proxy asked of this node beside the request itself (the
@@ -88,6 +91,13 @@ impl Internal {
 pub struct Keys {
     pub primary: String,
     pub lookup: String,
+}
+
+pub fn anomaly_log_marks() -> moka::sync::Cache<String, ()> {
+    moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(60))
+        .build()
 }
 
 pub fn hit_for_pass_marks() -> moka::sync::Cache<String, ()> {

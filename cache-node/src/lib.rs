@@ -145,6 +145,7 @@ pub async fn run(
         hit_for_pass: handler::hit_for_pass_marks(),
         purge_seq: Arc::new(AtomicU64::new(0)),
         peers: peer::Peers::new(&config.peers, in_process.clone()),
+        anomalies_logged: handler::anomaly_log_marks(),
     });
     let state_for_follower = state.clone();
     let follower = follow.map(|(agent, state)| {

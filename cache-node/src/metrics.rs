@@ -114,6 +114,7 @@ pub struct Metrics {
     origin_fetches: Counter<u64>,
     peer_fills: Counter<u64>,
     origin_errors: Counter<u64>,
+    origin_anomalies: Counter<u64>,
     origin_duration: Histogram<f64>,
     origin_bytes: Counter<u64>,
     node: [KeyValue; 1],
@@ -190,6 +191,10 @@ impl Metrics {
             origin_errors: meter
                 .u64_counter("fanout_cache_origin_errors")
                 .with_description("Origin fetches that failed, by kind: status_5xx, timeout, unreachable, body (broke off mid-body)")
+                .build(),
+            origin_anomalies: meter
+                .u64_counter("fanout_cache_origin_anomalies")
+                .with_description("Origin responses with nonsensical caching metadata (conflicting max-age or Expires, an invalid max-age or Vary), by site; each was given the conservative reading")
                 .build(),
             origin_duration: meter
                 .f64_histogram("fanout_cache_origin_response_header_duration")
@@ -286,6 +291,16 @@ impl Metrics {
         self.origin_errors.add(
             1,
             &[self.node[0].clone(), KeyValue::new("kind", kind.as_str())],
+        );
+    }
+
+    pub fn origin_anomaly(&self, site: &str) {
+        self.origin_anomalies.add(
+            1,
+            &[
+                self.node[0].clone(),
+                KeyValue::new("site", site.to_string()),
+            ],
         );
     }
 

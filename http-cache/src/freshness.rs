@@ -28,6 +28,10 @@ struct Directives {
     stale_if_error: Option<u64>,
     /// RFC 9111 §5.2.2.3: store only if the status code is understood.
     must_understand: bool,
+    /// `max-age` or `s-maxage` given twice with different values: §4.2.1
+    /// lets a cache take the first or call the response stale; Fanout
+    /// takes the conservative reading.
+    conflicting_lifetime: bool,
 }
 
 /// The directives of every `Cache-Control` field line, as (name, argument)
@@ -95,10 +99,16 @@ fn directives_of<'a>(items: impl Iterator<Item = (&'a str, Option<&'a str>)>) ->
             // stale; the first occurrence wins. §5.2.2.10: in a shared
             // cache `s-maxage` also means `proxy-revalidate`.
             "s-maxage" => {
-                d.s_maxage = d.s_maxage.or(Some(seconds().unwrap_or(0)));
+                let n = seconds().unwrap_or(0);
+                d.conflicting_lifetime |= d.s_maxage.is_some_and(|first| first != n);
+                d.s_maxage = d.s_maxage.or(Some(n));
                 d.must_revalidate = true;
             }
-            "max-age" => d.max_age = d.max_age.or(Some(seconds().unwrap_or(0))),
+            "max-age" => {
+                let n = seconds().unwrap_or(0);
+                d.conflicting_lifetime |= d.max_age.is_some_and(|first| first != n);
+                d.max_age = d.max_age.or(Some(n));
+            }
             // §5.2.2.2 and §5.2.2.8: a stale copy may not be used at all.
             "must-revalidate" => {
                 d.must_revalidate = true;
@@ -237,10 +247,13 @@ pub fn classify(
     if response.contains_key(header::SET_COOKIE) {
         return Storability::Private(NotStored::SetCookie);
     }
-    // §4.1: `Vary: *` matches no other request, so it is never reused.
+    // §4.1: `Vary: *` matches no other request, so it is never reused;
+    // nor is one whose Vary names something that is not a field name,
+    // since the request headers it depends on cannot be known.
     let vary_star = response.get_all(header::VARY).iter().any(|v| {
-        v.to_str()
-            .map_or(true, |v| v.split(',').any(|n| n.trim() == "*"))
+        v.to_str().map_or(true, |v| {
+            v.split(',').map(str::trim).any(invalid_vary_member)
+        })
     });
     if vary_star {
         return Storability::Private(NotStored::Vary);
@@ -305,6 +318,50 @@ pub fn classify(
     })
 }
 
+fn invalid_vary_member(name: &str) -> bool {
+    // Empty list elements are allowed (RFC 9110 §5.6.1).
+    name == "*" || !name.is_empty() && http::HeaderName::from_bytes(name.as_bytes()).is_err()
+}
+
+/// What an origin sent that makes no sense as caching metadata, for the
+/// node to log and count; the rules above already take the conservative
+/// reading of each. `None` for a well-formed response.
+pub fn anomaly(response: &HeaderMap) -> Option<&'static str> {
+    let mut seen: [Option<&str>; 2] = [None, None];
+    for (name, arg) in cache_control(response) {
+        let slot = match name.to_ascii_lowercase().as_str() {
+            "max-age" => 0,
+            "s-maxage" => 1,
+            _ => continue,
+        };
+        let Some(arg) = arg.filter(|a| delta_seconds(a).is_some()) else {
+            return Some("a max-age or s-maxage that is not a number of seconds");
+        };
+        match seen[slot] {
+            Some(first) if first != arg => {
+                return Some("max-age or s-maxage given twice with different values")
+            }
+            _ => seen[slot] = Some(arg),
+        }
+    }
+    let mut expires = response.get_all(header::EXPIRES).iter();
+    let first = expires.next();
+    if expires.any(|v| Some(v) != first) {
+        return Some("Expires given twice with different values");
+    }
+    let bad_vary = response.get_all(header::VARY).iter().any(|v| {
+        v.to_str().map_or(true, |v| {
+            v.split(',')
+                .map(str::trim)
+                .any(|n| n != "*" && invalid_vary_member(n))
+        })
+    });
+    if bad_vary {
+        return Some("a Vary that names no valid field");
+    }
+    None
+}
+
 /// §4.2.2: a tenth of the time since Last-Modified, as of Date (or now).
 fn heuristic_lifetime(response: &HeaderMap) -> Option<Duration> {
     let date = |name| response.get(name).and_then(http_date);
@@ -316,6 +373,9 @@ fn heuristic_lifetime(response: &HeaderMap) -> Option<Duration> {
 /// `s-maxage` > `max-age` > `Expires` − `Date` (§4.2.1); without
 /// `Expires` when a targeted field decides (RFC 9213 §2.1).
 fn explicit_lifetime(d: &Directives, response: &HeaderMap, targeted: bool) -> Option<Duration> {
+    if d.conflicting_lifetime {
+        return Some(Duration::ZERO);
+    }
     if let Some(s) = d.s_maxage.or(d.max_age) {
         return Some(Duration::from_secs(s));
     }
@@ -324,6 +384,12 @@ fn explicit_lifetime(d: &Directives, response: &HeaderMap, targeted: bool) -> Op
     }
     let date = |name| response.get(name).and_then(http_date);
     if response.contains_key(header::EXPIRES) {
+        // Two Expires that disagree: stale, as for two max-ages (§4.2.1).
+        let mut all = response.get_all(header::EXPIRES).iter();
+        let first = all.next();
+        if all.any(|v| Some(v) != first) {
+            return Some(Duration::ZERO);
+        }
         // An invalid Expires (such as "0") means already expired (§5.3).
         let Some(expires) = date(header::EXPIRES) else {
             return Some(Duration::ZERO);
@@ -670,6 +736,59 @@ mod tests {
             ]),
             Storability::Store(Freshness::new(TTL)),
             "Expires is ignored with a targeted field: the default applies"
+        );
+    }
+
+    #[test]
+    fn nonsense_gets_the_conservative_reading_and_is_reported() {
+        use header::*;
+        let cases: [(&[(HeaderName, &str)], Storability); 5] = [
+            (
+                &[(CACHE_CONTROL, "max-age=60, max-age=0")],
+                Storability::Transient,
+            ),
+            (
+                &[
+                    (CACHE_CONTROL, "max-age=60"),
+                    (CACHE_CONTROL, "max-age=600"),
+                ],
+                Storability::Transient,
+            ),
+            (&[(CACHE_CONTROL, "max-age=-60")], Storability::Transient),
+            (
+                &[
+                    (CACHE_CONTROL, "public"),
+                    (EXPIRES, "Thu, 01 Jan 2099 00:00:00 GMT"),
+                    (EXPIRES, "Thu, 01 Jan 2098 00:00:00 GMT"),
+                ],
+                Storability::Transient,
+            ),
+            (
+                &[
+                    (CACHE_CONTROL, "max-age=60"),
+                    (VARY, "accept-language, bad name"),
+                ],
+                Storability::Private(NotStored::Vary),
+            ),
+        ];
+        for (pairs, expected) in cases {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(n.clone(), HeaderValue::from_str(v).unwrap());
+            }
+            assert_eq!(ok(pairs), expected, "{pairs:?}");
+            assert!(anomaly(&h).is_some(), "{pairs:?}");
+        }
+        let mut fine = HeaderMap::new();
+        fine.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("max-age=60, max-age=60"),
+        );
+        fine.insert(VARY, HeaderValue::from_static("accept-encoding, , origin"));
+        assert_eq!(
+            anomaly(&fine),
+            None,
+            "a repeat that agrees, an empty list element"
         );
     }
 
