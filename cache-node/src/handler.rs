@@ -191,7 +191,13 @@ impl CacheNode {
         B::Error: Into<fanout_server::BoxError>,
     {
         let method = req.method().clone();
-        let asked = Internal::take(req.headers_mut());
+        let mut asked = Internal::take(req.headers_mut());
+        // Whether this node had applied the asking proxy's purges before it
+        // looks anything up: read after the lookup, a purge applied in
+        // between would have the node vouch for the copy it just removed.
+        asked.edge = asked
+            .edge
+            .filter(|seq| self.purge_seq.load(Ordering::Acquire) >= *seq);
         // The paths that reach the origin are boxed: inline, their futures
         // made every request's future (hits included) about 9 KiB, copied
         // on each move before its first poll.
@@ -302,21 +308,20 @@ impl CacheNode {
     }
 
     /// Tells a proxy that asked ([`Internal::edge`]) how long `resp` stays
-    /// fresh here, when it is fresh and this node has applied every purge
-    /// the proxy has: only then may the proxy keep a copy.
+    /// fresh here, when it is fresh and this node had applied every purge
+    /// the proxy has before the request looked anything up (`answer`
+    /// clears `edge` otherwise): only then may the proxy keep a copy.
     fn for_edge(
         &self,
         mut resp: Response<ResponseBody>,
         edge: Option<u64>,
         fresh_for: Duration,
     ) -> Response<ResponseBody> {
-        if let Some(seq) = edge {
-            if !fresh_for.is_zero() && self.purge_seq.load(Ordering::Acquire) >= seq {
-                resp.headers_mut().insert(
-                    &internal::FRESH_MS,
-                    HeaderValue::from(fresh_for.as_millis() as u64),
-                );
-            }
+        if edge.is_some() && !fresh_for.is_zero() {
+            resp.headers_mut().insert(
+                &internal::FRESH_MS,
+                HeaderValue::from(fresh_for.as_millis() as u64),
+            );
         }
         resp
     }
