@@ -19,6 +19,7 @@ use crate::handler::{CacheNode, CACHE_STATUS};
 use crate::metrics::OriginFailure;
 use fanout_http_cache::collapse::{Failure, Fed, Fill, FinishGuard, SharedHead, VaryCheck, Via};
 use fanout_http_cache::freshness::{classify, initial_age, NotStored, Storability, TtlPolicy};
+use fanout_http_cache::slice;
 use fanout_http_cache::store::StoredResponse;
 use fanout_http_cache::vary::{secondary_key, storage_key, vary_names};
 use fanout_server::origin::FetchError;
@@ -38,6 +39,19 @@ pub struct FillJob {
     /// The id of the peer that owns the key, to fill from instead of the
     /// origin (the proxy spilled the key here).
     pub fill_from: Option<String>,
+    /// The slice of the object this fill fetches, on a site that slices.
+    pub slice: Option<SliceJob>,
+}
+
+/// A fill of one aligned slice of an object (see
+/// [`fanout_http_cache::slice`]): it asks for the slice's bytes, and
+/// stores the 206 under the slice's key, or, when the answer turns out to
+/// be the whole object (a small one, or an origin that ignores ranges),
+/// under the object's key as the 200 it is.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceJob {
+    pub index: u64,
+    pub size: u64,
 }
 
 /// What a fill fetched: the response, and the origin-request slot it holds
@@ -90,11 +104,15 @@ impl CacheNode {
             stale,
             fill,
             fill_from,
+            slice,
         } = job;
         let _guard = FinishGuard(fill.clone());
         let mut request_headers = headers.clone();
         if let Some(stale) = &stale {
             add_validators(&mut request_headers, &stale.headers);
+        }
+        if let Some(s) = slice {
+            request_headers.insert(header::RANGE, slice::range_header(s.index, s.size));
         }
         // One span for the whole fetch, head to last byte; it ends when
         // this task does.
@@ -207,13 +225,24 @@ impl CacheNode {
             self.tier.inflight.remove(&key, &fill);
             return;
         }
-        let storability = classify(
-            &Method::GET,
-            &headers,
-            resp.status(),
-            resp.headers(),
-            TtlPolicy::of(&site),
-        );
+        let (piece, passed_on) = what_part(&mut resp, slice);
+        let storability = if passed_on {
+            Storability::Transient
+        } else {
+            // A slice's freshness is that of the object it is part of.
+            let status = if piece.is_some() {
+                StatusCode::OK
+            } else {
+                resp.status()
+            };
+            classify(
+                &Method::GET,
+                &headers,
+                status,
+                resp.headers(),
+                TtlPolicy::of(&site),
+            )
+        };
         let length = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -236,7 +265,9 @@ impl CacheNode {
                 if storability != Storability::Private(NotStored::Authorization)
                     && !parts.status.is_server_error()
                 {
-                    self.hit_for_pass.insert(key.clone(), ());
+                    // A slice's answer speaks for its whole object.
+                    let marked = if slice.is_some() { &primary } else { &key };
+                    self.hit_for_pass.insert(marked.clone(), ());
                 }
                 fill.set_private(Response::from_parts(parts, body));
                 self.tier.inflight.remove(&key, &fill);
@@ -248,9 +279,15 @@ impl CacheNode {
         let names = vary_names(&parts.headers);
         // Stored under the key its own Vary implies, which the index learns
         // so that later lookups find it.
-        let store_key = storage_key(&primary, &names, &headers);
+        let mut store_key = storage_key(&primary, &names, &headers);
+        if let Some(index) = piece {
+            store_key = slice::piece_key(&store_key, index);
+        }
         if freshness.is_some() {
             self.tier.vary.record(&primary, &names);
+            if piece.is_some() {
+                self.tier.sliced.insert(primary.clone(), ());
+            }
         }
         let vary = (!names.is_empty()).then(|| VaryCheck {
             secondary: secondary_key(&names, &headers),
@@ -365,6 +402,33 @@ impl CacheNode {
         }
         refreshed
     }
+}
+
+/// What a fill's answer is a part of: `(Some(index), _)` for the slice
+/// `slice` asked for, to be stored under that slice's key; `(_, true)` for
+/// an answer to be passed on but never stored (a part that is not the one
+/// asked for, or anything but the object itself in answer to a later
+/// slice, such as a 416 past its end); `(None, false)` for the object,
+/// which a 206 that covers all of it is rewritten into (RFC 9111 §3.4).
+fn what_part(resp: &mut Response<ResponseBody>, slice: Option<SliceJob>) -> (Option<u64>, bool) {
+    let (mut parts, body) = std::mem::replace(resp, Response::new(empty())).into_parts();
+    slice::whole_206_as_200(&mut parts.status, &mut parts.headers);
+    let answer = match (slice, parts.status) {
+        (_, StatusCode::PARTIAL_CONTENT) => {
+            let asked = slice.filter(|s| {
+                slice::ContentRange::of(&parts.headers)
+                    .is_some_and(|r| r.first == s.index * s.size && r.complete.is_some())
+            });
+            match asked {
+                Some(s) => (Some(s.index), false),
+                None => (None, true),
+            }
+        }
+        (Some(s), status) if s.index > 0 && status != StatusCode::OK => (None, true),
+        _ => (None, false),
+    };
+    *resp = Response::from_parts(parts, body);
+    answer
 }
 
 /// Asks the origin whether `stored` is still current (§4.3.1).

@@ -19,8 +19,9 @@ use hyper::body::Incoming;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
-use crate::fill::FillJob;
+use crate::fill::{FillJob, SliceJob};
 use crate::metrics::{Metrics, Outcome};
+use crate::slices::{FirstPiece, Sliced};
 use fanout_http_cache::collapse::{Failure, Head, Role, Via};
 use fanout_http_cache::request_directives::RequestDirectives;
 use fanout_http_cache::respond::{
@@ -68,7 +69,7 @@ pub struct Internal {
     /// tier that may keep the answer.
     edge: Option<u64>,
     /// The key's owner, to fill from.
-    fill_from: Option<String>,
+    pub(crate) fill_from: Option<String>,
 }
 
 impl Internal {
@@ -84,6 +85,15 @@ impl Internal {
             .and_then(|v| v.to_str().ok().map(str::to_string));
         Internal { edge, fill_from }
     }
+}
+
+/// What a miss fills: the object, or on a slicing site the slice of it
+/// the request starts in; a revalidation of `stale` when there is one.
+pub(crate) struct Miss {
+    pub stale: Option<Arc<StoredResponse>>,
+    /// Why the request goes forward, for `Cache-Status`.
+    pub fwd: &'static str,
+    pub slice: Option<Sliced>,
 }
 
 /// The keys of one request: the primary key (site, path, query) and the
@@ -304,7 +314,15 @@ impl CacheNode {
             crate::metrics::decided(Outcome::HitForPass);
             return Box::pin(self.direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")).await;
         }
-        Box::pin(self.miss(site, key, parts, stale, fwd, asked)).await
+        if let (Some(size), None) = (site.cache.slice, &stale) {
+            return Box::pin(self.sliced(site, key, parts, size.bytes(), fwd, asked)).await;
+        }
+        let miss = Miss {
+            stale,
+            fwd,
+            slice: None,
+        };
+        Box::pin(self.miss(site, key, parts, miss, asked)).await
     }
 
     /// Tells a proxy that asked ([`Internal::edge`]) how long `resp` stays
@@ -336,33 +354,8 @@ impl CacheNode {
     ) {
         let (fill, role) = self.tier.inflight.join_or_lead(&key.lookup);
         if role == Role::Leader {
-            let job = self.fill_job(site, key, parts, Some(stale), fill, fill_from);
+            let job = fill_job(site, key, parts, Some(stale), fill, fill_from, None);
             tokio::spawn(self.clone().run_fill(job));
-        }
-    }
-
-    fn fill_job(
-        &self,
-        site: Arc<Site>,
-        key: Keys,
-        parts: &request::Parts,
-        stale: Option<Arc<StoredResponse>>,
-        fill: Arc<fanout_http_cache::collapse::Fill>,
-        fill_from: Option<String>,
-    ) -> FillJob {
-        FillJob {
-            site,
-            key: key.lookup,
-            primary: key.primary,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            headers: fill_request_headers(&parts.headers),
-            stale,
-            fill,
-            fill_from,
         }
     }
 
@@ -383,24 +376,33 @@ impl CacheNode {
 
     /// A miss joins the fill in flight for its key, or leads a new one
     /// (a revalidation when there is a stale copy).
-    async fn miss(
+    pub(crate) async fn miss(
         self: Arc<Self>,
         site: Arc<Site>,
         key: Keys,
         parts: request::Parts,
-        stale: Option<Arc<StoredResponse>>,
-        fwd: &'static str,
+        miss: Miss,
         asked: Internal,
     ) -> Response<ResponseBody> {
-        let (fill, role) = self.tier.inflight.join_or_lead(&key.lookup);
+        let Miss { stale, fwd, slice } = miss;
+        let fill_key = match &slice {
+            Some(s) => s.piece_key(),
+            None => key.lookup.clone(),
+        };
+        let (fill, role) = self.tier.inflight.join_or_lead(&fill_key);
         if role == Role::Leader {
-            let job = self.fill_job(
+            let fill_keys = Keys {
+                primary: key.primary.clone(),
+                lookup: fill_key,
+            };
+            let job = fill_job(
                 site.clone(),
-                key,
+                fill_keys,
                 &parts,
                 stale,
                 fill.clone(),
-                asked.fill_from,
+                asked.fill_from.clone(),
+                slice.as_ref().map(|s| s.job),
             );
             tokio::spawn(self.clone().run_fill(job));
         }
@@ -442,6 +444,43 @@ impl CacheNode {
             return self
                 .direct(&site, &parts, "fwd=request; detail=authorization")
                 .await;
+        }
+        if let Some(sliced) = slice {
+            let status = format!("fwd={fwd}{collapsed}; detail=slices");
+            match &head {
+                Head::Stored(stored, _)
+                    if sliced.first_of_object(stored.status, &stored.headers) =>
+                {
+                    crate::metrics::decided(outcome);
+                    return self.serve_sliced(
+                        &parts,
+                        site,
+                        sliced,
+                        FirstPiece::Stored(stored.clone()),
+                        &status,
+                    );
+                }
+                Head::Shared(head) if sliced.first_of_object(head.status, &head.headers) => {
+                    crate::metrics::decided(outcome);
+                    return self.serve_sliced(
+                        &parts,
+                        site,
+                        sliced,
+                        FirstPiece::Fill(fill.clone(), head.clone()),
+                        &status,
+                    );
+                }
+                // A slice's answer is the leader's alone: not the bytes this
+                // request asked for, so it asks on its own.
+                Head::Private => {
+                    crate::metrics::decided(Outcome::HitForPass);
+                    return self
+                        .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
+                        .await;
+                }
+                // The whole object, an error: as for any fill.
+                _ => {}
+            }
         }
         match head {
             Head::Stored(stored, via) => {
@@ -690,5 +729,32 @@ fn failure_response(f: Failure) -> Response<ResponseBody> {
         Failure::Status(status) => text(status, "origin error\n"),
         Failure::Timeout => text(StatusCode::GATEWAY_TIMEOUT, "origin timed out\n"),
         Failure::Unreachable => text(StatusCode::BAD_GATEWAY, "origin unreachable\n"),
+    }
+}
+
+/// The fill a request leads.
+fn fill_job(
+    site: Arc<Site>,
+    key: Keys,
+    parts: &request::Parts,
+    stale: Option<Arc<StoredResponse>>,
+    fill: Arc<fanout_http_cache::collapse::Fill>,
+    fill_from: Option<String>,
+    slice: Option<SliceJob>,
+) -> FillJob {
+    FillJob {
+        site,
+        key: key.lookup,
+        primary: key.primary,
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string(),
+        headers: fill_request_headers(&parts.headers),
+        stale,
+        fill,
+        fill_from,
+        slice,
     }
 }

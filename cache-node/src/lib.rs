@@ -24,6 +24,7 @@ mod fill;
 mod handler;
 mod metrics;
 mod peer;
+mod slices;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -151,7 +151,17 @@ pub struct CachePolicy {
     /// removed from responses (proxies still receive them from nodes).
     #[serde(default)]
     pub forward_targeted_fields: bool,
+    /// Fetch objects from the origin in aligned slices of this size (as
+    /// NGINX's slice module does): each slice is one collapsed, stored
+    /// range request, so a range request into a large file costs only
+    /// the slices it covers and a full request streams slice after slice.
+    /// Objects no larger than one slice are stored whole. Off by default.
+    #[serde(default)]
+    pub slice: Option<Size>,
 }
+
+/// Smaller slices would cost an origin request per few packets.
+const MIN_SLICE: Size = Size::kib(64);
 
 fn default_targeted_fields() -> Vec<String> {
     vec!["cdn-cache-control".to_string()]
@@ -198,6 +208,7 @@ impl Default for CachePolicy {
             accept_encoding: default_accept_encoding(),
             targeted_fields: default_targeted_fields(),
             forward_targeted_fields: false,
+            slice: None,
         }
     }
 }
@@ -571,6 +582,18 @@ impl Site {
                 "0 bytes would store nothing",
                 "a positive size such as 64MiB",
             );
+        }
+        if let Some(slice) = self.cache.slice {
+            if slice < MIN_SLICE || slice > self.cache.max_object_size {
+                v.error(
+                    &v.join(&cp, "slice"),
+                    format!(
+                        "{slice} is outside {MIN_SLICE}..=max_object_size ({})",
+                        self.cache.max_object_size
+                    ),
+                    "a slice size such as 4MiB, at least 64KiB and no larger than max_object_size",
+                );
+            }
         }
         for (i, field) in self.cache.targeted_fields.iter().enumerate() {
             let name = !field.is_empty()

@@ -558,3 +558,21 @@ fn accept_encoding_lists_content_codings() {
         "{e}"
     );
 }
+
+#[test]
+fn a_slice_size_must_lie_between_64kib_and_the_largest_stored_object() {
+    let with = |cache: &str| format!("{CLUSTER}    cache: {cache}\n");
+    let AnyConfig::Cluster(c) = load_str(Path::new("site.yaml"), &with("{ slice: 4MiB }")).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(c.sites[0].cache.slice.map(|s| s.bytes()), Some(4 << 20));
+    assert_eq!(
+        one_error(&with("{ slice: 1KiB }")),
+        "site.yaml:7:21: sites[0].cache.slice: 1.0 KiB is outside 64.0 KiB..=max_object_size (64.0 MiB); allowed: a slice size such as 4MiB, at least 64KiB and no larger than max_object_size"
+    );
+    assert_eq!(
+        one_error(&with("{ slice: 8MiB, max_object_size: 4MiB }")),
+        "site.yaml:7:21: sites[0].cache.slice: 8.0 MiB is outside 64.0 KiB..=max_object_size (4.0 MiB); allowed: a slice size such as 4MiB, at least 64KiB and no larger than max_object_size"
+    );
+}

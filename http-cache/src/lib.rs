@@ -7,7 +7,8 @@
 //! §3 and §4.2), the client's own directives ([`request_directives`]),
 //! secondary keys for responses that vary ([`vary`]), the answer a client
 //! gets from a stored or filling representation, with conditionals, ranges
-//! and HEAD applied ([`respond`]), and purges by URL, prefix or surrogate
+//! and HEAD applied ([`respond`]), partial content and slices ([`slice`]),
+//! and purges by URL, prefix or surrogate
 //! key ([`purge`]). Also the state a tier keeps ([`Tier`]): the byte-weighted
 //! moka store ([`store`]) and the fills in flight, whose bodies stream to
 //! every request that joined them ([`collapse`]).
@@ -20,6 +21,7 @@ pub mod freshness;
 pub mod purge;
 pub mod request_directives;
 pub mod respond;
+pub mod slice;
 pub mod store;
 pub mod targeted;
 mod tier;

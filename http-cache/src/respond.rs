@@ -17,6 +17,9 @@ pub enum Source<'a> {
     Stored(&'a Bytes),
     /// A fill still running (or just finished): bytes as they arrive.
     Fill(&'a Arc<Fill>),
+    /// Bytes `[from, to)` as this function makes them (an object read
+    /// slice by slice).
+    Ranges(&'a dyn Fn(u64, u64) -> ResponseBody),
 }
 
 pub struct Representation<'a> {
@@ -112,6 +115,7 @@ pub fn respond(
                 (true, _) => empty(),
                 (false, Source::Stored(b)) => full(b.slice(from as usize..to as usize)),
                 (false, Source::Fill(f)) => f.body_range(from, to),
+                (false, Source::Ranges(make)) => make(from, to),
             };
             (StatusCode::PARTIAL_CONTENT, body, h)
         }
@@ -120,6 +124,7 @@ pub fn respond(
                 (true, _) => empty(),
                 (false, Source::Stored(b)) => full(b.clone()),
                 (false, Source::Fill(f)) => f.body(),
+                (false, Source::Ranges(make)) => make(0, rep.len.unwrap_or(u64::MAX)),
             };
             (rep.status, body, rep.headers.clone())
         }

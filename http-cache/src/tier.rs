@@ -16,6 +16,9 @@ pub struct Tier {
     pub store: Store,
     pub vary: VaryIndex,
     pub inflight: Inflight,
+    /// Primary keys with slices stored (see [`crate::slice`]), which an
+    /// unsafe request's invalidation must look for beside the object.
+    pub sliced: moka::sync::Cache<String, (), foldhash::fast::RandomState>,
 }
 
 impl Tier {
@@ -25,6 +28,10 @@ impl Tier {
             store,
             vary: VaryIndex::new(),
             inflight: Inflight::default(),
+            sliced: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(3600))
+                .build_with_hasher(Default::default()),
         }
     }
 
@@ -109,7 +116,8 @@ impl Tier {
     }
 
     /// Removes every response stored for the URL whose primary key is
-    /// `primary` (each variant, when it varies), and detaches its fills.
+    /// `primary` (each variant, when it varies, and each slice), and
+    /// detaches its fills.
     /// Variants are found by walking the store, as a purge does; unsafe
     /// requests to varying URLs are rare next to lookups, which an index of
     /// variants would slow.
@@ -118,8 +126,10 @@ impl Tier {
         let of_url = |key: &str| key == primary || key.starts_with(&variants);
         self.inflight.detach_matching(|key, _| of_url(key));
         self.store.remove(primary);
-        if self.vary.varies(primary) {
+        let sliced = self.sliced.contains_key(primary);
+        if self.vary.varies(primary) || sliced {
             self.vary.forget(primary);
+            self.sliced.invalidate(primary);
             self.store
                 .purge_matching(|k, _| of_url(k), false, Instant::now());
         }

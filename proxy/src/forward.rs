@@ -363,11 +363,14 @@ impl Proxy {
         // client, can carry it.
         let bodiless = body.is_end_stream();
         let mut bypassed = None;
-        if let Some(hot) = self
-            .hot
-            .as_ref()
-            .filter(|_| bodiless && (parts.method == Method::GET || parts.method == Method::HEAD))
-        {
+        // A range of an object the node reads slice by slice goes to the
+        // node as asked: a hot fill would ask for the whole object.
+        let sliced_range = site.cache.slice.is_some() && parts.headers.contains_key(header::RANGE);
+        if let Some(hot) = self.hot.as_ref().filter(|_| {
+            bodiless
+                && (parts.method == Method::GET || parts.method == Method::HEAD)
+                && !sliced_range
+        }) {
             match hot.lookup(&parts.method, &parts.headers, key.as_str(), started) {
                 Lookup::Hit(resp) => {
                     return (Upstreamed::by(resp, Upstream::HotTier), Some(site.as_ref()))
