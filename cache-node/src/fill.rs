@@ -22,6 +22,7 @@ use fanout_http_cache::freshness::{classify, initial_age, NotStored, Storability
 use fanout_http_cache::slice;
 use fanout_http_cache::store::StoredResponse;
 use fanout_http_cache::vary::{secondary_key, storage_key, vary_names};
+use fanout_server::interim::HintSink;
 use fanout_server::origin::FetchError;
 
 /// One fill: what to fetch, and the stale copy to revalidate, if any.
@@ -139,6 +140,9 @@ impl CacheNode {
             Some(answer) => Ok(answer),
             None => {
                 self.metrics.origin_fetch();
+                // The origin's 103s go to the requests waiting on the fill.
+                let waiting = fill.clone();
+                let hints: HintSink = Arc::new(move |fields| waiting.push_hints(fields));
                 self.origins
                     .load_full()
                     .fetch(
@@ -147,6 +151,7 @@ impl CacheNode {
                         &path_and_query,
                         &request_headers,
                         empty(),
+                        Some(hints),
                     )
                     .await
                     .map(|r| {

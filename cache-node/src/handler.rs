@@ -426,7 +426,7 @@ impl CacheNode {
                 )
             })
             .flatten();
-        let head = fill.head().await;
+        let head = fill.head_passing_hints().await;
         if let Some(waiting) = waiting {
             waiting.end();
         }
@@ -633,17 +633,18 @@ impl CacheNode {
     ) -> Result<Response<ResponseBody>, FetchError> {
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         self.metrics.origin_fetch();
-        let OriginResponse { response, permit } = self
-            .origins
-            .load_full()
-            .fetch(
+        let origins = self.origins.load_full();
+        let OriginResponse { response, permit } = fanout_server::interim::relaying(|hints| {
+            origins.fetch(
                 site,
                 parts.method.clone(),
                 path_and_query,
                 &parts.headers,
                 body,
+                hints,
             )
-            .await?;
+        })
+        .await?;
         let (mut p, body) = response.into_parts();
         remove_hop_by_hop(&mut p.headers);
         Ok(Response::from_parts(p, hold_until_read(body, permit)))

@@ -14,9 +14,10 @@
 //!
 //! Stale copies are revalidated with the origin and served while that runs
 //! or when it fails (RFC 5861), responses that vary are stored per variant,
-//! ranges and conditionals are answered from the store, and purges (by URL,
-//! prefix or surrogate key) come through the admin listener or the control
-//! plane. Responses this node cannot serve correctly are passed through
+//! ranges and conditionals are answered from the store, large objects may
+//! be fetched and stored in slices ([`slices`]), the origin's 103 Early
+//! Hints reach the requests waiting on a fill, and purges (by URL, prefix
+//! or surrogate key) come through the admin listener or the control plane. Responses this node cannot serve correctly are passed through
 //! unstored rather than served wrong.
 
 mod control;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use fanout_server::{memory_file, BoxError, ResponseBody};
+use fanout_server::{interim, memory_file, BoxError, ResponseBody};
 use futures_util::stream;
 use http::{HeaderMap, Response, StatusCode};
 use http_body::Body as _;
@@ -91,6 +91,9 @@ struct State {
     received: u64,
     /// `Some(true)` complete, `Some(false)` broken.
     done: Option<bool>,
+    /// The fields of each 103 Early Hints that came before the response,
+    /// for the waiters to pass on; never stored.
+    hints: Vec<HeaderMap>,
     private: Option<Response<ResponseBody>>,
 }
 
@@ -164,6 +167,39 @@ impl Fill {
             // The sender lives as long as `self`, so this cannot fail.
             let _ = rx.changed().await;
         }
+    }
+
+    /// [`head`](Self::head), passing every 103 Early Hints the fill got
+    /// before it on to this request's client (see
+    /// `fanout_server::interim`) as they come, those that came before the
+    /// request joined too.
+    pub async fn head_passing_hints(&self) -> Head {
+        if !interim::can_send() {
+            return self.head().await;
+        }
+        let mut rx = self.changed.subscribe();
+        let mut passed = 0;
+        loop {
+            let (new, head) = {
+                let s = self.lock();
+                (s.hints[passed..].to_vec(), s.head.clone())
+            };
+            passed += new.len();
+            new.into_iter().for_each(interim::send_early_hints);
+            if let Some(h) = head {
+                return h;
+            }
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// Keeps a 103's fields for the requests waiting on this fill.
+    pub fn push_hints(&self, fields: HeaderMap) {
+        self.update(|s| {
+            if s.head.is_none() {
+                s.hints.push(fields);
+            }
+        });
     }
 
     /// The leader's private response, once.

@@ -614,10 +614,10 @@ impl Proxy {
             self.metrics.fail_open("refused");
             return refused("no cache node available\n");
         };
-        match origins
-            .fetch(site, method, path_and_query, headers, body)
-            .await
-        {
+        let fetched = fanout_server::interim::relaying(|hints| {
+            origins.fetch(site, method, path_and_query, headers, body, hints)
+        });
+        match fetched.await {
             Ok(o) => {
                 self.metrics.fail_open("forwarded");
                 let (mut p, body) = o.response.into_parts();

@@ -18,6 +18,7 @@ use fanout_http_cache::internal;
 use fanout_http_cache::respond::{fill_request_headers, respond, Representation, Source};
 use fanout_http_cache::store::owned_headers;
 use fanout_http_cache::vary::{secondary_key, storage_key, vary_names};
+use fanout_server::interim::Interim;
 use fanout_server::{empty, text};
 use http::{header, request, HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -87,7 +88,7 @@ impl Proxy {
         } else {
             ""
         };
-        match fill.head().await {
+        match fill.head_passing_hints().await {
             Head::Shared(head) => {
                 if role == Role::Follower {
                     if let Some(why) = may_not_share(&head, &parts.headers) {
@@ -193,9 +194,13 @@ impl Proxy {
             response,
             upstream,
             hold,
-        } = self
-            .to_node(&snapshot, &site, key_hash(&key), parts, empty(), true)
-            .await;
+        } = {
+            // The node's 103s go to the requests waiting on this fill.
+            let waiting = fill.clone();
+            let hints = Interim::Relay(Arc::new(move |fields| waiting.push_hints(fields)));
+            let answer = self.to_node(&snapshot, &site, key_hash(&key), parts, empty(), true);
+            fanout_server::interim::scope(hints, answer).await
+        };
         let received_at = Instant::now();
         if let Upstream::Node(i) = upstream {
             fill.set_answered_by(i);

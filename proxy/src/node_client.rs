@@ -284,7 +284,10 @@ async fn exchange(
     loop {
         if let Some(head) = parse_head(&mut conn.buf, head_only).map_err(Attempt::Failed)? {
             match head {
-                Head::Interim => {
+                Head::Interim(hints) => {
+                    if let Some(fields) = hints {
+                        fanout_server::interim::send_early_hints(fields);
+                    }
                     first = false;
                     continue;
                 }
@@ -308,8 +311,9 @@ async fn exchange(
 }
 
 enum Head {
-    /// A 1xx response, consumed; the final one follows.
-    Interim,
+    /// A 1xx response, consumed; the final one follows. A 103's fields,
+    /// when the request's client can be given them.
+    Interim(Option<HeaderMap>),
     Final(http::response::Parts, Framing),
 }
 
@@ -334,8 +338,20 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, NodeE
         return Err(NodeError::Malformed("unrequested protocol switch"));
     }
     if status.is_informational() {
+        let hints =
+            (status == StatusCode::EARLY_HINTS && fanout_server::interim::can_send()).then(|| {
+                let mut fields = HeaderMap::new();
+                for h in parsed.headers.iter() {
+                    let name = HeaderName::from_bytes(h.name.as_bytes());
+                    let value = HeaderValue::from_bytes(h.value);
+                    if let (Ok(name), Ok(value)) = (name, value) {
+                        fields.append(name, value);
+                    }
+                }
+                fields
+            });
         buf.advance(len);
-        return Ok(Some(Head::Interim));
+        return Ok(Some(Head::Interim(hints)));
     }
     let http10 = parsed.version == Some(0);
     let base = buf.as_ptr() as usize;
@@ -481,7 +497,7 @@ mod tests {
         let mut buf = BytesMut::from(text);
         match parse_head(&mut buf, head_only)? {
             Some(Head::Final(parts, framing)) => Ok((parts, framing)),
-            Some(Head::Interim) => panic!("interim"),
+            Some(Head::Interim(_)) => panic!("interim"),
             None => panic!("partial"),
         }
     }

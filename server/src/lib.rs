@@ -32,6 +32,7 @@ pub mod h1_body;
 pub mod h2;
 mod hop;
 pub mod in_process;
+pub mod interim;
 mod listener;
 pub mod memory_file;
 pub mod origin;

@@ -169,7 +169,9 @@ impl Origins {
     }
 
     /// Sends `method path_and_query` with the client's end-to-end headers to
-    /// the next origin of the site's pool.
+    /// the next origin of the site's pool. The fields of each 103 Early
+    /// Hints the origin sends before its response go to `hints` (HTTP/1.1
+    /// origins; see [`crate::interim`]).
     pub async fn fetch(
         &self,
         site: &Site,
@@ -177,6 +179,7 @@ impl Origins {
         path_and_query: &str,
         client_headers: &HeaderMap,
         body: ResponseBody,
+        hints: Option<crate::interim::HintSink>,
     ) -> Result<OriginResponse, FetchError> {
         let Some(pool) = self.pools.get(&site.name) else {
             return Err(FetchError::UnknownSite {
@@ -214,6 +217,13 @@ impl Origins {
                 address: address.to_string(),
                 source,
             })?;
+        if let Some(hints) = hints {
+            hyper::ext::on_informational(&mut req, move |interim| {
+                if interim.status() == http::StatusCode::EARLY_HINTS {
+                    hints(interim.headers().clone());
+                }
+            });
+        }
         let headers = req.headers_mut();
         headers.clone_from(client_headers);
         remove_hop_by_hop(headers);

@@ -20,6 +20,7 @@ mod request_head;
 mod response;
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -28,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::body::ResponseBody;
+use crate::interim::{self, Interim};
 use crate::listener::ConnInfo;
 use crate::request_body::RequestBody;
 use request_head::Parsed;
@@ -78,6 +80,7 @@ where
     let mut answered: u64 = 0;
     let mut seen = (answered, tokio::time::Instant::now());
     let mut out = BytesMut::with_capacity(1024);
+    let hints = interim::Queue::new();
     loop {
         match request_head::parse(&mut buf, limits.max_header_bytes) {
             Parsed::Handoff => return Ended::Handoff(io, buf),
@@ -85,7 +88,17 @@ where
                 let method = req.method().clone();
                 let resp = match crate::framing::refuse(&req, limits.max_body_bytes) {
                     Some(refusal) => refusal,
-                    None => handler(req, info).await,
+                    None => {
+                        let answer =
+                            interim::scope(Interim::Queue(hints.clone(), 0), handler(req, info));
+                        match with_early_hints(&mut io, &mut out, &hints, answer, limits).await {
+                            Ok(resp) => resp,
+                            Err(e) => {
+                                tracing::debug!(peer = %info.peer, error = %e, "early hints cut short");
+                                return Ended::Closed;
+                            }
+                        }
+                    }
                 };
                 let close = client_close || shutdown.is_cancelled();
                 match response::write(&mut io, &mut out, &method, resp, close, limits.idle_timeout)
@@ -126,6 +139,40 @@ where
                 tick.as_mut().reset(now + check);
             }
             _ = &mut cancelled, if buf.is_empty() => return Ended::Closed,
+        }
+    }
+}
+
+/// Awaits a handler's response, writing each 103 Early Hints it sends
+/// before it (see [`crate::interim`]). A response ready at its first poll,
+/// a hit, costs one look at the queue.
+async fn with_early_hints<F, I>(
+    io: &mut I,
+    out: &mut BytesMut,
+    hints: &interim::Queue,
+    answer: F,
+    limits: &Limits,
+) -> std::io::Result<Response<ResponseBody>>
+where
+    F: Future<Output = Response<ResponseBody>>,
+    I: AsyncWrite + Unpin,
+{
+    let mut answer = std::pin::pin!(answer);
+    loop {
+        let step = std::future::poll_fn(|cx| match answer.as_mut().poll(cx) {
+            Poll::Ready(resp) => Poll::Ready(Some(resp)),
+            Poll::Pending if !hints.is_empty() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        })
+        .await;
+        // Hints sent as the final response became ready still go first.
+        if !hints.is_empty() {
+            for (_, fields) in hints.take() {
+                response::write_early_hints(io, out, &fields, limits.idle_timeout).await?;
+            }
+        }
+        if let Some(resp) = step {
+            return Ok(resp);
         }
     }
 }

@@ -212,6 +212,26 @@ fn chunk_size_line(buf: &mut [u8; 20], mut len: usize) -> &[u8] {
     }
 }
 
+/// Writes a `103 Early Hints` head with `fields` (RFC 8297), ahead of the
+/// final response.
+pub async fn write_early_hints<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut BytesMut,
+    fields: &http::HeaderMap,
+    idle_timeout: Duration,
+) -> io::Result<()> {
+    out.clear();
+    out.put_slice(b"HTTP/1.1 103 Early Hints\r\n");
+    for (name, value) in fields {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    write_all(io, &mut [IoSlice::new(out)], idle_timeout).await
+}
+
 /// Writes every slice, giving up when the client takes nothing for
 /// `idle_timeout`. The timer is armed only when a write has to wait.
 async fn write_all<I: AsyncWrite + Unpin>(

@@ -678,3 +678,41 @@ async fn a_client_that_does_not_read_stops_being_read() {
         "{taken} response bodies read while the client read nothing: output is not bounded"
     );
 }
+
+#[tokio::test]
+async fn early_hints_go_out_as_a_headers_frame_before_the_response() {
+    let (release, gate) = tokio::sync::oneshot::channel::<()>();
+    let gate = std::sync::Mutex::new(Some(gate));
+    let h = handler(move |_req| {
+        let gate = gate.lock().unwrap().take();
+        Box::pin(async move {
+            let mut hints = http::HeaderMap::new();
+            hints.insert("link", "</a.css>; rel=preload".parse().unwrap());
+            crate::interim::send_early_hints(hints);
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            Response::new(full("done"))
+        })
+    });
+    let (mut c, _task) = Client::start(h, Limits::default()).await;
+    c.request(1, "GET", "/", true).await;
+    // The hint arrives while the handler still waits for its answer.
+    let hint = c.until(|f| f.kind == kind::HEADERS && f.stream == 1).await;
+    assert_eq!(
+        hint.flags & flag::END_STREAM,
+        0,
+        "a 103 does not end the stream"
+    );
+    let fields = c.fields(&hint.payload);
+    assert_eq!(fields[0], (":status".to_string(), "103".to_string()));
+    assert!(fields.contains(&("link".to_string(), "</a.css>; rel=preload".to_string())));
+    release.send(()).unwrap();
+    assert_eq!(c.response(1).await, (200, b"done".to_vec()));
+    // A second request's handler sends hints too, and answers at once:
+    // they still precede its response.
+    c.request(3, "GET", "/", true).await;
+    let first = c.until(|f| f.kind == kind::HEADERS && f.stream == 3).await;
+    assert_eq!(c.fields(&first.payload)[0].1, "103");
+    assert_eq!(c.response(3).await, (200, b"done".to_vec()));
+}

@@ -112,6 +112,8 @@ struct Stream {
     end_after_pending: bool,
     /// END_STREAM has been written: the response is complete.
     sent: bool,
+    /// The final response's head has been written: no more 103s.
+    responded: bool,
     /// The request has ended (END_STREAM received, or it will never come).
     received: bool,
     /// The request body's shared state, while it streams in.
@@ -235,6 +237,8 @@ pub struct Connection<I> {
     /// Woken by request bodies that have credit to give back.
     credit_waker: Arc<AtomicWaker>,
     control: ControlCount,
+    /// 103 Early Hints handlers sent (see [`crate::interim`]), by stream.
+    hints: Arc<crate::interim::Queue>,
 }
 
 /// Control frames counted per second.
@@ -282,6 +286,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
             closing: false,
             read_closed: false,
             credit_waker: Arc::new(AtomicWaker::new()),
+            hints: crate::interim::Queue::new(),
             control: ControlCount {
                 since: Instant::now(),
                 count: 0,
@@ -421,10 +426,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
             }
             while let Poll::Ready(Some((id, answered))) = self.handlers.poll_next_unpin(cx) {
                 progress = true;
+                // Hints a handler sent before it answered go first.
+                self.send_early_hints();
                 if let Ok(response) = answered {
                     self.start_response(id, response);
                 }
             }
+            self.send_early_hints();
             if self.out.len < OUTPUT_HIGH {
                 while let Poll::Ready(Some((id, polled))) = self.bodies.poll_next_unpin(cx) {
                     progress = true;

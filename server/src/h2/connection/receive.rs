@@ -506,7 +506,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
         let head = request.method() == Method::HEAD;
         let request = request.map(|()| body);
         let (abort, registration) = AbortHandle::new_pair();
-        let future = Abortable::new((self.handler)(request), registration);
+        let interim = crate::interim::Interim::Queue(self.hints.clone(), id);
+        let future = Abortable::new(
+            crate::interim::scope(interim, (self.handler)(request)),
+            registration,
+        );
         self.handlers
             .push(Box::pin(async move { (id, future.await) }));
         self.streams.insert(
@@ -517,6 +521,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                 parked: None,
                 end_after_pending: false,
                 sent: false,
+                responded: false,
                 received: end_stream,
                 recv,
                 recv_window: self.limits.stream_window as i64,
@@ -541,6 +546,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                 parked: None,
                 end_after_pending: false,
                 sent: false,
+                responded: false,
                 received: end_stream,
                 recv: None,
                 recv_window: self.limits.stream_window as i64,

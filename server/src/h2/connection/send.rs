@@ -41,17 +41,48 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED
             || body.is_end_stream();
+        s.responded = true;
         let mut block = BytesMut::with_capacity(256);
         response_headers::encode(parts.status, &parts.headers, &mut block);
+        self.write_header_block(id, &block, no_body);
+        if no_body {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.sent = true;
+            }
+            self.close_if_done(id);
+            return;
+        }
+        self.poll_body(id, body);
+    }
+
+    /// Writes the 103 Early Hints handlers sent, each as a HEADERS frame
+    /// without END_STREAM (RFC 9113 §8.1), for streams whose final
+    /// response has not started; the rest are moot.
+    pub(super) fn send_early_hints(&mut self) {
+        if self.hints.is_empty() {
+            return;
+        }
+        for (id, fields) in self.hints.take() {
+            if self.streams.get(&id).is_none_or(|s| s.responded) {
+                continue;
+            }
+            let mut block = BytesMut::with_capacity(128);
+            response_headers::encode(StatusCode::EARLY_HINTS, &fields, &mut block);
+            self.write_header_block(id, &block, false);
+        }
+    }
+
+    /// Writes a header block as HEADERS and, past the peer's frame size,
+    /// CONTINUATION frames.
+    fn write_header_block(&mut self, id: u32, mut block: &[u8], end_stream: bool) {
         let max = self.peer_max_frame;
         self.out.put(|b| {
-            let mut block = &block[..];
             let mut first = true;
             loop {
                 let n = block.len().min(max);
                 let last = n == block.len();
                 let (kind, mut flags) = if first {
-                    (kind::HEADERS, if no_body { flag::END_STREAM } else { 0 })
+                    (kind::HEADERS, if end_stream { flag::END_STREAM } else { 0 })
                 } else {
                     (kind::CONTINUATION, 0)
                 };
@@ -67,12 +98,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                 }
             }
         });
-        if no_body {
-            s.sent = true;
-            self.close_if_done(id);
-            return;
-        }
-        self.poll_body(id, body);
     }
 
     /// Asks `body` for its next frame (in `bodies`).
