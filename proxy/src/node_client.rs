@@ -14,9 +14,10 @@
 //!
 //! What the client does for a proxy: framing by Content-Length, chunked
 //! coding (trailers dropped) or the connection's end (RFC 9112 §6.3);
-//! interim 1xx responses skipped; a body that ends early is an error, so the
-//! proxy aborts its own response rather than send a short one that looks
-//! whole; a pooled connection the cache node had closed while idle is
+//! 103 Early Hints passed on to the request's client
+//! (`fanout_server::interim`), other interim 1xx responses skipped; a body
+//! that ends early is an error, so the proxy aborts its own response
+//! rather than send a short one that looks whole; a pooled connection the cache node had closed while idle is
 //! replaced once, since nothing was sent to the node's application.
 
 use std::collections::{HashMap, VecDeque};
