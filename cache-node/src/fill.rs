@@ -421,8 +421,9 @@ fn what_part(resp: &mut Response<ResponseBody>, slice: Option<SliceJob>) -> (Opt
     let answer = match (slice, parts.status) {
         (_, StatusCode::PARTIAL_CONTENT) => {
             let asked = slice.filter(|s| {
-                slice::ContentRange::of(&parts.headers)
-                    .is_some_and(|r| r.first == s.index * s.size && r.complete.is_some())
+                slice::ContentRange::of(&parts.headers).is_some_and(|r| {
+                    r.first == slice::slice_bounds(s.index, s.size).0 && r.complete.is_some()
+                })
             });
             match asked {
                 Some(s) => (Some(s.index), false),

@@ -89,11 +89,13 @@ impl Selector {
                 let (tag, in_flight) = (tag.clone(), tag.clone());
                 Targets {
                     url: None,
-                    stored: Box::new(move |_, stored| tags(&stored.headers).any(|t| t == tag)),
+                    stored: Box::new(move |_, stored| {
+                        surrogate_keys(&stored.headers).any(|t| t == tag)
+                    }),
                     // A fill whose headers have not arrived may yet name the
                     // tag: it is detached too, at the cost of one more fetch.
                     in_flight: Box::new(move |_, headers| {
-                        headers.is_none_or(|h| tags(h).any(|t| t == in_flight))
+                        headers.is_none_or(|h| surrogate_keys(h).any(|t| t == in_flight))
                     }),
                 }
             }
@@ -172,7 +174,7 @@ pub fn read_token(file: &std::path::Path) -> std::io::Result<String> {
 const USAGE: &str =
     "give host and path, host and prefix, or tag (and soft=true for a soft purge)\n";
 
-fn parse_query(query: &str) -> Result<(Selector, bool), &'static str> {
+pub fn parse_query(query: &str) -> Result<(Selector, bool), &'static str> {
     let (mut host, mut path, mut prefix, mut tag, mut soft) = (None, None, None, None, false);
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
@@ -197,8 +199,9 @@ fn parse_query(query: &str) -> Result<(Selector, bool), &'static str> {
     Ok((selector, soft))
 }
 
-/// The surrogate keys a response names.
-fn tags(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+/// The surrogate keys a response names: `Surrogate-Key` (space-separated)
+/// then `Cache-Tag` (comma-separated).
+pub fn surrogate_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
     let surrogate = headers
         .get_all("surrogate-key")
         .into_iter()

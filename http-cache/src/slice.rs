@@ -24,8 +24,10 @@ pub fn pieces_prefix(object_key: &str) -> String {
 }
 
 /// Bytes `[from, to)` of slice `index`, not yet cut at the object's end.
+/// Saturating: a client may ask for a first byte near 2^64.
 pub fn slice_bounds(index: u64, size: u64) -> (u64, u64) {
-    (index * size, (index + 1) * size)
+    let from = index.saturating_mul(size);
+    (from, from.saturating_add(size))
 }
 
 /// The `Range` a fill of slice `index` sends.
@@ -215,6 +217,13 @@ mod tests {
         assert_eq!(at("bytes=-500"), 0, "a suffix needs the length first");
         assert_eq!(at("bytes=3000-3100,5-9"), 0);
         assert_eq!(range_header(2, size), "bytes=2000-2999");
+        // Found by http-cache/tests/properties.rs: this overflowed.
+        let last = at(&format!("bytes={}-", u64::MAX));
+        assert_eq!(slice_bounds(last, size).1, u64::MAX);
+        assert_eq!(
+            range_header(last, size),
+            format!("bytes={}-{}", last * size, u64::MAX - 1)
+        );
     }
 
     #[test]
