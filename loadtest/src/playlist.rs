@@ -56,8 +56,9 @@ impl<'a> MediaPlaylist<'a> {
                     .split(',')
                     .next()
                     .and_then(|d| d.trim().parse::<f64>().ok())
-                    .filter(|d| d.is_finite() && *d > 0.0)
-                    .map(Duration::from_secs_f64);
+                    .filter(|d| *d > 0.0)
+                    // A duration past what `Duration` holds (`1e30`) is not one.
+                    .and_then(|d| Duration::try_from_secs_f64(d).ok());
             } else if !line.is_empty() && !line.starts_with('#') {
                 segments.push((line, extinf.take().unwrap_or(target_duration)));
             }
@@ -74,17 +75,33 @@ impl<'a> MediaPlaylist<'a> {
         self.segments
             .iter()
             .enumerate()
-            .map(|(i, (u, d))| (self.media_sequence + i as u64, *u, *d))
+            .map(|(i, (u, d))| (self.media_sequence.saturating_add(i as u64), *u, *d))
     }
 
     pub fn last_seq(&self) -> Option<u64> {
-        (!self.segments.is_empty()).then(|| self.media_sequence + self.segments.len() as u64 - 1)
+        (!self.segments.is_empty()).then(|| {
+            self.media_sequence
+                .saturating_add(self.segments.len() as u64 - 1)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_numbers_neither_panic_nor_wrap() {
+        // Found by loadtest/tests/properties.rs.
+        let text = format!(
+            "#EXT-X-MEDIA-SEQUENCE:{}\n#EXTINF:1e30,\na.ts\n#EXTINF:2,\nb.ts\n",
+            u64::MAX
+        );
+        let p = MediaPlaylist::parse(&text);
+        assert_eq!(p.segments[0].1, p.target_duration, "1e30 s is no duration");
+        assert_eq!(p.last_seq(), Some(u64::MAX));
+        assert!(p.numbered().all(|(seq, _, _)| seq == u64::MAX));
+    }
 
     #[test]
     fn media_playlists_number_segments_from_the_media_sequence() {
