@@ -162,44 +162,20 @@ async fn setup() -> Setup {
 /// [`setup`] in front of any origin; the cluster's warnings go to
 /// `log.txt` in the setup's directory.
 async fn setup_in_front_of(origin: Origin, origin_addr: SocketAddr) -> Setup {
-    let dir = temp_dir();
-    let p = free_ports(4);
-    std::fs::write(
-        dir.path().join("up.yaml"),
-        format!(
-            "kind: up
-cluster:
-  sites:
-    - name: s
+    let up = start_one_of_each(&format!(
+        "    - name: s
       hosts: [localhost]
       origin: {{ addresses: ['{origin_addr}'] }}
       cache: {{ stale_on_error: 60s }}
-cache_nodes:
-  - {{ id: c1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}
-proxies:
-  - {{ id: p1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}
-",
-            p[0], p[1], p[2], p[3]
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
-    let child = std::process::Command::new(BIN)
-        .args(["up", dir.path().join("up.yaml").to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start fanout");
-    let mut cluster = Running { child };
-    let admin: SocketAddr = ([127, 0, 0, 1], p[1]).into();
-    wait_ready(&[admin, ([127, 0, 0, 1], p[3]).into()], &mut cluster).await;
+"
+    ))
+    .await;
     Setup {
         origin,
-        proxy: ([127, 0, 0, 1], p[2]).into(),
-        admin,
-        dir,
-        _cluster: cluster,
+        proxy: up.proxy,
+        admin: up.node_admin,
+        dir: up.dir,
+        _cluster: up.process,
     }
 }
 

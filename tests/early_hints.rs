@@ -185,34 +185,11 @@ async fn early_hints_cross_the_socket_from_node_to_proxy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn early_hints_pass_through_a_node_in_the_proxys_process() {
     let origin = Origin::start().await;
-    let dir = temp_dir();
-    let p = free_ports(4);
-    std::fs::write(
-        dir.path().join("up.yaml"),
-        format!(
-            "kind: up
-cluster:
-  sites:
-{}cache_nodes:
-  - {{ id: c1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}
-proxies:
-  - {{ id: p1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}
-",
-            site(origin.addr)
-                .replace("  - ", "    - ")
-                .replace("\n    ", "\n      "),
-            p[0],
-            p[1],
-            p[2],
-            p[3]
-        ),
-    )
-    .unwrap();
-    let mut cluster = spawn(&["up", dir.path().join("up.yaml").to_str().unwrap()]);
-    wait_ready(
-        &[([127, 0, 0, 1], p[1]).into(), ([127, 0, 0, 1], p[3]).into()],
-        &mut cluster,
+    let up = start_one_of_each(
+        &site(origin.addr)
+            .replace("  - ", "    - ")
+            .replace("\n    ", "\n      "),
     )
     .await;
-    hints_pass_through(([127, 0, 0, 1], p[2]).into(), &origin).await;
+    hints_pass_through(up.proxy, &origin).await;
 }

@@ -161,46 +161,19 @@ struct Setup {
 /// One proxy and one cache node; the site reads objects in 64 KiB slices.
 async fn setup() -> Setup {
     let (origin, origin_addr) = Origin::start().await;
-    let dir = temp_dir();
-    let p = free_ports(4);
-    std::fs::write(
-        dir.path().join("up.yaml"),
-        format!(
-            "kind: up
-cluster:
-  sites:
-    - name: s
+    let up = start_one_of_each(&format!(
+        "    - name: s
       hosts: [localhost]
       origin: {{ addresses: ['{origin_addr}'] }}
       cache: {{ slice: 64KiB }}
-cache_nodes:
-  - {{ id: c1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}
-proxies:
-  - {{ id: p1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}
-",
-            p[0], p[1], p[2], p[3]
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
-    let child = std::process::Command::new(BIN)
-        .args(["up", dir.path().join("up.yaml").to_str().unwrap()])
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start fanout");
-    let mut cluster = Running { child };
-    wait_ready(
-        &[([127, 0, 0, 1], p[1]).into(), ([127, 0, 0, 1], p[3]).into()],
-        &mut cluster,
-    )
+"
+    ))
     .await;
     Setup {
         origin,
-        proxy: ([127, 0, 0, 1], p[2]).into(),
-        _dir: dir,
-        _cluster: cluster,
+        proxy: up.proxy,
+        _dir: up.dir,
+        _cluster: up.process,
     }
 }
 

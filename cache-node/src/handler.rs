@@ -747,15 +747,20 @@ fn fill_job(
         site,
         key: key.lookup,
         primary: key.primary,
-        path_and_query: parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string(),
+        path_and_query: origin_form(parts),
         headers: fill_request_headers(&parts.headers),
         stale,
         fill,
         fill_from,
         slice,
     }
+}
+
+/// The request's target as a fill sends it on: path and query.
+pub(crate) fn origin_form(parts: &request::Parts) -> String {
+    parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string()
 }

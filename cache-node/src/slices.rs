@@ -142,11 +142,7 @@ impl CacheNode {
             site,
             object_key: sliced.object_key,
             primary: sliced.primary,
-            path_and_query: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
+            path_and_query: crate::handler::origin_form(parts),
             headers: fill_request_headers(&parts.headers),
             fill_from: sliced.fill_from,
             size: sliced.job.size,

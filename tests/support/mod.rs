@@ -825,3 +825,46 @@ pub async fn send(
         .await
         .map_err(|_| format!("{method} {path} timed out"))?
 }
+
+/// One `fanout up` process with one cache node (`c1`) and one proxy
+/// (`p1`), serving `sites` (YAML list items, indented as under
+/// `cluster.sites`); its warnings go to `log.txt` in `dir`.
+pub struct OneOfEach {
+    pub dir: tempfile::TempDir,
+    pub proxy: SocketAddr,
+    /// The cache node's admin listener (`/metrics`).
+    pub node_admin: SocketAddr,
+    pub process: Running,
+}
+
+pub async fn start_one_of_each(sites: &str) -> OneOfEach {
+    let dir = temp_dir();
+    let p = free_ports(4);
+    std::fs::write(
+        dir.path().join("up.yaml"),
+        format!(
+            "kind: up\ncluster:\n  sites:\n{sites}cache_nodes:\n  \
+             - {{ id: c1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}\nproxies:\n  \
+             - {{ id: p1, listen: '127.0.0.1:{}', admin_listen: '127.0.0.1:{}' }}\n",
+            p[0], p[1], p[2], p[3]
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
+    let child = Command::new(BIN)
+        .args(["up", dir.path().join("up.yaml").to_str().unwrap()])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start fanout");
+    let mut process = Running { child };
+    let node_admin: SocketAddr = ([127, 0, 0, 1], p[1]).into();
+    wait_ready(&[node_admin, ([127, 0, 0, 1], p[3]).into()], &mut process).await;
+    OneOfEach {
+        dir,
+        proxy: ([127, 0, 0, 1], p[2]).into(),
+        node_admin,
+        process,
+    }
+}
