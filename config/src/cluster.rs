@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::units::{Size, Span};
 use crate::validate::Validator;
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Sites in match order (exact host before wildcard, longest path prefix
@@ -25,7 +25,7 @@ pub struct ClusterConfig {
     pub health: HealthCheck,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Site {
     /// Short name used in cache keys, metrics and logs.
@@ -57,7 +57,7 @@ fn root_prefix() -> Vec<String> {
     vec!["/".to_string()]
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OriginPool {
     #[serde(default)]
@@ -94,7 +94,9 @@ fn default_response_timeout() -> Span {
     Span::from_secs(10)
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheme {
     #[default]
@@ -111,7 +113,7 @@ impl fmt::Display for Scheme {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CachePolicy {
     /// Freshness lifetime for a 200 whose origin gives none; also the cap on
@@ -172,7 +174,9 @@ fn default_accept_encoding() -> Vec<String> {
 }
 
 /// Whether a response with `Set-Cookie` may be stored.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SetCookiePolicy {
     /// Not stored: it goes to the client that asked alone, and the key is
@@ -214,7 +218,7 @@ impl Default for CachePolicy {
 }
 
 /// How the query string takes part in the cache key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryPolicy {
     #[serde(default)]
@@ -224,7 +228,9 @@ pub struct QueryPolicy {
     pub drop: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum QueryMode {
     /// The query as sent, in its order.
@@ -236,7 +242,7 @@ pub enum QueryMode {
     Ignore,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hashing {
     /// Points on the ring per unit of node weight.
@@ -265,7 +271,7 @@ impl Default for Hashing {
 }
 
 /// Active health probes of cache nodes by each proxy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(default = "default_interval")]
@@ -637,3 +643,10 @@ impl Site {
         }
     }
 }
+
+crate::units::string_schema!(
+    HostPattern,
+    "A host name like live.example.com, or *.example.com for its subdomains."
+);
+
+crate::units::string_schema!(HostPort, "host:port, where host is a name or an IP address (IPv6 in brackets), like origin.internal:8080.");

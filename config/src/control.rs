@@ -13,7 +13,7 @@ use crate::cluster::HostPort;
 use crate::process::Listeners;
 use crate::validate::Validator;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlConfig {
     /// Raft node id: unique in the group and never reused for another node.
@@ -41,7 +41,7 @@ pub struct ControlConfig {
     pub read_token_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlPeer {
     pub id: u64,

@@ -13,7 +13,7 @@ use crate::validate::Validator;
 
 /// HTTPS at the edge: a second listener that serves the same sites over
 /// TLS 1.2 / 1.3, HTTP/2 or HTTP/1.1 by ALPN.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeTls {
     pub listen: SocketAddr,
@@ -23,7 +23,7 @@ pub struct EdgeTls {
     pub certificates: Vec<EdgeCertificate>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeCertificate {
     /// PEM certificate chain, leaf first (relative to the file naming it).
@@ -38,7 +38,7 @@ pub struct EdgeCertificate {
 }
 
 /// What a client may send and how long it may take.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientLimits {
     #[serde(default = "default_max_connections")]
@@ -94,7 +94,7 @@ impl Default for ClientLimits {
 }
 
 /// Retries of GET and HEAD on the next cache node.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Retries allowed per request sent (0.2: one retry per five requests).
@@ -122,7 +122,7 @@ impl Default for RetryPolicy {
 }
 
 /// What the proxy does when no cache node is usable.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailOpen {
     /// `true`: send requests to the site's origin directly; `false`: 503.
@@ -155,7 +155,7 @@ impl Default for FailOpen {
 /// proxy itself so that their requests skip the hop to a cache node. A
 /// copy is kept only for as long as the cache node that owns it says it is
 /// fresh, and only when the node would serve it to anyone.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HotTier {
     /// Bytes of responses kept (bodies, headers and per-entry overhead);
@@ -213,7 +213,7 @@ impl HotTier {
 
 /// Where a proxy or cache node gets its cluster config and membership
 /// when a control plane runs them, instead of from files.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSource {
     /// Control-plane nodes, tried in turn.
@@ -248,7 +248,7 @@ impl ControlSource {
 }
 
 /// Everything a proxy process is configured with besides its cluster.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EdgeSettings {
     #[serde(default)]

@@ -21,6 +21,7 @@ mod origin;
 mod positions;
 mod process;
 mod scenario;
+pub mod schema;
 mod site_table;
 mod telemetry;
 mod units;

@@ -30,7 +30,7 @@ pub enum FileKind {
 }
 
 impl FileKind {
-    const ALL: [FileKind; 7] = [
+    pub const ALL: [FileKind; 7] = [
         FileKind::Cluster,
         FileKind::Proxy,
         FileKind::Cache,

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::units::{Size, Span};
 use crate::validate::Validator;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OriginConfig {
     pub listen: SocketAddr,
@@ -30,14 +30,14 @@ pub struct OriginConfig {
 }
 
 /// A certificate chain and its private key, both PEM.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub cert_file: std::path::PathBuf,
     pub key_file: std::path::PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LiveStream {
     pub name: String,
@@ -56,7 +56,7 @@ fn default_window() -> u32 {
     6
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rendition {
     /// Path segment and playlist name, such as `720p`.
@@ -79,7 +79,7 @@ impl Rendition {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VodLibrary {
     /// Titles are named `0` to `titles - 1`.
@@ -94,7 +94,7 @@ fn default_vod_segment() -> Span {
     Span::from_secs(4)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectGroup {
     /// Objects are `{prefix}{0..count}`; the prefix starts and ends with `/`.
@@ -116,7 +116,7 @@ fn default_object_cache_control() -> String {
     "public, max-age=300".to_string()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
     /// Glob over the request path: `/live/*/*/*.ts`, `/static/**`.
@@ -376,3 +376,8 @@ impl OriginConfig {
         }
     }
 }
+
+crate::units::string_schema!(
+    PathGlob,
+    "A path glob starting with /: * within a segment, ** across segments, like /live/*/*/*.ts."
+);

@@ -16,7 +16,7 @@ use crate::units::Size;
 use crate::validate::Validator;
 
 /// `kind: proxy` as written.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyFile {
     pub id: String,
@@ -70,7 +70,7 @@ impl ProxyFile {
 }
 
 /// A cache node as a proxy sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheNodeRef {
     pub id: String,
@@ -84,7 +84,7 @@ pub(crate) fn default_weight() -> u32 {
 }
 
 /// `kind: cache` as written.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheNodeFile {
     pub id: String,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::units::Span;
 use crate::validate::Validator;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScenarioConfig {
     pub name: String,
@@ -34,7 +34,7 @@ fn default_seed() -> u64 {
 }
 
 /// Where requests go. Overridable on the command line.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Viewers are spread over these addresses (viewer i uses i mod n), as
@@ -48,7 +48,7 @@ pub struct Target {
     pub origin: Option<SocketAddr>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Requests in flight at once across all viewers; more wait, and the
@@ -86,7 +86,7 @@ fn default_connect_timeout() -> Span {
 /// fewer than `population` are watching. When more than `population` are
 /// watching at the start (a drain), viewers leave evenly over the phase
 /// until `population` remain.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Phase {
     pub name: String,
@@ -97,7 +97,7 @@ pub struct Phase {
     pub population: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "viewer", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ViewerModel {
     /// A live HLS player: master playlist, a rendition, the media playlist
@@ -191,7 +191,7 @@ impl ViewerModel {
 
 /// Something done to the system under test at a point in the run: exactly
 /// one of `http`, `signal` or `command`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultStep {
     /// Time from the start of the run.
@@ -209,7 +209,7 @@ pub struct FaultStep {
     pub command: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFault {
     pub url: String,
@@ -220,7 +220,7 @@ pub struct HttpFault {
     pub headers: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalFault {
     pub pid: u32,

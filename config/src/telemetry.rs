@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::units::Span;
 use crate::validate::Validator;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Telemetry {
     /// OTLP/HTTP collector base URL (`/v1/traces` is appended), e.g.

@@ -34,6 +34,43 @@ impl fmt::Display for Span {
 
 const DURATION_ALLOWED: &str = "a duration with a unit, like 250ms, 2s, 1m30s";
 
+/// A JSON Schema of a string described by `$desc`, for a type read from
+/// a string (`#[serde(try_from = "String")]`), which schemars would
+/// otherwise describe by its fields.
+macro_rules! string_schema {
+    ($t:ty, $desc:literal) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($t).into()
+            }
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "description": $desc })
+            }
+        }
+    };
+}
+pub(crate) use string_schema;
+
+impl schemars::JsonSchema for Span {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration with a unit, like 250ms, 2s, 1m30s.",
+            "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*(nsec|ns|usec|us|msec|ms|seconds|second|sec|s|minutes|minute|min|m|hours|hour|hr|h|days|day|d|weeks|week|w|months|month|M|years|year|y)\\s*)+$"
+        })
+    }
+}
+
+/// As written in a file (so a schema can show defaults).
+impl serde::Serialize for Span {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -100,6 +137,33 @@ impl FromStr for Size {
         bytesize::ByteSize::from_str(s.trim())
             .map(|b| Size(b.as_u64()))
             .map_err(|_| format!("invalid size {s:?}; expected {SIZE_ALLOWED}"))
+    }
+}
+
+impl schemars::JsonSchema for Size {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A byte count, or a size with a unit: KiB, MiB, GiB (1024) or KB, MB, GB (1000), like 512KiB or 64MiB.",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*([KMGTPE]i?B|[kmgtpe]i?b|B|b)?\\s*$" }
+            ]
+        })
+    }
+}
+
+/// As written in a file: `64MiB` for whole units, else the byte count.
+impl serde::Serialize for Size {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if self.0 >= factor && self.0 % factor == 0 {
+                return s.collect_str(&format_args!("{}{unit}", self.0 / factor));
+            }
+        }
+        s.serialize_u64(self.0)
     }
 }
 

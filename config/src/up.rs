@@ -16,7 +16,7 @@ use crate::process::{
 use crate::units::Size;
 use crate::validate::Validator;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpConfig {
     /// The synthetic origin; leave it out to put the cluster in front of a
@@ -45,7 +45,7 @@ pub struct UpConfig {
     pub cluster_yaml: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpControlPlane {
     /// Where each control node listens (1, 3 or 5 of them).
@@ -56,7 +56,7 @@ pub struct UpControlPlane {
     pub data_dir: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpCacheNode {
     pub id: String,
@@ -75,7 +75,7 @@ pub struct UpCacheNode {
     pub send_buffer: Option<Size>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpProxy {
     pub id: String,
@@ -116,7 +116,7 @@ impl UpProxy {
 }
 
 /// What `fanout up --demo` runs against the proxies once the cluster is up.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Demo {
     /// A `kind: scenario` file, relative to this file; default: the built-in
