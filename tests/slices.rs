@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Channel, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -40,8 +41,11 @@ struct State {
     ranged: usize,
 }
 
+/// The state, and the gate that holds `/gated`'s first slice.
 #[derive(Clone, Default)]
-struct Origin(Arc<Mutex<State>>);
+struct Origin(Arc<Mutex<State>>, Arc<tokio::sync::Notify>);
+
+type OriginBody = BoxBody<Bytes, Infallible>;
 
 impl Origin {
     async fn start() -> (Origin, SocketAddr) {
@@ -69,7 +73,9 @@ impl Origin {
 
     /// `/big` and `/small` honour a single `bytes=first-last` or
     /// `bytes=first-` range; `/whole` ignores ranges, as some origins do.
-    fn answer(&self, req: &hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<Bytes>> {
+    /// `/gated` is `/big` whose first slice stops after 1000 bytes until
+    /// the gate opens.
+    fn answer(&self, req: &hyper::Request<hyper::body::Incoming>) -> hyper::Response<OriginBody> {
         let path = req.uri().path().to_string();
         let range = req
             .headers()
@@ -81,7 +87,7 @@ impl Origin {
         s.log.push((path.clone(), range.clone()));
         let version = s.version;
         let (len, ranges) = match path.as_str() {
-            "/big" => (BIG, true),
+            "/big" | "/gated" => (BIG, true),
             "/small" => (1000, true),
             "/whole" => (200_000, false),
             _ => return response(404, &[], Vec::new()),
@@ -118,7 +124,22 @@ impl Origin {
                     "content-range".to_string(),
                     format!("bytes {first}-{last}/{len}"),
                 ));
-                response(206, &headers, body[first..=last].to_vec())
+                let part = body[first..=last].to_vec();
+                if path == "/gated" && first == 0 {
+                    let (mut tx, held) = Channel::<Bytes, Infallible>::new(1);
+                    let gate = self.1.clone();
+                    tokio::spawn(async move {
+                        let _ = tx.send_data(Bytes::copy_from_slice(&part[..1000])).await;
+                        gate.notified().await;
+                        let _ = tx.send_data(Bytes::copy_from_slice(&part[1000..])).await;
+                    });
+                    let mut resp = response(206, &headers, Vec::new());
+                    resp.headers_mut()
+                        .insert("content-length", (last - first + 1).into());
+                    *resp.body_mut() = held.boxed();
+                    return resp;
+                }
+                response(206, &headers, part)
             }
             None => response(200, &headers, body),
         }
@@ -139,8 +160,8 @@ fn response(
     status: u16,
     headers: &[(String, String)],
     body: Vec<u8>,
-) -> hyper::Response<Full<Bytes>> {
-    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+) -> hyper::Response<OriginBody> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)).boxed());
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
     for (n, v) in headers {
         resp.headers_mut().append(
@@ -362,4 +383,30 @@ async fn small_objects_and_origins_that_ignore_ranges_are_stored_whole() {
         1,
         "stored whole from its one answer"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_slice_is_fetched_while_one_streams() {
+    let s = setup().await;
+    let proxy = s.proxy;
+    let whole = tokio::spawn(async move { get(proxy, "localhost", "/gated", &[]).await });
+    // The origin holds the first slice's body mid-way: the node must
+    // already be asking for the second, not wait for the first to end.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !s.origin.ranges("/gated").contains(&slice_range(1)) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slice 1 not asked for while slice 0 streamed: {:?}",
+            s.origin.ranges("/gated")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.origin.1.notify_one();
+    let r = whole.await.unwrap().unwrap();
+    assert!(r.body == content(BIG, 1));
+    let mut asked = s.origin.ranges("/gated");
+    asked.sort();
+    let mut every: Vec<String> = (0..17).map(slice_range).collect();
+    every.sort();
+    assert_eq!(asked, every, "read ahead, every slice still once");
 }

@@ -200,10 +200,16 @@ struct SliceReader {
 
 type Sent = Result<Frame<Bytes>, BoxError>;
 
+/// A slice as [`SliceReader::find`] found it.
+enum Found {
+    Stored(Arc<StoredResponse>),
+    Filling(Arc<Fill>),
+}
+
 impl SliceReader {
     /// Bytes `[from, to)` of the object. A task reads the slices one after
-    /// another, a frame or two ahead of the client; it stops when the
-    /// client goes away.
+    /// another, a frame or two ahead of the client and with the next
+    /// slice's fill started; it stops when the client goes away.
     fn body(self: Arc<Self>, from: u64, to: u64) -> ResponseBody {
         let (tx, rx) = tokio::sync::mpsc::channel::<Sent>(2);
         tokio::spawn(async move { self.send(from, to.min(self.object.length), tx).await });
@@ -218,17 +224,25 @@ impl SliceReader {
         if from >= to {
             return;
         }
-        for index in from / self.size..=(to - 1) / self.size {
+        let last = (to - 1) / self.size;
+        let mut next = None;
+        for index in from / self.size..=last {
             let (lo, hi) = slice::slice_bounds(index, self.size);
             let hi = hi.min(self.object.length);
             let (a, b) = (from.max(lo) - lo, to.min(hi) - lo);
-            let mut body = match self.piece(index, a, b).await {
+            let found = next.take().unwrap_or_else(|| self.find(index));
+            let mut body = match self.piece(index, found, a, b).await {
                 Ok(body) => body,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
             };
+            // Read one slice ahead: its fill runs while this one streams,
+            // so a full read does not wait an origin round trip per slice.
+            if index < last {
+                next = Some(self.find(index + 1));
+            }
             while let Some(frame) = body.frame().await {
                 let broken = frame.is_err();
                 if tx.send(frame).await.is_err() || broken {
@@ -238,24 +252,21 @@ impl SliceReader {
         }
     }
 
-    /// Bytes `[a, b)` of slice `index`: from the slice in hand, the store,
-    /// or a fill (a revalidation when a stale copy of this object's slice
-    /// is stored).
-    async fn piece(&self, index: u64, a: u64, b: u64) -> Result<ResponseBody, BoxError> {
-        let cut = |body: &Bytes| full(body.slice(a as usize..b as usize));
+    /// Where slice `index` comes from: the slice in hand, the store, or a
+    /// fill, started here unless one is in flight (a revalidation when a
+    /// stale copy of this object's slice is stored).
+    fn find(&self, index: u64) -> Found {
         if index == self.first.0 {
-            return Ok(match &self.first.1 {
-                FirstPiece::Stored(p) => cut(&p.body),
-                FirstPiece::Fill(fill, _) => fill.body_range(a, b),
-            });
+            return match &self.first.1 {
+                FirstPiece::Stored(p) => Found::Stored(p.clone()),
+                FirstPiece::Fill(fill, _) => Found::Filling(fill.clone()),
+            };
         }
         let key = slice::piece_key(&self.object_key, index);
-        let holds =
-            |status, headers: &HeaderMap| self.object.holds(index, self.size, status, headers);
         let stale = match self.node.tier.store.get(&key) {
-            Some(p) if holds(p.status, &p.headers) => {
+            Some(p) if self.object.holds(index, self.size, p.status, &p.headers) => {
                 if p.is_fresh(Instant::now()) {
-                    return Ok(cut(&p.body));
+                    return Found::Stored(p);
                 }
                 Some(p)
             }
@@ -266,7 +277,7 @@ impl SliceReader {
         if role == Role::Leader {
             let job = FillJob {
                 site: self.site.clone(),
-                key: key.clone(),
+                key,
                 primary: self.primary.clone(),
                 path_and_query: self.path_and_query.clone(),
                 headers: self.headers.clone(),
@@ -280,6 +291,25 @@ impl SliceReader {
             };
             tokio::spawn(self.node.clone().run_fill(job));
         }
+        Found::Filling(fill)
+    }
+
+    /// Bytes `[a, b)` of slice `index`, once what `found` holds is known to
+    /// be a slice of this object.
+    async fn piece(
+        &self,
+        index: u64,
+        found: Found,
+        a: u64,
+        b: u64,
+    ) -> Result<ResponseBody, BoxError> {
+        let cut = |body: &Bytes| full(body.slice(a as usize..b as usize));
+        let holds =
+            |status, headers: &HeaderMap| self.object.holds(index, self.size, status, headers);
+        let fill = match found {
+            Found::Stored(p) => return Ok(cut(&p.body)),
+            Found::Filling(fill) => fill,
+        };
         match fill.head().await {
             Head::Shared(head) if holds(head.status, &head.headers) => Ok(fill.body_range(a, b)),
             Head::Stored(p, _) if holds(p.status, &p.headers) => Ok(cut(&p.body)),
