@@ -716,3 +716,74 @@ async fn early_hints_go_out_as_a_headers_frame_before_the_response() {
     assert_eq!(c.fields(&first.payload)[0].1, "103");
     assert_eq!(c.response(3).await, (200, b"done".to_vec()));
 }
+
+#[tokio::test]
+async fn an_hpack_bomb_gets_431_without_expanding_and_the_connection_goes_on() {
+    let (mut c, _task) = Client::start(hello(), Limits::default()).await;
+    // One 4 000-byte value put in the dynamic table, then referenced
+    // 16 000 times by its one-byte index (62, the newest entry): 16 KB
+    // on the wire that decodes to 64 MB (RFC 7541 §7.3).
+    let mut block = c.block(&[(":method", "GET"), (":scheme", "https"), (":path", "/")]);
+    block.push(0x40); // literal with incremental indexing, new name
+    block.push(5);
+    block.extend_from_slice(b"x-big");
+    // 4000 as a 7-bit prefix integer (§5.1): 127, then 3873 in 7-bit groups.
+    block.extend_from_slice(&[0x7f, 0x80 | (3873 % 128) as u8, (3873 / 128) as u8]);
+    block.extend(std::iter::repeat_n(b'v', 4000));
+    block.extend(std::iter::repeat_n(0x80 | 62, 16_000));
+    let mut frames = BytesMut::new();
+    let mut rest = &block[..];
+    let mut first = true;
+    while !rest.is_empty() {
+        let n = rest.len().min(16_384);
+        let (kind, mut flags) = if first {
+            (kind::HEADERS, flag::END_STREAM)
+        } else {
+            (kind::CONTINUATION, 0)
+        };
+        if n == rest.len() {
+            flags |= flag::END_HEADERS;
+        }
+        Head::write(kind, flags, 1, n, &mut frames);
+        frames.put_slice(&rest[..n]);
+        rest = &rest[n..];
+        first = false;
+    }
+    c.io.write_all(&frames).await.unwrap();
+    assert_eq!(c.response(1).await.0, 431);
+    // The decoder kept its table in step with the client's.
+    c.request(3, "GET", "/after", true).await;
+    let (status, body) = c.response(3).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.ends_with(b"/after"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+#[tokio::test]
+async fn ping_and_settings_floods_end_the_connection() {
+    for flood in [kind::PING, kind::SETTINGS] {
+        let (mut c, task) = Client::start(hello(), Limits::default()).await;
+        let mut frames = BytesMut::new();
+        for _ in 0..5_000 {
+            if flood == kind::PING {
+                Head::write(kind::PING, 0, 0, 8, &mut frames);
+                frames.put_u64(7);
+            } else {
+                super::frame::settings(&[(setting::MAX_CONCURRENT_STREAMS, 100)], &mut frames);
+            }
+        }
+        // The server may close before it has read all of it.
+        let _ = c.io.write_all(&frames).await;
+        let goaway = c.until(|f| f.kind == kind::GOAWAY).await;
+        assert_eq!(
+            u32_at(&goaway.payload, 4),
+            0xb,
+            "ENHANCE_YOUR_CALM for {flood}"
+        );
+        while c.next().await.is_some() {}
+        task.await.unwrap().unwrap();
+    }
+}
