@@ -410,3 +410,31 @@ async fn the_next_slice_is_fetched_while_one_streams() {
     every.sort();
     assert_eq!(asked, every, "read ahead, every slice still once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_authorization_is_not_answered_from_slices_stored_for_others() {
+    let s = setup().await;
+    let v1 = content(BIG, 1);
+    let r = s.get("/big", &[("range", "bytes=0-9")]).await.unwrap();
+    assert_eq!(&r.body[..], &v1[..10]);
+    let before = s.origin.ranges("/big").len();
+    // RFC 9111 §3.5: the stored slices are not marked public.
+    let r = s
+        .get(
+            "/big",
+            &[("range", "bytes=0-9"), ("authorization", "Bearer viewer-7")],
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.status, &r.body[..]), (206, &v1[..10]));
+    assert!(
+        !r.header("cache-status").contains("hit"),
+        "{}",
+        r.header("cache-status")
+    );
+    assert_eq!(
+        s.origin.ranges("/big")[before..],
+        ["bytes=0-9".to_string()],
+        "asked the origin itself, for its own range"
+    );
+}

@@ -315,6 +315,14 @@ impl CacheNode {
             return Box::pin(self.direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")).await;
         }
         if let (Some(size), None) = (site.cache.slice, &stale) {
+            // A request with `Authorization` may not be answered from
+            // slices stored for others, nor share their fills (RFC 9111
+            // §3.5): it goes to the origin as asked, its range included.
+            if parts.headers.contains_key(header::AUTHORIZATION) {
+                crate::metrics::decided(Outcome::Pass);
+                return Box::pin(self.direct(&site, &parts, "fwd=request; detail=authorization"))
+                    .await;
+            }
             return Box::pin(self.sliced(site, key, parts, size.bytes(), fwd, asked)).await;
         }
         let miss = Miss {
