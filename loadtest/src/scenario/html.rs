@@ -80,11 +80,7 @@ pub fn render(report: &Report) -> String {
         (
             "Origin requests per second",
             "req/s",
-            vec![(
-                "origin",
-                points(&|s| Some(s.origin_requests as f64)),
-                ORANGE_,
-            )],
+            vec![("origin", points(&|s| Some(s.origin_requests)), ORANGE_)],
         ),
         (
             "Stall ratio (live viewers)",
@@ -114,29 +110,39 @@ pub fn render(report: &Report) -> String {
         seed = report.seed,
         summary = escape(&report.render()),
     );
+    let x_max = tl.len().saturating_sub(1) as f64;
     for (title, unit, series) in charts {
         let _ = write!(
             html,
             "<figure>{}</figure>",
-            chart(title, unit, &series, &faults)
+            chart(title, unit, &series, &faults, x_max)
         );
     }
     html.push_str("</div></body></html>\n");
     html
 }
 
-fn chart(title: &str, unit: &str, series: &[Series], faults: &[(f64, String)]) -> String {
+/// One chart over `0..x_max` seconds (the whole run, so charts line up).
+fn chart(
+    title: &str,
+    unit: &str,
+    series: &[Series],
+    faults: &[(f64, String)],
+    x_max: f64,
+) -> String {
     let mut svg = String::new();
     let x_max = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.0))
-        .fold(1.0f64, f64::max);
+        .fold(x_max.max(1.0), f64::max);
+    let empty = series.iter().all(|s| s.1.is_empty());
+    // An all-zero series still gets a visible scale; an empty one gets no
+    // y labels at all rather than a column of "0.0" ticks.
     let y_max = series
         .iter()
         .flat_map(|s| s.1.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max)
-        .max(1e-9)
-        * 1.1;
+        .fold(0.0f64, f64::max);
+    let y_max = if y_max > 0.0 { y_max * 1.1 } else { 1.0 };
     let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
         let root = SVGBackend::with_string(&mut svg, (540, 260)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -146,12 +152,22 @@ fn chart(title: &str, unit: &str, series: &[Series], faults: &[(f64, String)]) -
             .x_label_area_size(28)
             .y_label_area_size(52)
             .build_cartesian_2d(0f64..x_max, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("seconds")
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc("seconds")
             .y_desc(unit)
-            .light_line_style(WHITE)
-            .draw()?;
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .light_line_style(WHITE);
+        if empty {
+            mesh.y_labels(0);
+        }
+        mesh.draw()?;
+        if empty {
+            chart.draw_series(std::iter::once(Text::new(
+                "no data in this run",
+                (x_max * 0.38, y_max * 0.5),
+                ("sans-serif", 14).into_font().color(&BLACK.mix(0.6)),
+            )))?;
+        }
         for (at, _) in faults {
             chart.draw_series(LineSeries::new(
                 vec![(*at, 0.0), (*at, y_max)],
@@ -192,4 +208,46 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick_labels(svg: &str) -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| {
+                Some(
+                    t.split_once('>')?
+                        .1
+                        .split_once("</text>")?
+                        .0
+                        .trim()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chart_without_data_has_an_empty_axis_and_says_so() {
+        let series: Vec<Series> = vec![("stalled", Vec::new(), RED_)];
+        let svg = chart("Stall ratio", "%", &series, &[], 30.0);
+        let labels = tick_labels(&svg);
+        assert!(
+            labels.iter().any(|l| l == "no data in this run"),
+            "{labels:?}"
+        );
+        assert!(!labels.iter().any(|l| l == "0.0"), "{labels:?}");
+    }
+
+    #[test]
+    fn a_chart_of_zeros_still_has_a_scale() {
+        let series: Vec<Series> = vec![("errors", vec![(0.0, 0.0), (5.0, 0.0)], RED_)];
+        let svg = chart("Errors", "errors/s", &series, &[], 5.0);
+        let labels = tick_labels(&svg);
+        assert!(labels.iter().any(|l| l == "1.0"), "{labels:?}");
+        assert!(!labels.iter().any(|l| l.contains("no data")), "{labels:?}");
+    }
 }

@@ -472,7 +472,8 @@ async fn sample(
         let delta = match origin {
             Some(o) => match crate::origin::fetch_stats(o).await {
                 Ok(s) => {
-                    let d = last_origin.map(|l| s.requests.saturating_sub(l));
+                    // The first reading is where counting starts: 0.
+                    let d = Some(last_origin.map_or(0, |l| s.requests.saturating_sub(l)));
                     last_origin = Some(s.requests);
                     d
                 }

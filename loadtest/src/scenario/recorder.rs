@@ -115,9 +115,14 @@ pub struct Bucket {
     pub bytes: u64,
     /// Total latency of the requests that finished in this second.
     pub latency: Histogram<u64>,
-    /// Sampled once a second by the run loop.
+    /// Sampled once a second by the run loop; a second the sampler skipped
+    /// (its tick came late) has none, see `sampled`.
     pub active: u64,
-    pub origin_requests: u64,
+    /// The origin's requests in this second: a sample's delta is spread
+    /// over the seconds since the previous one, so a skipped tick shows as
+    /// the rate it was, not as 0 followed by twice the rate.
+    pub origin_requests: f64,
+    pub sampled: bool,
     pub stall_s: f64,
     pub play_s: f64,
 }
@@ -132,7 +137,8 @@ impl Bucket {
             bytes: 0,
             latency: latency_histogram(2),
             active: 0,
-            origin_requests: 0,
+            origin_requests: 0.0,
+            sampled: false,
             stall_s: 0.0,
             play_s: 0.0,
         }
@@ -158,6 +164,8 @@ pub struct Inner {
     /// How late live and VOD viewers woke for their later requests, in
     /// microseconds: the generator's own delay, as for arrivals.
     pub wake_lateness: Histogram<u64>,
+    /// The second of the last origin sample that had a delta.
+    pub last_origin_second: Option<usize>,
 }
 
 pub struct Recorder {
@@ -195,6 +203,7 @@ impl Recorder {
                 failovers: 0,
                 first_errors: Vec::new(),
                 wake_lateness: latency_histogram(2),
+                last_origin_second: None,
             }),
         }
     }
@@ -291,8 +300,15 @@ impl Recorder {
         let mut g = self.lock();
         let b = bucket(&mut g.timeline, second);
         b.active = b.active.max(active);
+        b.sampled = true;
         if let Some(o) = origin_requests {
-            b.origin_requests += o;
+            // The delta counts the requests since the previous sample.
+            let from = g.last_origin_second.map_or(second, |l| (l + 1).min(second));
+            let share = o as f64 / (second - from + 1) as f64;
+            for s in from..=second {
+                bucket(&mut g.timeline, s).origin_requests += share;
+            }
+            g.last_origin_second = Some(second);
         }
     }
 }

@@ -176,8 +176,12 @@ pub struct Second {
     pub hits: u64,
     pub with_cache_status: u64,
     pub bytes: u64,
+    /// Viewers watching, as last sampled (the sampler may skip a second
+    /// when its tick comes late: the audience is carried forward, not 0).
     pub active_viewers: u64,
-    pub origin_requests: u64,
+    /// Origin requests in this second (fractional where a sample covered
+    /// more than one second).
+    pub origin_requests: f64,
     pub stall_s: f64,
     pub play_s: f64,
     pub p50_ms: f64,
@@ -256,18 +260,24 @@ impl Report {
             .iter()
             .map(|k| (k.name().to_string(), r.errors[*k as usize]))
             .collect();
+        let mut audience = 0;
         let timeline = r
             .timeline
             .iter()
             .enumerate()
             .map(|(t, b)| Second {
+                active_viewers: {
+                    if b.sampled {
+                        audience = b.active;
+                    }
+                    audience
+                },
                 t: t as u64,
                 requests: b.requests,
                 errors: b.errors,
                 hits: b.hits,
                 with_cache_status: b.with_status,
                 bytes: b.bytes,
-                active_viewers: b.active,
                 origin_requests: b.origin_requests,
                 stall_s: b.stall_s,
                 play_s: b.play_s,
@@ -780,7 +790,16 @@ mod tests {
     }
 
     fn report_of(outcomes: impl Iterator<Item = u64>, shard: Shard) -> Report {
+        report_with(outcomes, shard, |_| {})
+    }
+
+    fn report_with(
+        outcomes: impl Iterator<Item = u64>,
+        shard: Shard,
+        samples: impl FnOnce(&Recorder),
+    ) -> Report {
         let rec = Recorder::new(Instant::now());
+        samples(&rec);
         let mut lateness = latency_histogram(2);
         for i in outcomes {
             rec.record(outcome(i), Instant::now());
@@ -846,6 +865,26 @@ mod tests {
         // A shard twice is refused.
         let a = report_of(0..10, Shard { index: 0, count: 2 });
         assert!(Report::merge(vec![a.clone(), a]).is_err());
+    }
+
+    #[test]
+    fn a_second_the_sampler_skipped_keeps_the_audience_and_the_origin_rate() {
+        let r = report_with(0..10, Shard::WHOLE, |rec| {
+            let t0 = rec.started();
+            let at = |ms| t0 + Duration::from_millis(ms);
+            rec.sample(at(5), 6000, Some(0));
+            rec.sample(at(1_010), 6000, Some(100));
+            // The tick for second 2 came at 3.02 s: nothing in second 2.
+            rec.sample(at(3_020), 6000, Some(200));
+            rec.sample(at(4_000), 5990, Some(100));
+        });
+        let active: Vec<u64> = r.timeline.iter().map(|s| s.active_viewers).collect();
+        assert_eq!(active, [6000, 6000, 6000, 6000, 5990]);
+        let origin: Vec<f64> = r.timeline.iter().map(|s| s.origin_requests).collect();
+        assert_eq!(origin, [0.0, 100.0, 100.0, 100.0, 100.0]);
+        // The charts draw what the timeline says: no dip to 0 in the page.
+        let page = crate::scenario::html::render(&r);
+        assert!(page.contains("Viewers watching"));
     }
 
     #[test]
