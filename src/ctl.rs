@@ -132,19 +132,18 @@ async fn command(client: &ControlClient, args: &CtlArgs) -> anyhow::Result<ExitC
             })
         }
         CtlCommand::Apply { file } => {
-            let text = match std::fs::read_to_string(file) {
+            // Validate here first, so errors name the operator's file; send
+            // it with its environment references replaced, as validated.
+            let checked = fanout_config::read_expanded(file)
+                .and_then(|t| fanout_config::load_cluster(file).map(|_| t));
+            let text = match checked {
                 Ok(t) => t,
-                Err(e) => anyhow::bail!("{}: {e}", file.display()),
-            };
-            // Validate here first, so errors name the operator's file.
-            match fanout_config::load_cluster(file) {
-                Ok(_) => {}
                 Err(errors) => {
                     eprintln!("{errors}");
                     eprintln!("fanout ctl: invalid configuration; nothing was sent");
                     return Ok(ExitCode::from(crate::EXIT_CONFIG));
                 }
-            }
+            };
             let a = client
                 .request(
                     Method::PUT,
@@ -173,8 +172,13 @@ async fn command(client: &ControlClient, args: &CtlArgs) -> anyhow::Result<ExitC
             }
         }
         CtlCommand::Diff { file } => {
-            let new = std::fs::read_to_string(file)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let new = match fanout_config::read_expanded(file) {
+                Ok(t) => t,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return Ok(ExitCode::from(crate::EXIT_CONFIG));
+                }
+            };
             let a = client.request(Method::GET, "/v1/config", None).await?;
             let (old, version) = match a.status {
                 s if s.is_success() => (

@@ -149,3 +149,48 @@ fn a_port_in_use_is_reported_once_with_what_could_not_listen() {
         "the cause once, not repeated:\n{stderr}"
     );
 }
+
+#[test]
+fn environment_references_fill_in_each_replica_and_a_missing_one_is_refused() {
+    let dir = temp_dir();
+    let file = dir.path().join("cache.yaml");
+    std::fs::write(
+        &file,
+        "kind: cache\n# set ${NOT_NEEDED} only in comments\nid: ${FANOUT_TEST_POD}\n\
+         listen: '127.0.0.1:${FANOUT_TEST_PORT:-8081}'\ncapacity: 1MiB\ncluster: cluster.yaml\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        "kind: cluster\nsites: [{ name: s, hosts: [a], origin: { addresses: ['127.0.0.1:9'] } }]\n",
+    )
+    .unwrap();
+    let check = |env: &[(&str, &str)]| {
+        std::process::Command::new(BIN)
+            .args(["check", file.to_str().unwrap()])
+            .env_remove("FANOUT_TEST_POD")
+            .env_remove("FANOUT_TEST_PORT")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = check(&[("FANOUT_TEST_POD", "cache-7")]);
+    assert!(out.status.success(), "{out:?}");
+    // The value lands where the reference stood: a port that is not one
+    // is refused as the file's own value would be.
+    let out = check(&[
+        ("FANOUT_TEST_POD", "cache-7"),
+        ("FANOUT_TEST_PORT", "99999"),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:3:5: environment variable FANOUT_TEST_POD is not set",
+            file.display()
+        )),
+        "{stderr}"
+    );
+}

@@ -5,7 +5,7 @@
 //! (`kind: proxy`, `cache`, `origin`, `up`, `control`, `scenario`); and the rules that turn a file
 //! into these types or into errors of the form
 //! `file:line:column: field.path: what is wrong; allowed: what would be
-//! accepted`. It also owns the pure functions that interpret a site's
+//! accepted`, after `${NAME}` environment references are replaced. It also owns the pure functions that interpret a site's
 //! policy, which proxies and cache nodes must agree on: which site a request
 //! belongs to ([`SiteTable`]) and its cache key ([`CacheKey`]).
 //!
@@ -15,6 +15,7 @@ mod cache_key;
 mod cluster;
 mod control;
 mod edge;
+mod env;
 mod error;
 mod load;
 mod origin;
@@ -41,7 +42,7 @@ pub use edge::{
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{
     load_any, load_cache_node, load_cluster, load_control, load_origin, load_proxy, load_scenario,
-    load_str, load_up, AnyConfig, FileKind,
+    load_str, load_up, read_expanded, AnyConfig, FileKind,
 };
 pub use origin::{
     Fault, LiveStream, ObjectGroup, OriginConfig, PathGlob, Rendition, TlsFiles, VodLibrary,

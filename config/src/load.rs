@@ -446,12 +446,20 @@ fn load_document(doc: Document) -> Result<AnyConfig, ConfigErrors> {
 
 /// Loads any Fanout file, whatever its kind (as `fanout check` does).
 pub fn load_any(file: &Path) -> Result<AnyConfig, ConfigErrors> {
-    let text = read(file)?;
+    let text = read_expanded(file)?;
     load_document(parse(file, &text)?)
 }
 
-/// Loads YAML text as if it were the file `name` (for embedded defaults and
-/// tests).
+/// A file's text with its environment references replaced (see
+/// [`crate::env`]): what [`load_any`] parses, and what `fanout ctl apply`
+/// sends, so the control plane stores the values the operator's shell had.
+pub fn read_expanded(file: &Path) -> Result<String, ConfigErrors> {
+    crate::env::expand(file, &read(file)?, |name| std::env::var(name).ok())
+}
+
+/// Loads YAML text as if it were the file `name` (for embedded defaults,
+/// configs the control plane sends, and tests): environment references
+/// are not replaced, since the text was not written for this process.
 pub fn load_str(name: &Path, text: &str) -> Result<AnyConfig, ConfigErrors> {
     load_document(parse(name, text)?)
 }
