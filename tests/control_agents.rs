@@ -385,3 +385,67 @@ async fn a_part_started_before_the_first_config_waits_for_it() {
     let r = get(listen, "localhost", "/o/1", &[]).await.unwrap();
     assert_eq!(r.status, 200);
 }
+
+fn member_states(f: &Fleet) -> Vec<(String, String)> {
+    let out = f.g.ctl(&["--json", "members"]);
+    let members: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    members
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
+                    (s("id"), s("state"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_node_that_stops_leaves_the_membership_and_comes_back_when_restarted() {
+    let mut f = fleet().await;
+    wait_status(&f, "both cache nodes registered", |s| {
+        node_ids(s) == ["c1", "c2"]
+    })
+    .await;
+    // A graceful stop (a scale-down, a rolling restart): the node says so
+    // before it closes its listener.
+    let at = f.processes.iter().position(|(n, _)| n == "c1").unwrap();
+    let (_, mut c1) = f.processes.remove(at);
+    signal(&c1, "-TERM");
+    let deadline = Instant::now() + DEADLINE;
+    while c1.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "c1 did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let states = member_states(&f);
+    assert!(
+        states.contains(&("c1".into(), "left".into())),
+        "the stopped node is recorded as left: {states:?}"
+    );
+    wait_status(&f, "c1 off the ring", |s| node_ids(s) == ["c2"]).await;
+    let r = get(f.proxy, "localhost", "/o/20", &[]).await.unwrap();
+    assert_eq!(r.cache_node(), "fanout-c2");
+
+    // Started again, it registers and is active: unlike a drain, leaving
+    // is not an operator's decision to keep.
+    f.start("c1");
+    f.ready().await;
+    wait_status(&f, "c1 back on the ring", |s| node_ids(s) == ["c1", "c2"]).await;
+    assert!(member_states(&f).contains(&("c1".into(), "active".into())));
+
+    // A drained node that stops stays drained when it comes back.
+    assert!(f.g.ctl(&["drain", "c1"]).status.success());
+    let at = f.processes.iter().position(|(n, _)| n == "c1").unwrap();
+    let (_, c1) = f.processes.remove(at);
+    signal(&c1, "-TERM");
+    drop(c1);
+    f.start("c1");
+    f.ready().await;
+    assert!(
+        member_states(&f).contains(&("c1".into(), "draining".into())),
+        "{:?}",
+        member_states(&f)
+    );
+}

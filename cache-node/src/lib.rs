@@ -150,6 +150,10 @@ pub async fn run(
         anomalies_logged: handler::anomaly_log_marks(),
     });
     let state_for_follower = state.clone();
+    let stop = fanout_control_plane::agent::stop_after_leaving(
+        follow.as_ref().map(|(agent, _)| agent.clone()),
+        &shutdown,
+    );
     let follower = follow.map(|(agent, state)| {
         tokio::spawn({
             let (agent, traffic, shutdown) = (
@@ -189,7 +193,7 @@ pub async fn run(
     serve(
         listener,
         move |req, _| state.clone().handle(req),
-        shutdown,
+        stop,
         ServeOptions {
             send_buffer: config.send_buffer.map(|s| s.bytes() as usize),
             ..ServeOptions::default()

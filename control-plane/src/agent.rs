@@ -50,6 +50,27 @@ impl Traffic {
     }
 }
 
+/// How long a stopping part waits for the control plane to record that it
+/// left before it closes its listeners anyway.
+pub const LEAVE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The token a part's listeners stop on: cancelled once `shutdown` is and
+/// the agent, if there is one, has told the control plane the part is
+/// leaving, so proxies stop sending it new requests before it stops
+/// accepting them.
+pub fn stop_after_leaving(agent: Option<Agent>, shutdown: &CancellationToken) -> CancellationToken {
+    let stop = CancellationToken::new();
+    let (shutdown, done) = (shutdown.clone(), stop.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        if let Some(agent) = agent {
+            agent.leave(LEAVE_DEADLINE).await;
+        }
+        done.cancel();
+    });
+    stop
+}
+
 /// How often a part reports its traffic.
 pub const REPORT_EVERY: Duration = Duration::from_secs(2);
 
@@ -188,6 +209,26 @@ impl Agent {
                 _ = shutdown.cancelled() => return,
             }
             pause = (pause * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Tells the control plane this part is stopping, so proxies take it
+    /// off the ring now instead of when their health checks see it gone.
+    /// Best effort within `deadline`: a part that cannot say so is still
+    /// found out by the health checks.
+    pub async fn leave(&self, deadline: Duration) {
+        let Some(me) = &self.me else { return };
+        let mut client = self.client.clone();
+        client.deadline = deadline;
+        let path = format!("/v1/members/{}/leave", me.id);
+        match client.request(Method::POST, &path, None).await {
+            Ok(a) if a.status.is_success() => {
+                tracing::info!(member = %me.id, "left the control plane's membership")
+            }
+            Ok(a) => {
+                tracing::warn!(member = %me.id, status = a.status.as_u16(), error = %a.error_text(), "leaving refused")
+            }
+            Err(e) => tracing::warn!(member = %me.id, error = %e, "could not say it is leaving"),
         }
     }
 

@@ -201,6 +201,7 @@ impl Api {
             | (Method::POST, ["v1", "members"])
             | (Method::POST, ["v1", "members", _, "drain"])
             | (Method::POST, ["v1", "members", _, "activate"])
+            | (Method::POST, ["v1", "members", _, "leave"])
             | (Method::DELETE, ["v1", "members", _])
             | (Method::POST, ["v1", "purge"]) => self.write(req).await,
             (_, ["v1", ..]) | (_, ["raft", ..]) => error(
@@ -647,6 +648,7 @@ impl Api {
                 id: id.to_string(),
                 state: MemberState::Active,
             },
+            (Method::POST, ["v1", "members", id, "leave"]) => Command::Leave { id: id.to_string() },
             (Method::DELETE, ["v1", "members", id]) => Command::RemoveMember { id: id.to_string() },
             (Method::POST, ["v1", "purge"]) => {
                 let p: PurgeRequest = serde_json::from_slice(body).map_err(bad)?;

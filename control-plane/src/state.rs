@@ -30,6 +30,10 @@ pub enum MemberState {
     /// Taken out by an operator; kept so `members` shows it and a restart
     /// of the node does not bring it back.
     Removed,
+    /// Stopped on its own (a graceful shutdown: a scale-down, a rolling
+    /// restart): off the ring at once rather than when health checks see
+    /// it gone, and back to active when it registers again.
+    Left,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +133,11 @@ pub enum Command {
     RemoveMember {
         id: String,
     },
+    /// A member says it is stopping: active becomes left; a state an
+    /// operator gave it (draining, removed) stays.
+    Leave {
+        id: String,
+    },
     Purge {
         rule: PurgeRule,
         soft: bool,
@@ -199,9 +208,12 @@ impl State {
             },
             Command::UpsertMember { mut member } => {
                 // A node registering again (a restart) keeps the state an
-                // operator gave it: drained stays drained, removed stays out.
+                // operator gave it: drained stays drained, removed stays out;
+                // one that left on its own is back.
                 if let Some(existing) = self.members.get(&member.id) {
-                    member.state = existing.state;
+                    if existing.state != MemberState::Left {
+                        member.state = existing.state;
+                    }
                 }
                 if self.members.get(&member.id) != Some(&member) {
                     self.members.insert(member.id.clone(), member);
@@ -219,6 +231,14 @@ impl State {
             Command::RemoveMember { id } => match self.members.get_mut(&id) {
                 Some(m) if m.state != MemberState::Removed => {
                     m.state = MemberState::Removed;
+                    self.revision += 1;
+                }
+                Some(_) => {}
+                None => outcome.error = Some(format!("no member {id}")),
+            },
+            Command::Leave { id } => match self.members.get_mut(&id) {
+                Some(m) if m.state == MemberState::Active => {
+                    m.state = MemberState::Left;
                     self.revision += 1;
                 }
                 Some(_) => {}
@@ -350,6 +370,26 @@ mod tests {
             MemberState::Removed,
             "a removed node stays out"
         );
+        // Leaving only turns active into left, and registering again
+        // undoes it.
+        s.apply(Command::Leave { id: "c1".into() });
+        assert_eq!(s.members["c1"].state, MemberState::Removed);
+        let m2 = Member {
+            id: "c2".into(),
+            ..s.members["c1"].clone()
+        };
+        let mut active = m2.clone();
+        active.state = MemberState::Active;
+        s.apply(Command::UpsertMember {
+            member: active.clone(),
+        });
+        let rev = s.revision;
+        s.apply(Command::Leave { id: "c2".into() });
+        assert_eq!(s.members["c2"].state, MemberState::Left);
+        assert_eq!(s.revision, rev + 1);
+        s.apply(Command::UpsertMember { member: active });
+        assert_eq!(s.members["c2"].state, MemberState::Active);
+        assert!(s.apply(Command::Leave { id: "c9".into() }).error.is_some());
     }
 
     #[test]

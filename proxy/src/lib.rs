@@ -163,6 +163,10 @@ pub async fn run(
         None => None,
     };
     let traffic = Arc::new(fanout_control_plane::agent::Traffic::default());
+    let stop = fanout_control_plane::agent::stop_after_leaving(
+        follow.as_ref().map(|(agent, _)| agent.clone()),
+        &shutdown,
+    );
     let follower = follow.map(|(agent, state)| {
         tokio::spawn({
             let (agent, traffic, shutdown) = (agent.clone(), traffic.clone(), shutdown.clone());
@@ -255,7 +259,7 @@ pub async fn run(
             Some(tokio::spawn(serve(
                 listener,
                 move |req, conn| proxy.clone().handle(req, conn),
-                shutdown.clone(),
+                stop.clone(),
                 options,
             )))
         }
@@ -264,7 +268,7 @@ pub async fn run(
     serve(
         listener,
         move |req, conn| proxy.clone().handle(req, conn),
-        shutdown,
+        stop,
         options,
     )
     .await;
