@@ -429,3 +429,45 @@ async fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
         }
     }
 }
+
+/// Polls `path` on `admin` until it answers `status`.
+async fn wait_admin(admin: std::net::SocketAddr, path: &str, status: u16) -> Reply {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(r) = get(admin, "c", path, &[]).await {
+            if r.status == status {
+                return r;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{admin}{path} never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_says_live_and_ready_only_while_a_leader_is_known() {
+    let mut g = ControlGroup::start(3).await;
+    for admin in g.admins.clone() {
+        wait_admin(admin, "/healthz", 200).await;
+        wait_admin(admin, "/readyz", 200).await;
+        let m = wait_admin(admin, "/metrics", 200).await;
+        assert!(
+            String::from_utf8_lossy(&m.body).contains("fanout_control_raft_term"),
+            "no Raft metrics on {admin}"
+        );
+    }
+    // Alone, a node cannot elect a leader: alive, but not ready once its
+    // election timeout has passed without word from the old leader.
+    for i in 0..3 {
+        g.kill(i);
+    }
+    g.restart(0);
+    wait_admin(g.admins[0], "/healthz", 200).await;
+    wait_admin(g.admins[0], "/readyz", 503).await;
+    // With a majority back it is ready again.
+    g.restart(1);
+    wait_admin(g.admins[0], "/readyz", 200).await;
+}

@@ -20,6 +20,8 @@ pub struct ControlConfig {
     pub id: u64,
     /// API and Raft RPCs.
     pub listen: SocketAddr,
+    /// Admin endpoints: `/healthz` (the process runs), `/readyz` (200 while
+    /// this node knows a leader) and `/metrics` (also on `listen`).
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
     /// Raft log, vote and snapshots (relative to this file).

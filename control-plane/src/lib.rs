@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fanout_config::ControlConfig;
-use fanout_server::{bind, serve, ServeOptions};
+use fanout_server::{bind, serve, serve_admin, Readiness, ServeOptions};
 use openraft::BasicNode;
 use tokio_util::sync::CancellationToken;
 
@@ -134,6 +134,34 @@ pub async fn run(config: ControlConfig, shutdown: CancellationToken) -> Result<(
     let listener = bind("control API", config.listen)
         .await
         .map_err(|source| Error::Listen { id, source })?;
+    // The admin listener: /healthz while the process runs, /readyz while
+    // this node knows a leader (it can commit or forward writes), /metrics.
+    let readiness = Readiness::default();
+    let admin = match config.admin_listen {
+        Some(addr) => Some(
+            serve_admin(
+                &format!("control node {id}"),
+                addr,
+                readiness.clone(),
+                shutdown.clone(),
+                None,
+            )
+            .await
+            .map_err(|source| Error::Listen { id, source })?,
+        ),
+        None => None,
+    };
+    tokio::spawn({
+        let mut metrics = raft.metrics();
+        async move {
+            loop {
+                readiness.set(metrics.borrow().current_leader.is_some());
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
     // Every node of a new group proposes the same initial membership; the
     // first to win an election makes it the group's. A node that already
     // has a log (a restart, or one the leader reached first) skips this, and
@@ -177,6 +205,9 @@ pub async fn run(config: ControlConfig, shutdown: CancellationToken) -> Result<(
         },
     )
     .await;
+    if let Some(admin) = admin {
+        let _ = admin.await;
+    }
     let _ = raft.shutdown().await;
     tracing::info!(id, "control node stopped");
     Ok(())

@@ -656,6 +656,8 @@ pub fn hangup(process: &Running) {
 pub struct ControlGroup {
     pub dir: tempfile::TempDir,
     pub addrs: Vec<SocketAddr>,
+    /// Each node's admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admins: Vec<SocketAddr>,
     pub nodes: Vec<Option<Running>>,
 }
 
@@ -670,8 +672,15 @@ impl ControlGroup {
         std::fs::write(d.join("cluster.secret"), "raft-secret-for-tests\n").unwrap();
         std::fs::write(d.join("write.token"), WRITE_TOKEN).unwrap();
         std::fs::write(d.join("read.token"), READ_TOKEN).unwrap();
-        let ports = free_ports(n);
-        let addrs: Vec<SocketAddr> = ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect();
+        let ports = free_ports(2 * n);
+        let addrs: Vec<SocketAddr> = ports[..n]
+            .iter()
+            .map(|p| ([127, 0, 0, 1], *p).into())
+            .collect();
+        let admins: Vec<SocketAddr> = ports[n..]
+            .iter()
+            .map(|p| ([127, 0, 0, 1], *p).into())
+            .collect();
         let peers: String = addrs
             .iter()
             .enumerate()
@@ -681,10 +690,11 @@ impl ControlGroup {
             std::fs::write(
                 d.join(format!("control-{}.yaml", i + 1)),
                 format!(
-                    "kind: control\nid: {}\nlisten: '{a}'\ndata_dir: data-{}\n\
+                    "kind: control\nid: {}\nlisten: '{a}'\nadmin_listen: '{}'\ndata_dir: data-{}\n\
                      cluster_secret_file: cluster.secret\nwrite_token_file: write.token\n\
                      read_token_file: read.token\npeers:\n{peers}",
                     i + 1,
+                    admins[i],
                     i + 1
                 ),
             )
@@ -693,6 +703,7 @@ impl ControlGroup {
         let mut group = ControlGroup {
             dir,
             addrs,
+            admins,
             nodes: Vec::new(),
         };
         for i in 0..n {
