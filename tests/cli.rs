@@ -194,3 +194,27 @@ fn environment_references_fill_in_each_replica_and_a_missing_one_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_swarm_stack_files_check_with_the_environment_each_task_gets() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/swarm/config");
+    let files: Vec<String> = ["cache", "proxy", "control", "cluster", "origin"]
+        .iter()
+        .map(|k| dir.join(format!("{k}.yaml")).to_string_lossy().into_owned())
+        .collect();
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .args(&files)
+        // What fanout-stack.yml sets from Swarm's templates.
+        .env("FANOUT_SLOT", "4")
+        .env("FANOUT_TASK", "fanout_cache.4.x2mc1uhnt3f4bbb9y1ds7kw2u")
+        .env("FANOUT_CONTROL_ID", "2")
+        .env("FANOUT_PROXY_ID", "proxy-2")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
