@@ -112,7 +112,7 @@ for round in $(seq "$ROUNDS"); do
   done
 done
 echo
-python3 - "$results" <<'PY'
+HEADLINE_FILE=$work/headline python3 - "$results" <<'PY'
 import re, statistics, sys
 def ms(v):
     n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
@@ -156,4 +156,15 @@ for what, ratio, target in checks:
     print(f"{what:<36} {ratio:>9.2f} {'>= ' + format(target, '.1f'):>7}  {'met' if ratio >= target else 'NOT met'}")
 for e in errors:
     print("errors:", e)
+# The README's headline rows: the viewer's path (proxy with its hot tier).
+import os
+with open(os.environ["HEADLINE_FILE"], "a") as out:
+    for size in ("1KiB", "1MiB"):
+        if (size, "fanout-cluster") not in rows or errors:
+            continue
+        rps = {n: med(size, n, 0) for n in dict.fromkeys(k[1] for k in rows)}
+        peer = max(PEERS, key=lambda p: rps[p])
+        out.write(f"Cache hits through the proxy, {size} objects, HTTP/1.1\t"
+                  f"{rps['fanout-cluster']:,.0f} req/s: {rps['fanout-cluster'] / rps[peer]:.2f}x {peer}, the best peer\n")
 PY
+HEADLINE_COMMAND="ROUNDS=$ROUNDS DURATION=$DURATION SIZES=\"$SIZES\" loadtest/bench/cache_hits.sh" record_headline

@@ -44,6 +44,18 @@ cleanup() {
 trap cleanup EXIT
 ulimit -n 65536 2>/dev/null || true
 
+# The README's headline table: a script appends "measure<TAB>figure" lines
+# to $work/headline (the command that reproduces them is HEADLINE_COMMAND,
+# or the script as it was run), and record_headline writes them into the
+# table, dated, when the script ends well.
+HEADLINE_COMMAND=${HEADLINE_COMMAND:-}
+record_headline() {
+  [ -s "$work/headline" ] || return 0
+  local command=${HEADLINE_COMMAND:-loadtest/bench/$(basename "$0")}
+  awk -v c="$command" '{ print $0 "\t" c }' "$work/headline" >"$work/headline.rows"
+  python3 loadtest/bench/headline.py README.md "$work/headline.rows"
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until something answers HTTP at $1 (any status).
