@@ -22,7 +22,7 @@ use opentelemetry::KeyValue;
 use crate::fill::{FillJob, SliceJob};
 use crate::metrics::{Metrics, Outcome};
 use crate::slices::{FirstPiece, Sliced};
-use fanout_http_cache::collapse::{Failure, Head, Role, Via};
+use fanout_http_cache::collapse::{Failure, Fill, Head, Role, SharedHead, Via};
 use fanout_http_cache::request_directives::RequestDirectives;
 use fanout_http_cache::respond::{
     fill_request_headers, from_store, respond, Representation, Source,
@@ -94,6 +94,66 @@ pub(crate) struct Miss {
     /// Why the request goes forward, for `Cache-Status`.
     pub fwd: &'static str,
     pub slice: Option<Sliced>,
+}
+
+/// What the lookup phase makes of a request.
+// Returned once and taken apart at once, never stored: its size costs a
+// move at most, where boxing the larger variant would cost every miss an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+enum Looked {
+    /// The store answered it (or `only-if-cached` refused it).
+    Answered(Response<ResponseBody>),
+    /// It goes forward, for the reason and with the stale copy in `Miss`.
+    Forward(request::Parts, Miss),
+}
+
+/// A miss's place in the fill for its key.
+struct Joined {
+    fill: Arc<Fill>,
+    role: Role,
+}
+
+impl Joined {
+    fn outcome(&self) -> Outcome {
+        match self.role {
+            Role::Leader => Outcome::Miss,
+            Role::Follower => Outcome::Collapsed,
+        }
+    }
+
+    /// The `Cache-Status` note of a request that shared another's fill.
+    fn collapsed(&self) -> &'static str {
+        match self.role {
+            Role::Leader => "",
+            Role::Follower => "; collapsed",
+        }
+    }
+
+    /// The fill's response head, once it has one; a follower's wait is
+    /// traced as such.
+    async fn wait_for_head(&self, request: &HeaderMap) -> Head {
+        let waiting = (self.role == Role::Follower)
+            .then(|| {
+                trace::Span::from_headers("collapse wait", SpanKind::Internal, request, Vec::new)
+            })
+            .flatten();
+        let head = self.fill.head_passing_hints().await;
+        if let Some(waiting) = waiting {
+            waiting.end();
+        }
+        head
+    }
+}
+
+/// What a slicing site's miss makes of its fill's head.
+enum SliceAnswer {
+    /// Answered slice by slice.
+    Answered(Response<ResponseBody>),
+    /// The head is the leader's alone: ask the origin on its own.
+    OnItsOwn,
+    /// The whole object or an error: answered as any fill's.
+    AsAnyFill,
 }
 
 /// The keys of one request: the primary key (site, path, query) and the
@@ -191,6 +251,16 @@ impl CacheNode {
         resp
     }
 
+    /// A GET or HEAD goes through three phases, in this order:
+    ///
+    /// 1. [`request_phase`](Self::request_phase): the keys it is stored
+    ///    under and what the client's directives allow;
+    /// 2. [`lookup_phase`](Self::lookup_phase): the store answers it, or
+    ///    says why it must go forward;
+    /// 3. [`forward_phase`](Self::forward_phase): straight to the origin,
+    ///    or through a fill shared with every request for the key.
+    ///
+    /// Any other method is passed to the origin.
     async fn answer<B>(
         self: Arc<Self>,
         site: Arc<Site>,
@@ -200,31 +270,63 @@ impl CacheNode {
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<fanout_server::BoxError>,
     {
-        let method = req.method().clone();
-        let mut asked = Internal::take(req.headers_mut());
+        let asked = self.asked(req.headers_mut());
+        // The paths that reach the origin are boxed: inline, their futures
+        // made every request's future (hits included) about 9 KiB, copied
+        // on each move before its first poll.
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Box::pin(self.pass(&site, req)).await;
+        }
+        let (key, wants) = self.request_phase(&site, &mut req);
+        let (parts, miss) = match self.lookup_phase(&site, &key, wants, req, &asked) {
+            Looked::Answered(resp) => return resp,
+            Looked::Forward(parts, miss) => (parts, miss),
+        };
+        Box::pin(self.forward_phase(site, key, parts, wants, miss, asked)).await
+    }
+
+    /// What the asking proxy said beside the request, taken out of it so
+    /// that it goes no further.
+    fn asked(&self, headers: &mut HeaderMap) -> Internal {
+        let mut asked = Internal::take(headers);
         // Whether this node had applied the asking proxy's purges before it
         // looks anything up: read after the lookup, a purge applied in
         // between would have the node vouch for the copy it just removed.
         asked.edge = asked
             .edge
             .filter(|seq| self.purge_seq.load(Ordering::Acquire) >= *seq);
-        // The paths that reach the origin are boxed: inline, their futures
-        // made every request's future (hits included) about 9 KiB, copied
-        // on each move before its first poll.
-        if method != Method::GET && method != Method::HEAD {
-            return Box::pin(self.pass(&site, req)).await;
-        }
+        asked
+    }
+
+    /// The request phase: the keys the request is looked up and filled
+    /// under (Accept-Encoding normalised first, as the Vary keys expect),
+    /// and the client's own Cache-Control directives.
+    fn request_phase<B>(&self, site: &Site, req: &mut Request<B>) -> (Keys, RequestDirectives) {
         fanout_http_cache::vary::normalise_accept_encoding(
             &site.cache.accept_encoding,
             req.headers_mut(),
         );
-        let primary = CacheKey::new(&site, req.uri().path(), req.uri().query());
+        let primary = CacheKey::new(site, req.uri().path(), req.uri().query());
         let key = Keys {
             lookup: self.tier.vary.lookup_key(primary.as_str(), req.headers()),
             primary: primary.as_str().to_string(),
         };
-        let wants = RequestDirectives::parse(req.headers());
-        let mut stale = None;
+        (key, RequestDirectives::parse(req.headers()))
+    }
+
+    /// The lookup phase: a stored copy answers the request when it is
+    /// fresh enough for the client, or stale within what the client or
+    /// the origin allows (refreshed in the background under
+    /// stale-while-revalidate). Otherwise the request goes forward, with
+    /// any stale copy for the fill to revalidate.
+    fn lookup_phase<B>(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        key: &Keys,
+        wants: RequestDirectives,
+        req: Request<B>,
+        asked: &Internal,
+    ) -> Looked {
         // Why this request goes forward, for Cache-Status (RFC 9211 §2.2):
         // nothing stored for the URI, or nothing for these request headers
         // when it varies; below, a stored copy too old, or one the
@@ -254,41 +356,43 @@ impl CacheNode {
             lookup.set(KeyValue::new("fanout.stored", found.is_some()));
             lookup.end();
         }
+        let method = req.method();
+        let mut stale = None;
         if let Some(stored) = found {
             if wants.accepts_fresh(&stored, now) {
                 crate::metrics::decided(Outcome::Hit);
-                let resp = self.serve_stored(&method, req.headers(), &stored, now, "hit");
-                return self.for_edge(resp, asked.edge, stored.remaining_ttl(now));
+                let resp = self.serve_stored(method, req.headers(), &stored, now, "hit");
+                return Looked::Answered(self.for_edge(
+                    resp,
+                    asked.edge,
+                    stored.remaining_ttl(now),
+                ));
             }
             if wants.accepts_stale(&stored, now) {
                 crate::metrics::decided(Outcome::Stale);
-                return self.serve_stored(
-                    &method,
+                let status = "hit; detail=max-stale";
+                return Looked::Answered(self.serve_stored(
+                    method,
                     req.headers(),
                     &stored,
                     now,
-                    "hit; detail=max-stale",
-                );
+                    status,
+                ));
             }
             if !wants.constrains_freshness() && stored.may_serve_while_revalidating(now) {
                 // RFC 5861 §3: this client gets the stale copy at once, and
                 // one fill (however many requests see it stale) refreshes it.
                 crate::metrics::decided(Outcome::Stale);
                 let (parts, _body) = req.into_parts();
-                self.clone().revalidate_in_background(
-                    site,
-                    key,
-                    &parts,
-                    stored.clone(),
-                    asked.fill_from,
-                );
-                return self.serve_stored(
-                    &method,
+                self.revalidate_in_background(site, key, &parts, &stored, asked);
+                let status = "hit; detail=stale-while-revalidate";
+                return Looked::Answered(self.serve_stored(
+                    &parts.method,
                     &parts.headers,
                     &stored,
                     now,
-                    "hit; detail=stale-while-revalidate",
-                );
+                    status,
+                ));
             }
             fwd = if stored.is_fresh(now) {
                 "request"
@@ -299,43 +403,67 @@ impl CacheNode {
         }
         if wants.only_if_cached {
             // §5.2.1.7: nothing usable is stored, and the origin is off limits.
-            return self.with_status(
+            return Looked::Answered(self.with_status(
                 text(StatusCode::GATEWAY_TIMEOUT, "not cached\n"),
                 // Not forwarded: no `fwd` (RFC 9211 §2.2).
                 "detail=only-if-cached",
-            );
+            ));
         }
         let (parts, _body) = req.into_parts();
-        if wants.no_store {
-            crate::metrics::decided(Outcome::Pass);
-            return Box::pin(self.direct(&site, &parts, "fwd=request; detail=no-store")).await;
-        }
-        if self.hit_for_pass.contains_key(&key.primary) {
-            crate::metrics::decided(Outcome::HitForPass);
-            return Box::pin(self.direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")).await;
-        }
-        if let (Some(size), None) = (site.cache.slice, &stale) {
-            // A request with `Authorization` may not be answered from
-            // slices stored for others, nor share their fills (RFC 9111
-            // §3.5): it goes to the origin as asked, its range included.
-            if parts.headers.contains_key(header::AUTHORIZATION) {
-                crate::metrics::decided(Outcome::Pass);
-                return Box::pin(self.direct(&site, &parts, "fwd=request; detail=authorization"))
-                    .await;
-            }
-            return Box::pin(self.sliced(site, key, parts, size.bytes(), fwd, asked)).await;
-        }
         let miss = Miss {
             stale,
             fwd,
             slice: None,
         };
-        Box::pin(self.miss(site, key, parts, miss, asked)).await
+        Looked::Forward(parts, miss)
+    }
+
+    /// The forward phase: a request the store could not answer goes to
+    /// the origin on its own when it may not share (the client's
+    /// `no-store`, a key recently found not storable, `Authorization` on
+    /// a slicing site), and otherwise through the fill for its key, or
+    /// for the slice it starts in.
+    async fn forward_phase(
+        self: Arc<Self>,
+        site: Arc<Site>,
+        key: Keys,
+        parts: request::Parts,
+        wants: RequestDirectives,
+        miss: Miss,
+        asked: Internal,
+    ) -> Response<ResponseBody> {
+        if wants.no_store {
+            crate::metrics::decided(Outcome::Pass);
+            return self
+                .direct(&site, &parts, "fwd=request; detail=no-store")
+                .await;
+        }
+        if self.hit_for_pass.contains_key(&key.primary) {
+            crate::metrics::decided(Outcome::HitForPass);
+            return self
+                .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
+                .await;
+        }
+        if let (Some(size), None) = (site.cache.slice, &miss.stale) {
+            // A request with `Authorization` may not be answered from
+            // slices stored for others, nor share their fills (RFC 9111
+            // §3.5): it goes to the origin as asked, its range included.
+            if parts.headers.contains_key(header::AUTHORIZATION) {
+                crate::metrics::decided(Outcome::Pass);
+                return self
+                    .direct(&site, &parts, "fwd=request; detail=authorization")
+                    .await;
+            }
+            return self
+                .sliced(site, key, parts, size.bytes(), miss.fwd, asked)
+                .await;
+        }
+        self.miss(site, key, parts, miss, asked).await
     }
 
     /// Tells a proxy that asked ([`Internal::edge`]) how long `resp` stays
     /// fresh here, when it is fresh and this node had applied every purge
-    /// the proxy has before the request looked anything up (`answer`
+    /// the proxy has before the request looked anything up (`asked`
     /// clears `edge` otherwise): only then may the proxy keep a copy.
     fn for_edge(
         &self,
@@ -353,16 +481,28 @@ impl CacheNode {
     }
 
     fn revalidate_in_background(
-        self: Arc<Self>,
-        site: Arc<Site>,
-        key: Keys,
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        key: &Keys,
         parts: &request::Parts,
-        stale: Arc<StoredResponse>,
-        fill_from: Option<String>,
+        stale: &Arc<StoredResponse>,
+        asked: &Internal,
     ) {
         let (fill, role) = self.tier.inflight.join_or_lead(&key.lookup);
         if role == Role::Leader {
-            let job = fill_job(site, key, parts, Some(stale), fill, fill_from, None);
+            let key = Keys {
+                primary: key.primary.clone(),
+                lookup: key.lookup.clone(),
+            };
+            let job = fill_job(
+                site.clone(),
+                key,
+                parts,
+                Some(stale.clone()),
+                fill,
+                asked.fill_from.clone(),
+                None,
+            );
             tokio::spawn(self.clone().run_fill(job));
         }
     }
@@ -382,8 +522,9 @@ impl CacheNode {
         self.with_status_fmt(resp, format_args!("{status}; ttl={ttl}"))
     }
 
-    /// A miss joins the fill in flight for its key, or leads a new one
-    /// (a revalidation when there is a stale copy).
+    /// A miss joins the fill in flight for its key, or leads a new one (a
+    /// revalidation when there is a stale copy), waits for the fill's
+    /// response head, and answers from it.
     pub(crate) async fn miss(
         self: Arc<Self>,
         site: Arc<Site>,
@@ -393,51 +534,8 @@ impl CacheNode {
         asked: Internal,
     ) -> Response<ResponseBody> {
         let Miss { stale, fwd, slice } = miss;
-        let fill_key = match &slice {
-            Some(s) => s.piece_key(),
-            None => key.lookup.clone(),
-        };
-        let (fill, role) = self.tier.inflight.join_or_lead(&fill_key);
-        if role == Role::Leader {
-            let fill_keys = Keys {
-                primary: key.primary.clone(),
-                lookup: fill_key,
-            };
-            let job = fill_job(
-                site.clone(),
-                fill_keys,
-                &parts,
-                stale,
-                fill.clone(),
-                asked.fill_from.clone(),
-                slice.as_ref().map(|s| s.job),
-            );
-            tokio::spawn(self.clone().run_fill(job));
-        }
-        let outcome = if role == Role::Leader {
-            Outcome::Miss
-        } else {
-            Outcome::Collapsed
-        };
-        let collapsed = if role == Role::Follower {
-            "; collapsed"
-        } else {
-            ""
-        };
-        let waiting = (role == Role::Follower)
-            .then(|| {
-                trace::Span::from_headers(
-                    "collapse wait",
-                    SpanKind::Internal,
-                    &parts.headers,
-                    Vec::new,
-                )
-            })
-            .flatten();
-        let head = fill.head_passing_hints().await;
-        if let Some(waiting) = waiting {
-            waiting.end();
-        }
+        let joined = self.join_or_lead(&site, key, &parts, stale, slice.as_ref(), &asked);
+        let head = joined.wait_for_head(&parts.headers).await;
         // Another request led this fill; one carrying `Authorization` may
         // use its response only where the origin allowed that (§3.5).
         let shared_headers = match &head {
@@ -445,7 +543,7 @@ impl CacheNode {
             Head::Shared(head) => Some(&head.headers),
             Head::Failed(_) | Head::Private => None,
         };
-        if role == Role::Follower
+        if joined.role == Role::Follower
             && shared_headers.is_some_and(|h| forbidden_with_authorization(&parts.headers, h))
         {
             crate::metrics::decided(Outcome::Pass);
@@ -454,63 +552,20 @@ impl CacheNode {
                 .await;
         }
         if let Some(sliced) = slice {
-            let status = format!("fwd={fwd}{collapsed}; detail=slices");
-            match &head {
-                Head::Stored(stored, _)
-                    if sliced.first_of_object(stored.status, &stored.headers) =>
-                {
-                    crate::metrics::decided(outcome);
-                    return self.serve_sliced(
-                        &parts,
-                        site,
-                        sliced,
-                        FirstPiece::Stored(stored.clone()),
-                        &status,
-                    );
-                }
-                Head::Shared(head) if sliced.first_of_object(head.status, &head.headers) => {
-                    crate::metrics::decided(outcome);
-                    return self.serve_sliced(
-                        &parts,
-                        site,
-                        sliced,
-                        FirstPiece::Fill(fill.clone(), head.clone()),
-                        &status,
-                    );
-                }
-                // A slice's answer is the leader's alone: not the bytes this
-                // request asked for, so it asks on its own.
-                Head::Private => {
+            match self.answer_slice_head(&site, &parts, sliced, &joined, fwd, &head) {
+                SliceAnswer::Answered(resp) => return resp,
+                SliceAnswer::OnItsOwn => {
                     crate::metrics::decided(Outcome::HitForPass);
                     return self
                         .direct(&site, &parts, "fwd=bypass; detail=hit-for-pass")
                         .await;
                 }
-                // The whole object, an error: as for any fill.
-                _ => {}
+                SliceAnswer::AsAnyFill => {}
             }
         }
         match head {
             Head::Stored(stored, via) => {
-                let status = match via {
-                    Via::Revalidated => {
-                        crate::metrics::decided(outcome);
-                        format!("fwd={fwd}; fwd-status=304{collapsed}; stored")
-                    }
-                    Via::StaleOnError(origin_status) => {
-                        crate::metrics::decided(Outcome::Stale);
-                        match origin_status {
-                            Some(s) => format!(
-                                "fwd={fwd}; fwd-status={}{collapsed}; detail=stale-if-error",
-                                s.as_u16()
-                            ),
-                            None => format!("fwd={fwd}{collapsed}; detail=stale-if-error"),
-                        }
-                    }
-                };
-                let now = Instant::now();
-                let resp = self.serve_stored(&parts.method, &parts.headers, &stored, now, &status);
-                self.for_edge(resp, asked.edge, stored.remaining_ttl(now))
+                self.answer_stored_head(&parts, &joined, fwd, &stored, via, &asked)
             }
             Head::Failed(failure) => {
                 crate::metrics::decided(Outcome::OriginError);
@@ -519,22 +574,8 @@ impl CacheNode {
                     &format!("fwd={fwd}; detail=origin-error"),
                 )
             }
-            // Only the leader may take the private response: a follower that
-            // took it would drop it, and send the leader to the origin again.
-            Head::Private => match (role == Role::Leader)
-                .then(|| fill.take_private())
-                .flatten()
-            {
-                Some(resp) => {
-                    crate::metrics::decided(outcome);
-                    let (p, body) = resp.into_parts();
-                    let body = if parts.method == Method::HEAD {
-                        empty()
-                    } else {
-                        body
-                    };
-                    self.with_status(Response::from_parts(p, body), &format!("fwd={fwd}"))
-                }
+            Head::Private => match self.answer_private_head(&parts, &joined, fwd) {
+                Some(resp) => resp,
                 // Not ours to share: ask the origin ourselves, in parallel.
                 None => {
                     crate::metrics::decided(Outcome::HitForPass);
@@ -546,44 +587,179 @@ impl CacheNode {
                 // This request joined before anyone knew the response varies;
                 // if it differs from the leader's where it matters, the
                 // leader's variant is not its to have.
-                if let (Role::Follower, Some(vary)) = (role, &head.vary) {
+                if let (Role::Follower, Some(vary)) = (joined.role, &head.vary) {
                     if secondary_key(&vary.names, &parts.headers) != vary.secondary {
                         crate::metrics::decided(Outcome::Miss);
                         return self.direct(&site, &parts, "fwd=vary-miss").await;
                     }
                 }
-                crate::metrics::decided(outcome);
-                let precise_age = head.initial_age + head.received_at.elapsed();
-                let age = precise_age.as_secs();
-                let len = head
-                    .headers
-                    .get(header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok());
-                let representation = Representation {
-                    status: head.status,
-                    headers: &head.headers,
-                    len,
-                    source: Source::Fill(&fill),
-                    age_secs: age,
-                };
-                let resp = respond(&parts.method, &parts.headers, representation);
-                let status = match head.lifetime {
-                    Some(lifetime) => format!(
-                        "fwd={fwd}{collapsed}; stored; ttl={}",
-                        lifetime.as_secs().saturating_sub(age)
-                    ),
-                    None => format!("fwd={fwd}{collapsed}"),
-                };
-                let resp = self.with_status(resp, &status);
-                // A fill a purge detached stores nothing: no copy at the edge either.
-                let fresh_for = match head.lifetime {
-                    Some(lifetime) if !fill.is_purged() => lifetime.saturating_sub(precise_age),
-                    _ => Duration::ZERO,
-                };
-                self.for_edge(resp, asked.edge, fresh_for)
+                self.answer_shared_head(&parts, &joined, fwd, &head, &asked)
             }
         }
+    }
+
+    /// Joins the fill in flight for the key (or the slice), or leads a
+    /// new one and starts it.
+    fn join_or_lead(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        key: Keys,
+        parts: &request::Parts,
+        stale: Option<Arc<StoredResponse>>,
+        slice: Option<&Sliced>,
+        asked: &Internal,
+    ) -> Joined {
+        let fill_key = match slice {
+            Some(s) => s.piece_key(),
+            None => key.lookup,
+        };
+        let (fill, role) = self.tier.inflight.join_or_lead(&fill_key);
+        if role == Role::Leader {
+            let fill_keys = Keys {
+                primary: key.primary,
+                lookup: fill_key,
+            };
+            let job = fill_job(
+                site.clone(),
+                fill_keys,
+                parts,
+                stale,
+                fill.clone(),
+                asked.fill_from.clone(),
+                slice.map(|s| s.job),
+            );
+            tokio::spawn(self.clone().run_fill(job));
+        }
+        Joined { fill, role }
+    }
+
+    /// On a slicing site, the fill's head answers the request slice by
+    /// slice when it is the first slice of the object it asked for.
+    fn answer_slice_head(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        parts: &request::Parts,
+        sliced: Sliced,
+        joined: &Joined,
+        fwd: &str,
+        head: &Head,
+    ) -> SliceAnswer {
+        let status = format!("fwd={fwd}{}; detail=slices", joined.collapsed());
+        let first = match head {
+            Head::Stored(stored, _) if sliced.first_of_object(stored.status, &stored.headers) => {
+                FirstPiece::Stored(stored.clone())
+            }
+            Head::Shared(head) if sliced.first_of_object(head.status, &head.headers) => {
+                FirstPiece::Fill(joined.fill.clone(), head.clone())
+            }
+            // A slice's answer is the leader's alone: not the bytes this
+            // request asked for, so it asks on its own.
+            Head::Private => return SliceAnswer::OnItsOwn,
+            // The whole object, an error: as for any fill.
+            _ => return SliceAnswer::AsAnyFill,
+        };
+        crate::metrics::decided(joined.outcome());
+        let resp = self.serve_sliced(parts, site.clone(), sliced, first, &status);
+        SliceAnswer::Answered(resp)
+    }
+
+    /// The fill revalidated the stale copy, or kept it because the origin
+    /// failed (stale-if-error): the request is answered from the store.
+    fn answer_stored_head(
+        &self,
+        parts: &request::Parts,
+        joined: &Joined,
+        fwd: &str,
+        stored: &StoredResponse,
+        via: Via,
+        asked: &Internal,
+    ) -> Response<ResponseBody> {
+        let collapsed = joined.collapsed();
+        let status = match via {
+            Via::Revalidated => {
+                crate::metrics::decided(joined.outcome());
+                format!("fwd={fwd}; fwd-status=304{collapsed}; stored")
+            }
+            Via::StaleOnError(origin_status) => {
+                crate::metrics::decided(Outcome::Stale);
+                match origin_status {
+                    Some(s) => format!(
+                        "fwd={fwd}; fwd-status={}{collapsed}; detail=stale-if-error",
+                        s.as_u16()
+                    ),
+                    None => format!("fwd={fwd}{collapsed}; detail=stale-if-error"),
+                }
+            }
+        };
+        let now = Instant::now();
+        let resp = self.serve_stored(&parts.method, &parts.headers, stored, now, &status);
+        self.for_edge(resp, asked.edge, stored.remaining_ttl(now))
+    }
+
+    /// A response only its leader may take: a follower that took it would
+    /// drop it, and send the leader to the origin again. `None` for a
+    /// follower, which must ask on its own.
+    fn answer_private_head(
+        &self,
+        parts: &request::Parts,
+        joined: &Joined,
+        fwd: &str,
+    ) -> Option<Response<ResponseBody>> {
+        if joined.role != Role::Leader {
+            return None;
+        }
+        let resp = joined.fill.take_private()?;
+        crate::metrics::decided(joined.outcome());
+        let (p, body) = resp.into_parts();
+        let body = if parts.method == Method::HEAD {
+            empty()
+        } else {
+            body
+        };
+        Some(self.with_status(Response::from_parts(p, body), &format!("fwd={fwd}")))
+    }
+
+    /// A shareable response, streamed to every request that joined the
+    /// fill as it arrives from the origin.
+    fn answer_shared_head(
+        &self,
+        parts: &request::Parts,
+        joined: &Joined,
+        fwd: &str,
+        head: &SharedHead,
+        asked: &Internal,
+    ) -> Response<ResponseBody> {
+        crate::metrics::decided(joined.outcome());
+        let precise_age = head.initial_age + head.received_at.elapsed();
+        let age = precise_age.as_secs();
+        let len = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let representation = Representation {
+            status: head.status,
+            headers: &head.headers,
+            len,
+            source: Source::Fill(&joined.fill),
+            age_secs: age,
+        };
+        let resp = respond(&parts.method, &parts.headers, representation);
+        let collapsed = joined.collapsed();
+        let status = match head.lifetime {
+            Some(lifetime) => format!(
+                "fwd={fwd}{collapsed}; stored; ttl={}",
+                lifetime.as_secs().saturating_sub(age)
+            ),
+            None => format!("fwd={fwd}{collapsed}"),
+        };
+        let resp = self.with_status(resp, &status);
+        // A fill a purge detached stores nothing: no copy at the edge either.
+        let fresh_for = match head.lifetime {
+            Some(lifetime) if !joined.fill.is_purged() => lifetime.saturating_sub(precise_age),
+            _ => Duration::ZERO,
+        };
+        self.for_edge(resp, asked.edge, fresh_for)
     }
 
     /// Straight to the origin for this request alone (hit-for-pass).
@@ -747,7 +923,7 @@ fn fill_job(
     key: Keys,
     parts: &request::Parts,
     stale: Option<Arc<StoredResponse>>,
-    fill: Arc<fanout_http_cache::collapse::Fill>,
+    fill: Arc<Fill>,
     fill_from: Option<String>,
     slice: Option<SliceJob>,
 ) -> FillJob {

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use fanout_config::{CacheKey, Site};
+use fanout_config::{CacheKey, HostPort, Site};
 use fanout_http_cache::internal;
 use fanout_server::in_process::InProcess;
 use fanout_server::origin::FetchError;
@@ -231,6 +231,14 @@ impl Upstreamed {
 }
 
 impl Proxy {
+    /// One request through the proxy, in phases:
+    ///
+    /// 1. [`route`](Self::route): the site and key, the hot tier, then the
+    ///    cache node that owns the key (or the origin);
+    /// 2. [`response_phase`](Self::response_phase): what the edge adds to
+    ///    and removes from every response, with its metrics and trace;
+    /// 3. [`logging_phase`](Self::logging_phase): the access log entry,
+    ///    and the body's bytes counted as they go out.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<RequestBody>,
@@ -253,8 +261,27 @@ impl Proxy {
             upstream,
             hold,
         } = answer;
-        let node_attr = match &upstream {
-            Upstream::Node(i) => snapshot.node_attrs[*i].clone(),
+        let routed = Routed {
+            snapshot: &snapshot,
+            site,
+            upstream,
+            started,
+        };
+        let (sent, trace_id) = self.response_phase(&routed, &mut resp, span);
+        self.logging_phase(&routed, resp, hold, entry, trace_id, sent)
+    }
+
+    /// The response phase: counts the response and ends its span, adds
+    /// `Via`, and removes the fields addressed to the CDN. Returns the
+    /// counter of the site's body bytes, and the trace the request was in.
+    fn response_phase(
+        &self,
+        routed: &Routed<'_>,
+        resp: &mut Response<ResponseBody>,
+        span: Option<trace::Span>,
+    ) -> (BoundCounter<u64>, Option<String>) {
+        let node_attr = match &routed.upstream {
+            Upstream::Node(i) => routed.snapshot.node_attrs[*i].clone(),
             Upstream::Origin => KeyValue::new("node", "origin"),
             Upstream::None => KeyValue::new("node", "none"),
             Upstream::HotTier => KeyValue::new("node", HOT_TIER),
@@ -266,9 +293,10 @@ impl Proxy {
             span.set(node_attr.clone());
             span.end();
         }
+        let site = routed.site;
         let sent = self.metrics.record(
             resp.status(),
-            started,
+            routed.started,
             site.map_or("", |s| s.name.as_str()),
             &node_attr,
         );
@@ -281,6 +309,22 @@ impl Proxy {
                 }
             }
         }
+        (sent, trace_id)
+    }
+
+    /// The logging phase: the access log entry (when the site logs, and
+    /// this request is in its sample) is written when the body ends, and
+    /// the body's bytes are counted as they go out.
+    fn logging_phase(
+        &self,
+        routed: &Routed<'_>,
+        resp: Response<ResponseBody>,
+        hold: Option<Hold>,
+        entry: Option<Entry>,
+        trace_id: Option<String>,
+        sent: BoundCounter<u64>,
+    ) -> Response<ResponseBody> {
+        let site = routed.site;
         let entry = entry
             .filter(|_| {
                 site.is_none_or(|s| {
@@ -288,18 +332,24 @@ impl Proxy {
                         && (s.access_log_sample >= 1.0 || fastrand::f64() < s.access_log_sample)
                 })
             })
-            .map(|e| match &trace_id {
-                Some(id) => e.traced(id.clone()),
+            .map(|e| match trace_id {
+                Some(id) => e.traced(id),
                 None => e,
             })
             .map(|e| {
-                let (node, tier) = match upstream {
-                    Upstream::Node(i) => (snapshot.ring.nodes()[i].id.clone(), "node"),
+                let (node, tier) = match routed.upstream {
+                    Upstream::Node(i) => (routed.snapshot.ring.nodes()[i].id.clone(), "node"),
                     Upstream::Origin => ("origin".to_string(), "origin"),
                     Upstream::None => (String::new(), ""),
                     Upstream::HotTier => (String::new(), "proxy"),
                 };
-                e.answered(&resp, site.map(|s| s.name.clone()), node, tier, started)
+                e.answered(
+                    &resp,
+                    site.map(|s| s.name.clone()),
+                    node,
+                    tier,
+                    routed.started,
+                )
             });
         let (parts, body) = resp.into_parts();
         // A body whose length is known and that keeps nothing alive (a hot
@@ -324,14 +374,13 @@ impl Proxy {
             sent,
             declared,
         );
-        resp = Response::from_parts(parts, body.boxed_unsync());
-        resp
+        Response::from_parts(parts, body.boxed_unsync())
     }
 
-    /// Answers `req`, in the phases a request goes through: match its site
-    /// and key, look it up in the hot tier, then send it to the cache node
-    /// that owns the key (or, with none usable, to the origin). Also
-    /// returns the site it matched.
+    /// Answers `req`: the request phase matches its site and key, the hot
+    /// tier answers it or fills it, and otherwise the upstream phase sends
+    /// it to the cache node that owns the key (or, with none usable, to
+    /// the origin). Also returns the site it matched.
     async fn route<'s>(
         self: &Arc<Self>,
         snapshot: &'s Arc<Snapshot>,
@@ -341,24 +390,10 @@ impl Proxy {
         started: Instant,
     ) -> (Upstreamed, Option<&'s Site>) {
         let (mut parts, body) = req.into_parts();
-        let Some(site) = match_site(snapshot, &mut parts) else {
+        let Some((site, key)) = request_phase(snapshot, &mut parts) else {
             let resp = text(StatusCode::NOT_FOUND, "unknown site\n");
             return (Upstreamed::by(resp, Upstream::None), None);
         };
-        // Only Fanout's own parts speak these to each other.
-        for name in &internal::ALL {
-            if parts.headers.contains_key(name) {
-                parts.headers.remove(name);
-            }
-        }
-        if parts.method == Method::GET || parts.method == Method::HEAD {
-            // As the node will: the hot tier's Vary keys must match its.
-            fanout_http_cache::vary::normalise_accept_encoding(
-                &site.cache.accept_encoding,
-                &mut parts.headers,
-            );
-        }
-        let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
         // Nothing to stream to the node: the hot tier, or the lighter
         // client, can carry it.
         let bodiless = body.is_end_stream();
@@ -388,27 +423,32 @@ impl Proxy {
             }
         }
         prepare_upstream(&mut parts, conn, span);
-        // What an unsafe request changes, the hot tier forgets (RFC 9111
-        // §4.4), as the node it passes through does.
+        let upstream = Box::pin(self.upstream_phase(snapshot, site, &key, parts, body, bypassed));
+        (upstream.await, Some(site.as_ref()))
+    }
+
+    /// The upstream phase of a request the hot tier did not take: to the
+    /// cache node that owns its key. An unsafe request that succeeds
+    /// invalidates what the hot tier keeps of its target (RFC 9111 §4.4),
+    /// as the node it passes through does.
+    async fn upstream_phase(
+        &self,
+        snapshot: &Snapshot,
+        site: &Site,
+        key: &CacheKey,
+        parts: http::request::Parts,
+        body: RequestBody,
+        bypassed: Option<(&Arc<HotTier>, &'static str)>,
+    ) -> Upstreamed {
+        let bodiless = body.is_end_stream();
         let unsafe_request = match &self.hot {
-            Some(hot) if !parts.method.is_safe() => {
-                let mut request = Request::new(()).into_parts().0;
-                request.uri = parts.uri.clone();
-                request.headers.insert(
-                    header::HOST,
-                    parts
-                        .headers
-                        .get(header::HOST)
-                        .cloned()
-                        .unwrap_or(HeaderValue::from_static("")),
-                );
-                Some((hot, request))
-            }
+            Some(hot) if !parts.method.is_safe() => Some((hot, target_of(&parts))),
             _ => None,
         };
         let body = body.map_err(Into::into).boxed_unsync();
-        let mut answer =
-            Box::pin(self.to_node(snapshot, site, key_hash(&key), parts, body, bodiless)).await;
+        let mut answer = self
+            .to_node(snapshot, site, key_hash(key), parts, body, bodiless)
+            .await;
         if let Some((hot, why)) = bypassed {
             hot.add_status(answer.response.headers_mut(), format_args!("{why}"));
         }
@@ -423,7 +463,7 @@ impl Proxy {
                 );
             }
         }
-        (answer, Some(site.as_ref()))
+        answer
     }
 
     /// Sends a request to the cache node that owns its key (`hash`) under
@@ -434,15 +474,10 @@ impl Proxy {
         snapshot: &Snapshot,
         site: &Site,
         hash: u64,
-        mut parts: http::request::Parts,
+        parts: http::request::Parts,
         body: ResponseBody,
         bodiless: bool,
     ) -> Upstreamed {
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
         // GET and HEAD may go to the next node of the ring when the chosen
         // one fails before answering; other methods' bodies cannot be
         // replayed. Unsafe methods still go through the owning cache node,
@@ -464,8 +499,18 @@ impl Proxy {
             .spilled_from
             .filter(|_| retryable)
             .and_then(|i| HeaderValue::from_str(&snapshot.ring.nodes()[i].id).ok());
+        let mut out = Outgoing {
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            parts,
+            body: Some(body),
+            bodiless,
+            retryable,
+        };
         snapshot.retries.deposit();
-        let mut body = Some(body);
         for (attempt, &index) in candidates.iter().enumerate() {
             if attempt > 0 {
                 if !snapshot.retries.try_withdraw(Instant::now()) {
@@ -477,68 +522,18 @@ impl Proxy {
             }
             match (&spilled_from, attempt) {
                 (Some(owner), 0) => {
-                    parts.headers.insert(internal::FILL_FROM, owner.clone());
+                    out.parts.headers.insert(internal::FILL_FROM, owner.clone());
                 }
                 (Some(_), 1) => {
-                    parts.headers.remove(internal::FILL_FROM);
+                    out.parts.headers.remove(internal::FILL_FROM);
                 }
                 _ => {}
             }
             let node = &snapshot.ring.nodes()[index];
             let last = attempt + 1 == candidates.len();
             let load = snapshot.loads.start(index);
-            let local = if bodiless {
-                self.in_process.as_ref().and_then(|l| l.find(&node.address))
-            } else {
-                None
-            };
-            let sent = if let Some(handler) = local {
-                let mut upstream = Request::new(empty());
-                *upstream.method_mut() = parts.method.clone();
-                *upstream.uri_mut() = match path_and_query.parse::<Uri>() {
-                    Ok(uri) => uri,
-                    Err(_) => parts.uri.clone(),
-                };
-                // Moved, not cloned: an in-process answer is never
-                // retried (the handler always answers; a timeout is a 504).
-                *upstream.headers_mut() = std::mem::take(&mut parts.headers);
-                tokio::time::timeout(snapshot.upstream_timeout, handler(upstream))
-                    .await
-                    .map(Ok)
-            } else if bodiless {
-                let send = self.nodes.send(
-                    &node.address,
-                    &parts.method,
-                    &path_and_query,
-                    &parts.headers,
-                );
-                tokio::time::timeout(snapshot.upstream_timeout, send)
-                    .await
-                    .map(|r| r.map(|r| r.map(BodyExt::boxed_unsync)).map_err(Box::from))
-            } else {
-                let Ok(uri) = format!("http://{}{path_and_query}", node.address).parse::<Uri>()
-                else {
-                    let resp = text(StatusCode::BAD_REQUEST, "bad request target\n");
-                    return Upstreamed::by(resp, Upstream::None);
-                };
-                let mut upstream = Request::new(body.take().unwrap_or_else(empty));
-                *upstream.method_mut() = parts.method.clone();
-                *upstream.uri_mut() = uri;
-                *upstream.headers_mut() = if last && !retryable {
-                    std::mem::take(&mut parts.headers)
-                } else {
-                    parts.headers.clone()
-                };
-                tokio::time::timeout(snapshot.upstream_timeout, self.client.request(upstream))
-                    .await
-                    .map(|r| {
-                        r.map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
-                            .map_err(Box::from)
-                    })
-            };
-            let sent: Result<Result<Response<ResponseBody>, BoxError>, _> = sent;
-            match sent {
-                Ok(Ok(resp)) => {
+            match self.attempt(snapshot, &node.address, &mut out, last).await {
+                Attempted::Answered(resp) => {
                     snapshot.health.succeeded(index);
                     let (mut p, body) = resp.into_parts();
                     remove_hop_by_hop(&mut p.headers);
@@ -548,14 +543,18 @@ impl Proxy {
                         hold: Some(Hold::Load(load)),
                     };
                 }
+                Attempted::BadTarget => {
+                    let resp = text(StatusCode::BAD_REQUEST, "bad request target\n");
+                    return Upstreamed::by(resp, Upstream::None);
+                }
                 // The client's body broke off or was malformed: a 400, and
                 // no mark against the node, which did nothing wrong.
-                Ok(Err(e)) if fanout_server::caused_by_client_body(&*e) => {
+                Attempted::Failed(e) if fanout_server::caused_by_client_body(&*e) => {
                     tracing::debug!(node = %node.id, error = %e, "request body failed");
                     let resp = text(StatusCode::BAD_REQUEST, "malformed request body\n");
                     return Upstreamed::by(resp, Upstream::None);
                 }
-                Ok(Err(e)) => {
+                Attempted::Failed(e) => {
                     let (backoff, ejected) = snapshot.health.failed(index, Instant::now());
                     if ejected {
                         self.metrics
@@ -566,7 +565,7 @@ impl Proxy {
                 }
                 // Not retried: the node may be waiting on a slow origin, and a
                 // second node would only wait for it too.
-                Err(_) => {
+                Attempted::TimedOut => {
                     tracing::warn!(node = %node.id, timeout = ?snapshot.upstream_timeout, "cache node did not answer in time");
                     let resp = text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
                     return Upstreamed::by(resp, Upstream::Node(index));
@@ -576,8 +575,14 @@ impl Proxy {
         // No cache node took it. A GET or HEAD (or any request that never
         // reached a node) can still be answered by the origin.
         if candidates.is_empty() || retryable {
+            let Outgoing {
+                mut parts,
+                path_and_query,
+                body,
+                ..
+            } = out;
             parts.headers.remove(internal::FILL_FROM);
-            let body = body.take().unwrap_or_else(empty);
+            let body = body.unwrap_or_else(empty);
             return self
                 .fail_open(
                     snapshot,
@@ -593,6 +598,70 @@ impl Proxy {
             text(StatusCode::BAD_GATEWAY, "bad gateway\n"),
             Upstream::None,
         )
+    }
+
+    /// One attempt at a cache node, within the upstream timeout: a call to
+    /// the node's handler when it runs in this process, the light client
+    /// for a request without a body, and hyper's client (streaming the
+    /// body) for the rest.
+    async fn attempt(
+        &self,
+        snapshot: &Snapshot,
+        address: &HostPort,
+        out: &mut Outgoing,
+        last: bool,
+    ) -> Attempted {
+        let parts = &mut out.parts;
+        let local = if out.bodiless {
+            self.in_process.as_ref().and_then(|l| l.find(address))
+        } else {
+            None
+        };
+        let sent = if let Some(handler) = local {
+            let mut upstream = Request::new(empty());
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = match out.path_and_query.parse::<Uri>() {
+                Ok(uri) => uri,
+                Err(_) => parts.uri.clone(),
+            };
+            // Moved, not cloned: an in-process answer is never retried
+            // (the handler always answers; a timeout is a 504).
+            *upstream.headers_mut() = std::mem::take(&mut parts.headers);
+            tokio::time::timeout(snapshot.upstream_timeout, handler(upstream))
+                .await
+                .map(Ok)
+        } else if out.bodiless {
+            let send = self
+                .nodes
+                .send(address, &parts.method, &out.path_and_query, &parts.headers);
+            tokio::time::timeout(snapshot.upstream_timeout, send)
+                .await
+                .map(|r| r.map(|r| r.map(BodyExt::boxed_unsync)).map_err(Box::from))
+        } else {
+            let Ok(uri) = format!("http://{address}{}", out.path_and_query).parse::<Uri>() else {
+                return Attempted::BadTarget;
+            };
+            let mut upstream = Request::new(out.body.take().unwrap_or_else(empty));
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = uri;
+            *upstream.headers_mut() = if last && !out.retryable {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            tokio::time::timeout(snapshot.upstream_timeout, self.client.request(upstream))
+                .await
+                .map(|r| {
+                    r.map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
+                        .map_err(Box::from)
+                })
+        };
+        let sent: Result<Result<Response<ResponseBody>, BoxError>, _> = sent;
+        match sent {
+            Ok(Ok(resp)) => Attempted::Answered(resp),
+            Ok(Err(e)) => Attempted::Failed(e),
+            Err(_) => Attempted::TimedOut,
+        }
     }
 
     async fn fail_open(
@@ -647,6 +716,75 @@ impl Proxy {
             }
         }
     }
+}
+
+/// A request on its way to the cache nodes, kept across attempts.
+struct Outgoing {
+    parts: http::request::Parts,
+    path_and_query: String,
+    /// Taken by the first attempt that streams it.
+    body: Option<ResponseBody>,
+    bodiless: bool,
+    /// A GET or HEAD, which may be sent again.
+    retryable: bool,
+}
+
+/// How one attempt at a cache node ended.
+enum Attempted {
+    Answered(Response<ResponseBody>),
+    Failed(BoxError),
+    TimedOut,
+    /// The target could not be sent on (the client's request was bad).
+    BadTarget,
+}
+
+/// What the phases after routing know of a request.
+struct Routed<'s> {
+    snapshot: &'s Snapshot,
+    site: Option<&'s Site>,
+    upstream: Upstream,
+    started: Instant,
+}
+
+/// The request phase: the site the request is for and its cache key. The
+/// request loses the headers only Fanout's own parts may send each other,
+/// and a GET or HEAD has its Accept-Encoding normalised as the cache node
+/// will, so that the hot tier's Vary keys match the node's. `None` for a
+/// request no site serves.
+fn request_phase<'s>(
+    snapshot: &'s Snapshot,
+    parts: &mut http::request::Parts,
+) -> Option<(&'s Arc<Site>, CacheKey)> {
+    let site = match_site(snapshot, parts)?;
+    for name in &internal::ALL {
+        if parts.headers.contains_key(name) {
+            parts.headers.remove(name);
+        }
+    }
+    if parts.method == Method::GET || parts.method == Method::HEAD {
+        fanout_http_cache::vary::normalise_accept_encoding(
+            &site.cache.accept_encoding,
+            &mut parts.headers,
+        );
+    }
+    let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
+    Some((site, key))
+}
+
+/// What the hot tier needs to invalidate after an unsafe request: its
+/// target and Host.
+fn target_of(parts: &http::request::Parts) -> http::request::Parts {
+    let mut request = Request::new(()).into_parts().0;
+    request.uri = parts.uri.clone();
+    request.headers.insert(
+        header::HOST,
+        parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static("")),
+    );
+    request
 }
 
 /// The site a request is for. HTTP/2 clients send `:authority` rather than
