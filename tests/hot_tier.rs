@@ -571,3 +571,49 @@ async fn an_unsafe_request_through_the_proxy_invalidates_its_hot_copy() {
         r.header("cache-status")
     );
 }
+
+/// A GET's content has no meaning (RFC 9110 §9.3.1): the proxy does not send
+/// it on, so the request is answered as any GET is, from the hot tier.
+/// Streamed to the node instead, each such request (an h2 stream a client
+/// never ends, say) would hold a connection to the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_content_is_answered_as_any_get() {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    use hyper_util::rt::TokioExecutor;
+
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
+    let proxy = cluster.proxies[0];
+    let plain = get(proxy, "localhost", "/static/7", &[]).await.unwrap();
+    get(proxy, "localhost", "/static/7", &[]).await.unwrap();
+    let at_node = node_requests(&cluster).await;
+
+    let client: Client<HttpConnector, Full<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    for _ in 0..2 {
+        let req = http::Request::get(format!("http://{proxy}/static/7"))
+            .header("host", "localhost")
+            .body(Full::new(bytes::Bytes::from_static(b"{\"query\": 1}")))
+            .unwrap();
+        let resp = tokio::time::timeout(DEADLINE, client.request(req))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let status = resp
+            .headers()
+            .get_all("cache-status")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(status.starts_with("fanout-proxy-1; hit"), "{status}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, plain.body);
+    }
+    assert_eq!(
+        node_requests(&cluster).await,
+        at_node,
+        "a GET with content reached the node"
+    );
+}

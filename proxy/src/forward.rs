@@ -1,7 +1,8 @@
 //! One request through the proxy: match the site, choose a cache node under
 //! the load bound, stream the exchange to and from it, retry a GET or HEAD
 //! on the next node within the budget, and fail open to the origin when no
-//! cache node can take it.
+//! cache node can take it. [`Proxy::handle`] reads top to bottom as the
+//! request's phases: route (request, hot tier, upstream), response, logging.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -393,6 +394,19 @@ impl Proxy {
         let Some((site, key)) = request_phase(snapshot, &mut parts) else {
             let resp = text(StatusCode::NOT_FOUND, "unknown site\n");
             return (Upstreamed::by(resp, Upstream::None), None);
+        };
+        // A GET or HEAD's content has no defined meaning (RFC 9110 §9.3.1)
+        // and no part in its cache key: it is not sent on. Such requests
+        // all take the light path, so a client that opens streams and never
+        // ends them costs no connection to a cache node.
+        let body = if (parts.method == Method::GET || parts.method == Method::HEAD)
+            && !body.is_end_stream()
+        {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            parts.headers.remove(header::TRANSFER_ENCODING);
+            RequestBody::Empty
+        } else {
+            body
         };
         // Nothing to stream to the node: the hot tier, or the lighter
         // client, can carry it.

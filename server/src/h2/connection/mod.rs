@@ -400,9 +400,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                     self.fail(ConnectionError(Reason::ProtocolError, "too slow"));
                 }
             }
-            // Read, unless the output is backed up: a client that does not
-            // read its responses is not read from either.
-            if !self.read_closed && !self.closing && self.out.len < OUTPUT_HIGH {
+            // Read, unless the output is backed up (a client that does not
+            // read its responses is not read from either) or frames read
+            // earlier still wait for their turn.
+            if !self.read_closed
+                && !self.closing
+                && self.out.len < OUTPUT_HIGH
+                && self.rbuf.len() < MAX_FRAME + HEADER_LEN
+            {
                 self.rbuf.reserve(MAX_FRAME + HEADER_LEN);
                 let before = self.rbuf.len();
                 let mut read = ReadBuf::uninit(self.rbuf.spare_capacity_mut());
@@ -421,9 +426,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                     Poll::Pending => {}
                 }
             }
-            if let Err(e) = self.read_frames() {
-                self.fail(e);
-            }
+            let caught_up = match self.read_frames(cx) {
+                Ok(caught_up) => caught_up,
+                Err(e) => {
+                    self.fail(e);
+                    true
+                }
+            };
             while let Poll::Ready(Some((id, answered))) = self.handlers.poll_next_unpin(cx) {
                 progress = true;
                 // Hints a handler sent before it answered go first.
@@ -459,7 +468,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                 }
                 Poll::Pending => {}
             }
-            if !progress {
+            // Out of budget: the runtime wakes this task again once the
+            // others have had their turn.
+            if !progress || !caught_up {
                 return Poll::Pending;
             }
         }

@@ -3,6 +3,7 @@
 //! handler) and request bodies.
 
 use std::collections::VecDeque;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::{AbortHandle, Abortable};
@@ -17,7 +18,13 @@ use crate::request_body::RequestBody;
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
     /// Reads every complete frame in the read buffer.
-    pub(super) fn read_frames(&mut self) -> Result<(), ConnectionError> {
+    /// Handles the complete frames read so far, one unit of the task's
+    /// budget each (tokio's cooperative scheduling): a client that sends
+    /// frames faster than they are handled (a flood of streams, resets or
+    /// control frames) has its burst handled a budget at a time, with the
+    /// runtime's other connections served in between. Returns `false` when
+    /// the budget ran out with frames left; the task is woken to go on.
+    pub(super) fn read_frames(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
         if !self.preface_seen {
             let have = self.rbuf.len().min(PREFACE.len());
             if self.rbuf[..have] != PREFACE[..have] {
@@ -27,7 +34,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                 ));
             }
             if have < PREFACE.len() {
-                return Ok(());
+                return Ok(true);
             }
             self.rbuf.advance(PREFACE.len());
             self.preface_seen = true;
@@ -43,6 +50,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
             if self.rbuf.len() < HEADER_LEN + head.len as usize {
                 break;
             }
+            let Poll::Ready(budget) = tokio::task::coop::poll_proceed(cx) else {
+                return Ok(false);
+            };
+            budget.made_progress();
             let mut bytes = self.rbuf.split_to(HEADER_LEN + head.len as usize);
             bytes.advance(HEADER_LEN);
             let payload = bytes.freeze();
@@ -60,7 +71,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
             }
             self.frame(head, payload)?;
         }
-        Ok(())
+        Ok(true)
     }
 
     pub(super) fn frame(&mut self, head: Head, payload: Bytes) -> Result<(), ConnectionError> {
