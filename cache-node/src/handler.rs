@@ -1,6 +1,8 @@
 //! One request through the cache node: find the site, look the key up, and
 //! answer from the store, from a fill shared with other requests for the
-//! same key, or straight from the origin.
+//! same key, or straight from the origin. [`CacheNode::answer`] reads top
+//! to bottom as the request's phases (request, lookup, forward); a miss
+//! then joins or leads a fill, waits for its head, and answers from it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
