@@ -19,7 +19,8 @@ need_commands() {
   fi
 }
 
-cargo build --release --quiet
+# FANOUT=path measures that binary instead of building this checkout.
+if [ -z "${FANOUT:-}" ]; then cargo build --release --quiet; fi
 FANOUT=${FANOUT:-$PWD/target/release/fanout}
 
 # With BBR the kernel paces every TCP socket itself (there is no fq qdisc on
