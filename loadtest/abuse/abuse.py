@@ -266,6 +266,16 @@ class H2:
     def ended(self):
         return self.closed or self.goaway is not None
 
+    def wait_end(self, seconds=5.0):
+        """Reads until the server ends the connection or `seconds` pass.
+        What a flood sent may sit in the kernel's buffers, read well after
+        the last send returned; and at thousands of connections a second a
+        new connection now and then waits a SYN retransmission (a second)
+        for its port's old TIME_WAIT."""
+        deadline = time.monotonic() + seconds
+        while not self.ended() and time.monotonic() < deadline:
+            self.pump(wait=0.2)
+
     def close(self):
         try:
             self.sock.close()
@@ -419,7 +429,7 @@ def rapid_reset(t, o):
                 break
             sent += 100
             c.pump()
-        c.pump(wait=1.0)
+        c.wait_end()
         told += c.goaway == ENHANCE_YOUR_CALM or c.closed
         streams.append(sent)
         c.close()
@@ -439,7 +449,7 @@ def continuation_flood(t, o):
             break
         sent += len(junk)
         c.pump()
-    c.pump(wait=1.0)
+    c.wait_end()
     ended = c.ended() or getattr(c, "limited", False)
     c.close()
     return ended, f"connection ended after {sent >> 10} KiB of CONTINUATION (GOAWAY code {c.goaway})"
@@ -468,7 +478,7 @@ def control_flood(kind, payload):
             if not c.send(frame(kind, 0, 0, payload) * 1000):
                 break
             sent += 1000
-        c.pump(wait=1.0)
+        c.wait_end()
         limited = getattr(c, "limited", False)
         ok = c.ended() or limited
         c.close()
