@@ -787,3 +787,83 @@ async fn ping_and_settings_floods_end_the_connection() {
         task.await.unwrap().unwrap();
     }
 }
+
+/// More frames in one write than a task's budget handles in a turn, small
+/// ones and then full-size ones: the connection goes on reading after each
+/// turn until the whole body has arrived, and answers it.
+#[tokio::test]
+async fn a_burst_larger_than_a_turn_is_read_to_its_end() {
+    let echo = handler(|req| {
+        Box::pin(async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let sum: u64 = body.iter().map(|&b| b as u64).sum();
+            Response::new(full(format!("{} {sum}", body.len())))
+        })
+    });
+    for small in [120, 127, 128, 129, 300] {
+        let (mut c, _task) = Client::start(echo.clone(), Limits::default()).await;
+        let block = c.block(&[
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "a.example"),
+            (":path", "/upload"),
+        ]);
+        let mut frames = BytesMut::new();
+        Head::write(
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            block.len(),
+            &mut frames,
+        );
+        frames.put_slice(&block);
+        let (mut len, mut sum) = (0usize, 0u64);
+        for i in 0..small {
+            let chunk = [(i % 251) as u8; 7];
+            Head::write(kind::DATA, 0, 1, chunk.len(), &mut frames);
+            frames.put_slice(&chunk);
+            len += chunk.len();
+            sum += chunk.iter().map(|&b| b as u64).sum::<u64>();
+        }
+        for i in 0..3 {
+            let chunk = vec![(i + 1) as u8; 16_000];
+            let end = if i == 2 { flag::END_STREAM } else { 0 };
+            Head::write(kind::DATA, end, 1, chunk.len(), &mut frames);
+            frames.put_slice(&chunk);
+            len += chunk.len();
+            sum += chunk.iter().map(|&b| b as u64).sum::<u64>();
+        }
+        // Under the connection's initial window of 65 535 octets.
+        assert!(len < 65_535);
+        c.io.write_all(&frames).await.unwrap();
+        let (status, body) = c.response(1).await;
+        assert_eq!(status, 200, "{small} small frames first");
+        assert_eq!(String::from_utf8(body).unwrap(), format!("{len} {sum}"));
+    }
+}
+
+/// Frames that produce nothing (extension frames, which a server ignores)
+/// in a burst larger than a turn, then a request: a turn that starts with
+/// a full buffer and handles the rest of it must still go on to read.
+#[tokio::test]
+async fn a_burst_of_ignored_frames_does_not_stall_the_request_behind_it() {
+    for tiny in (100..=260).step_by(8) {
+        let (mut c, _task) = Client::start(hello(), Limits::default()).await;
+        c.until(|f| f.kind == kind::SETTINGS && f.flags == flag::ACK)
+            .await;
+        let mut frames = BytesMut::new();
+        for _ in 0..tiny {
+            Head::write(0xfa, 0, 0, 1, &mut frames);
+            frames.put_u8(0);
+        }
+        for _ in 0..4 {
+            Head::write(0xfa, 0, 0, 16_000, &mut frames);
+            frames.put_slice(&[0; 16_000]);
+        }
+        c.io.write_all(&frames).await.unwrap();
+        c.request(1, "GET", "/after", true).await;
+        let (status, body) = c.response(1).await;
+        assert_eq!(status, 200, "after {tiny} small frames");
+        assert_eq!(body, b"GET https://a.example/after");
+    }
+}

@@ -403,11 +403,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
             // Read, unless the output is backed up (a client that does not
             // read its responses is not read from either) or frames read
             // earlier still wait for their turn.
-            if !self.read_closed
-                && !self.closing
-                && self.out.len < OUTPUT_HIGH
-                && self.rbuf.len() < MAX_FRAME + HEADER_LEN
-            {
+            let backlog = self.rbuf.len() >= MAX_FRAME + HEADER_LEN;
+            if !self.read_closed && !self.closing && self.out.len < OUTPUT_HIGH && !backlog {
                 self.rbuf.reserve(MAX_FRAME + HEADER_LEN);
                 let before = self.rbuf.len();
                 let mut read = ReadBuf::uninit(self.rbuf.spare_capacity_mut());
@@ -433,6 +430,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Connection<I> {
                     true
                 }
             };
+            // The backlog that kept this round from reading is handled: go
+            // round again to read, since nothing else may wake this task
+            // (the frames may have produced no output and no request).
+            if backlog && self.rbuf.len() < MAX_FRAME + HEADER_LEN {
+                progress = true;
+            }
             while let Poll::Ready(Some((id, answered))) = self.handlers.poll_next_unpin(cx) {
                 progress = true;
                 // Hints a handler sent before it answered go first.
