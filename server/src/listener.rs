@@ -169,6 +169,9 @@ pub async fn serve<H, F>(
         let tls = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let handshake_timeout = options.header_read_timeout;
         let send_buffer = options.send_buffer;
+        // The serving futures are boxed once the connection shows what it
+        // speaks: inline, every connection's task (one that never sends a
+        // byte included) would be the size of the largest of them.
         tracker.spawn(async move {
             crate::socket_tuning::tune_accepted(&stream, send_buffer);
             match tls {
@@ -176,7 +179,7 @@ pub async fn serve<H, F>(
                     let mut stream = crate::memory_file::SendFileStream::new(stream);
                     match tokio::time::timeout(handshake_timeout, sniff_preface(&mut stream)).await {
                         Ok(Ok((true, read))) => {
-                            serve_h2(stream, read, info, handler, shutdown, limits).await
+                            Box::pin(serve_h2(stream, read, info, handler, shutdown, limits)).await
                         }
                         Ok(Ok((false, read))) => {
                             let own = crate::h1::Limits {
@@ -185,16 +188,19 @@ pub async fn serve<H, F>(
                                 max_header_bytes: limits.max_header_bytes,
                                 max_body_bytes: limits.max_body_bytes,
                             };
-                            let ended =
-                                crate::h1::serve(stream, read, info, &*handler, &shutdown, &own)
-                                    .await;
+                            let ended = Box::pin(crate::h1::serve(
+                                stream, read, info, &*handler, &shutdown, &own,
+                            ))
+                            .await;
                             if let crate::h1::Ended::Handoff(stream, read) = ended {
                                 let stream = Rewind {
                                     prefix: read.freeze(),
                                     inner: stream,
                                 };
-                                serve_connection(stream, info, &builder, handler, shutdown, limits)
-                                    .await
+                                Box::pin(serve_connection(
+                                    stream, info, &builder, handler, shutdown, limits,
+                                ))
+                                .await
                             }
                         }
                         Ok(Err(e)) => tracing::debug!(peer = %info.peer, error = %e, "connection failed before a request"),
@@ -206,11 +212,20 @@ pub async fn serve<H, F>(
                         Ok(Ok(tls_stream)) => {
                             let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                             if h2 {
-                                serve_h2(tls_stream, BytesMut::new(), info, handler, shutdown, limits)
-                                    .await
+                                Box::pin(serve_h2(
+                                    tls_stream,
+                                    BytesMut::new(),
+                                    info,
+                                    handler,
+                                    shutdown,
+                                    limits,
+                                ))
+                                .await
                             } else {
-                                serve_connection(tls_stream, info, &builder, handler, shutdown, limits)
-                                    .await
+                                Box::pin(serve_connection(
+                                    tls_stream, info, &builder, handler, shutdown, limits,
+                                ))
+                                .await
                             }
                         }
                         Ok(Err(e)) => {
