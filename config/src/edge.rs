@@ -211,6 +211,115 @@ impl HotTier {
     }
 }
 
+/// What the proxy does when it is asked for more than it can do: it turns
+/// requests away with a fast `503` and `Retry-After` instead of queueing
+/// them without end, newcomers first, so that the audience already
+/// watching keeps playing. Two signals decide: how late a task that
+/// becomes ready gets a worker (the queue every request stands in), and
+/// how many requests wait on a cache node or origin at once.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Overload {
+    /// Off by default: on the crowd of `loadtest/bench/overload.sh` it
+    /// still stalls viewers more than queueing does (docs/performance.md,
+    /// "Overload shedding"). `false`: every request is admitted and waits
+    /// as long as it must.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Scheduling delay (the minimum over 100 ms) above which a new
+    /// viewer's first request is refused. Four times it, a growing share
+    /// of segment requests is refused too; playlist refreshes never are
+    /// for delay.
+    #[serde(default = "default_max_delay")]
+    pub max_delay: Span,
+    /// Requests waiting on a cache node or origin at once. New viewers may
+    /// fill 80 % of it, segments 95 %, playlists all. Default: 1024 per
+    /// core of the machine.
+    #[serde(default)]
+    pub max_in_flight: Option<u32>,
+    /// How long a viewer already watching waits for a slot among
+    /// `max_in_flight` before its request is refused; new viewers do not
+    /// wait.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout: Span,
+    /// What refused clients are told to wait (`Retry-After`, whole seconds).
+    #[serde(default = "default_retry_after")]
+    pub retry_after: Span,
+    /// File names of the first request a new viewer makes (the HLS
+    /// multivariant playlist); they are the first turned away.
+    #[serde(default = "default_entry_files")]
+    pub entry_files: Vec<String>,
+}
+
+fn default_max_delay() -> Span {
+    Span::from_millis(5)
+}
+fn default_queue_timeout() -> Span {
+    Span::from_millis(500)
+}
+fn default_retry_after() -> Span {
+    Span::from_secs(1)
+}
+fn default_entry_files() -> Vec<String> {
+    vec!["master.m3u8".to_string()]
+}
+
+impl Default for Overload {
+    fn default() -> Self {
+        Overload {
+            enabled: false,
+            max_delay: default_max_delay(),
+            max_in_flight: None,
+            queue_timeout: default_queue_timeout(),
+            retry_after: default_retry_after(),
+            entry_files: default_entry_files(),
+        }
+    }
+}
+
+impl Overload {
+    /// `max_in_flight`, or its default for this machine.
+    pub fn max_in_flight(&self) -> usize {
+        match self.max_in_flight {
+            Some(n) => n as usize,
+            None => 1024 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    fn validate(&self, at: &str, v: &mut Validator) {
+        if self.max_in_flight.is_some_and(|n| n == 0 || n > 10_000_000) {
+            v.error(
+                &v.join(at, "max_in_flight"),
+                format!("{} is out of range", self.max_in_flight.unwrap_or(0)),
+                "1 to 10000000, or leave it out for 1024 per core",
+            );
+        }
+        if self.max_delay.get() < std::time::Duration::from_millis(1) {
+            v.error(
+                &v.join(at, "max_delay"),
+                format!("{} is below 1ms", self.max_delay),
+                "at least 1ms (the timer's resolution), such as 5ms",
+            );
+        }
+        if self.retry_after.get() < std::time::Duration::from_secs(1) {
+            v.error(
+                &v.join(at, "retry_after"),
+                format!("{} is below 1s", self.retry_after),
+                "whole seconds, at least 1s",
+            );
+        }
+        for (i, name) in self.entry_files.iter().enumerate() {
+            if name.is_empty() || name.contains('/') {
+                v.error(
+                    &format!("{}[{i}]", v.join(at, "entry_files")),
+                    format!("{name:?} is not a file name"),
+                    "a file name without a slash, such as master.m3u8",
+                );
+            }
+        }
+    }
+}
+
 /// Where a proxy or cache node gets its cluster config and membership
 /// when a control plane runs them, instead of from files.
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
@@ -264,6 +373,8 @@ pub struct EdgeSettings {
     pub access_log: bool,
     #[serde(default)]
     pub hot_tier: HotTier,
+    #[serde(default)]
+    pub overload: Overload,
 }
 
 impl EdgeSettings {
@@ -350,6 +461,7 @@ impl EdgeSettings {
             );
         }
         self.hot_tier.validate(&v.join(at, "hot_tier"), v);
+        self.overload.validate(&v.join(at, "overload"), v);
         let fp = v.join(at, "fail_open");
         if self.fail_open.max_origin_requests == 0 || self.fail_open.max_origin_requests > 100_000 {
             v.error(

@@ -37,7 +37,7 @@ pub use cluster::{
 pub use control::{ControlConfig, ControlPeer};
 pub use edge::{
     ClientLimits, ControlSource, EdgeCertificate, EdgeSettings, EdgeTls, FailOpen, HotTier,
-    RetryPolicy,
+    Overload, RetryPolicy,
 };
 pub use error::{ConfigError, ConfigErrors, Location};
 pub use load::{

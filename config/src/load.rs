@@ -63,6 +63,10 @@ const KINDS_ALLOWED: &str = "kind: cluster, proxy, cache, origin, up, control or
 
 /// Any Fanout file, loaded and validated.
 #[derive(Debug, Clone)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per file loaded; the loaders hand out the variants unboxed"
+)]
 pub enum AnyConfig {
     Cluster(ClusterConfig),
     Proxy(ProxyConfig),

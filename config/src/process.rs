@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use crate::cluster::{ClusterConfig, HostPort};
 use crate::edge::{
-    ClientLimits, ControlSource, EdgeSettings, EdgeTls, FailOpen, HotTier, RetryPolicy,
+    ClientLimits, ControlSource, EdgeSettings, EdgeTls, FailOpen, HotTier, Overload, RetryPolicy,
 };
 use crate::telemetry::Telemetry;
 use crate::units::Size;
@@ -47,6 +47,10 @@ pub struct ProxyFile {
     /// The objects every viewer wants, kept in the proxy.
     #[serde(default)]
     pub hot_tier: HotTier,
+    /// Refusing requests, newcomers first, when asked for more than the
+    /// proxy can do.
+    #[serde(default)]
+    pub overload: Overload,
     /// File holding the bearer token for admin writes (purges of the hot
     /// tier), relative to this file. Without it, purging is disabled.
     #[serde(default)]
@@ -65,6 +69,7 @@ impl ProxyFile {
             fail_open: self.fail_open.clone(),
             access_log: self.access_log,
             hot_tier: self.hot_tier.clone(),
+            overload: self.overload.clone(),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::cluster::{ClusterConfig, HostPort};
-use crate::edge::{ClientLimits, EdgeSettings, EdgeTls, FailOpen, HotTier, RetryPolicy};
+use crate::edge::{ClientLimits, EdgeSettings, EdgeTls, FailOpen, HotTier, Overload, RetryPolicy};
 use crate::origin::OriginConfig;
 use crate::process::{
     default_capacity, default_max_origin_fetches, default_weight, validate_capacity, validate_id,
@@ -97,6 +97,10 @@ pub struct UpProxy {
     /// The objects every viewer wants, kept in the proxy.
     #[serde(default)]
     pub hot_tier: HotTier,
+    /// Refusing requests, newcomers first, when asked for more than the
+    /// proxy can do.
+    #[serde(default)]
+    pub overload: Overload,
 }
 
 impl UpProxy {
@@ -111,6 +115,7 @@ impl UpProxy {
             fail_open: self.fail_open.clone(),
             access_log: self.access_log,
             hot_tier: self.hot_tier.clone(),
+            overload: self.overload.clone(),
         }
     }
 }

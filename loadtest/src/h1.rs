@@ -68,6 +68,9 @@ pub struct Response {
     pub head_at: Instant,
     /// The last `Cache-Status` field, when asked for.
     pub cache_status: Option<String>,
+    /// `Retry-After` in seconds, on a 503 or 429: the server refused the
+    /// request for now.
+    pub retry_after: Option<u32>,
 }
 
 /// What a caller wants kept of a response beyond its status and length.
@@ -316,6 +319,7 @@ async fn exchange(
             bytes,
             head_at,
             cache_status: head.cache_status,
+            retry_after: head.retry_after,
         },
         reusable,
     ))
@@ -342,6 +346,7 @@ struct Head {
     hit: Option<bool>,
     framing: Framing,
     cache_status: Option<String>,
+    retry_after: Option<u32>,
 }
 
 impl Head {
@@ -360,6 +365,8 @@ impl Head {
         // Every Cache-Status line, as one list (RFC 9110 §5.3): a cache
         // in front of another appends its own line.
         let (mut cache_status, mut x_cache) = (None::<std::borrow::Cow<'_, str>>, None);
+        let mut retry_after = None;
+        let refused = status == 503 || status == 429;
         for h in parsed.headers.iter() {
             fields
                 .see(h.name, h.value)
@@ -373,6 +380,9 @@ impl Head {
                 });
             } else if h.name.eq_ignore_ascii_case("x-cache") {
                 x_cache = Some(text());
+            } else if refused && h.name.eq_ignore_ascii_case("retry-after") {
+                // Only delta-seconds: an HTTP-date is left unread.
+                retry_after = text().trim().parse().ok();
             }
         }
         Ok(Head {
@@ -384,6 +394,7 @@ impl Head {
             cache_status: cache_status
                 .filter(|_| keep_cache_status)
                 .map(std::borrow::Cow::into_owned),
+            retry_after,
         })
     }
 }
@@ -485,6 +496,35 @@ mod tests {
             parse_head(head(MAX_HEADERS).as_bytes(), false),
             Err(H1Error::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn retry_after_is_read_from_refusals_only() {
+        let retry = |head: &str| {
+            parse_head(head.as_bytes(), false)
+                .unwrap()
+                .unwrap()
+                .retry_after
+        };
+        let refused =
+            "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(retry(refused), Some(2));
+        assert_eq!(
+            retry(
+                "HTTP/1.1 429 Too Many Requests\r\nretry-after:  30 \r\nContent-Length: 0\r\n\r\n"
+            ),
+            Some(30)
+        );
+        // A date is not read; neither is the field on a response that
+        // was answered.
+        assert_eq!(
+            retry("HTTP/1.1 503 Service Unavailable\r\nRetry-After: Fri, 04 Dec 2026 23:59:59 GMT\r\nContent-Length: 0\r\n\r\n"),
+            None
+        );
+        assert_eq!(
+            retry("HTTP/1.1 200 OK\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n"),
+            None
+        );
     }
 
     #[tokio::test]

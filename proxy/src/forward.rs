@@ -48,6 +48,9 @@ pub struct Proxy {
     pub access_log: AccessLog,
     /// Requests and hits, for the control plane's status page.
     pub traffic: Arc<fanout_control_plane::agent::Traffic>,
+    /// Refuses requests, newcomers first, when the proxy is overloaded;
+    /// `None` when turned off.
+    pub admission: Option<Arc<crate::admission::Admission>>,
 }
 
 /// The per-request instruments are bound to their attribute sets on first
@@ -394,6 +397,22 @@ impl Proxy {
         let Some((site, key)) = request_phase(snapshot, &mut parts) else {
             let resp = text(StatusCode::NOT_FOUND, "unknown site\n");
             return (Upstreamed::by(resp, Upstream::None), None);
+        };
+        // Admitted before the hot tier: a hot hit on a big segment costs
+        // the very bandwidth an overloaded proxy is short of. Counted in
+        // flight until the response head is ready.
+        let _admitted = match &self.admission {
+            Some(admission) => {
+                let priority = admission.priority(parts.uri.path());
+                match admission.overload.admit(priority).await {
+                    Ok(admitted) => Some(admitted),
+                    Err(why) => {
+                        let resp = admission.refusal(priority, why);
+                        return (Upstreamed::by(resp, Upstream::None), Some(site.as_ref()));
+                    }
+                }
+            }
+            None => None,
         };
         // A GET or HEAD's content has no defined meaning (RFC 9110 §9.3.1)
         // and no part in its cache key: it is not sent on. Such requests

@@ -14,6 +14,7 @@
 //! benchmarks).
 
 mod access_log;
+mod admission;
 pub mod balance;
 mod control;
 mod forward;
@@ -246,6 +247,7 @@ pub async fn run(
         metrics: forward::Metrics::new(&id),
         access_log: access_log::AccessLog::new(config.edge.access_log),
         traffic,
+        admission: admission::Admission::new(&id, &config.edge.overload, &shutdown),
     });
     tracing::info!(proxy = %id, listen = %config.listen, tls_listen = ?tls.as_ref().map(|t| t.0), cache_nodes = config.cache_nodes.len(), "proxy serving");
     readiness.set(true);

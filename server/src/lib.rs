@@ -36,6 +36,7 @@ pub mod interim;
 mod listener;
 pub mod memory_file;
 pub mod origin;
+pub mod overload;
 mod request_body;
 pub mod socket_tuning;
 pub mod time_fields;

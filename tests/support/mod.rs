@@ -129,6 +129,8 @@ origin:
     # Fresh for two seconds: the hot tier must let go of it in time.
     - {{ prefix: /short/, count: 10, size: 1KiB, cache_control: 'public, max-age=2' }}
     - {{ prefix: /private/, count: 10, size: 1KiB, cache_control: 'private, max-age=60' }}
+    # An origin that takes a while to answer: requests that stay in flight.
+    - {{ prefix: /held/, count: 10, size: 1KiB, cache_control: no-store }}
   faults:
     # A new object that takes a while to come: the flash crowd's segment.
     - {{ path: '/crowd/*', latency: 200ms }}
@@ -144,6 +146,7 @@ origin:
     - {{ path: '/crawl/*', throughput: 64KiB }}
     # A slow fill of a response not shareable with Authorization requests.
     - {{ path: '/account/9', latency: 1500ms }}
+    - {{ path: '/held/*', latency: 1500ms }}
 cluster:
   sites:
     - name: live

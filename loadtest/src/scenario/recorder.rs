@@ -160,6 +160,10 @@ pub struct Inner {
     pub rendition_switches: u64,
     /// Requests sent again to the next target address.
     pub failovers: u64,
+    /// Requests the target refused for now (503 or 429 with Retry-After),
+    /// and how long each refusal took to arrive, in microseconds.
+    pub refused: u64,
+    pub refusal: Histogram<u64>,
     pub first_errors: Vec<String>,
     /// How late live and VOD viewers woke for their later requests, in
     /// microseconds: the generator's own delay, as for arrivals.
@@ -201,6 +205,8 @@ impl Recorder {
                 play_s: 0.0,
                 rendition_switches: 0,
                 failovers: 0,
+                refused: 0,
+                refusal: latency_histogram(3),
                 first_errors: Vec::new(),
                 wake_lateness: latency_histogram(2),
                 last_origin_second: None,
@@ -288,6 +294,13 @@ impl Recorder {
 
     pub fn failed_over(&self) {
         self.lock().failovers += 1;
+    }
+
+    /// A request refused for now, `took` after it was sent.
+    pub fn refused(&self, took: Duration) {
+        let mut g = self.lock();
+        g.refused += 1;
+        let _ = g.refusal.record(micros(took));
     }
 
     pub fn switched_rendition(&self) {

@@ -62,6 +62,16 @@ pub struct Totals {
     /// each, whatever the second attempt's outcome).
     #[serde(default)]
     pub failovers: u64,
+    /// Requests the target refused for now (503 or 429 with Retry-After:
+    /// shed by an overloaded server). Not errors: the viewer waited as
+    /// told and asked again, and the retry is counted as a request.
+    #[serde(default)]
+    pub refused: u64,
+    /// Time from sending a refused request to its refusal, milliseconds.
+    #[serde(default)]
+    pub refusal_ms: Quantiles,
+    #[serde(default)]
+    pub refusal_hist: String,
     /// Hits among responses that carried a cache status.
     pub hit_ratio: Option<f64>,
     /// Total latency of every successful request, in milliseconds.
@@ -301,6 +311,8 @@ impl Report {
                 misses: r.misses,
                 no_cache_status: r.no_status,
                 failovers: r.failovers,
+                refused: r.refused,
+                refusal_hist: encode(&r.refusal),
                 latency_hist: encode(&all),
                 ..Totals::default()
             },
@@ -339,6 +351,9 @@ impl Report {
         t.requests_per_s = t.requests as f64 / self.duration_s.max(0.001);
         t.hit_ratio = ratio(t.hits, t.hits + t.misses);
         t.latency_ms = decode(&t.latency_hist)
+            .map(|h| Quantiles::of(&h))
+            .unwrap_or_default();
+        t.refusal_ms = decode(&t.refusal_hist)
             .map(|h| Quantiles::of(&h))
             .unwrap_or_default();
         let g = &mut self.generator;
@@ -409,6 +424,10 @@ impl Report {
             a.misses += b.misses;
             a.no_cache_status += b.no_cache_status;
             a.failovers += b.failovers;
+            a.refused += b.refused;
+            if !b.refusal_hist.is_empty() {
+                a.refusal_hist = add_encoded(&a.refusal_hist, &b.refusal_hist)?;
+            }
             a.latency_hist = add_encoded(&a.latency_hist, &b.latency_hist)?;
             for (k, n) in &r.errors {
                 *out.errors.entry(k.clone()).or_default() += n;
@@ -566,6 +585,13 @@ impl Report {
                 t.failovers
             );
         }
+        if t.refused > 0 {
+            let _ = writeln!(
+                out,
+                "  refused      {} requests shed with Retry-After (answered in p50 {:.2} ms, p99 {:.2} ms), then asked again",
+                t.refused, t.refusal_ms.p50, t.refusal_ms.p99
+            );
+        }
         let _ = writeln!(
             out,
             "  bytes        {:.1} MiB ({:.1} MiB/s)",
@@ -660,6 +686,8 @@ impl Report {
             "max_ms" => t.latency_ms.max,
             "lateness_p99_ms" => self.generator.arrival_lateness_ms.p99,
             "generator_cpu_busy" => self.generator.cpu_busy?,
+            "refused" => self.totals.refused as f64,
+            "refusal_p99_ms" => self.totals.refusal_ms.p99,
             "startup_p50_ms" => self.viewers.startup_ms.p50,
             "startup_p99_ms" => self.viewers.startup_ms.p99,
             "stalls" => self.viewers.stalls as f64,
@@ -684,7 +712,7 @@ fn add_encoded(a: &str, b: &str) -> Result<String, String> {
 
 pub const METRICS: &str = "requests, rps, errors, error_ratio, hit_ratio, p50_ms, p90_ms, p99_ms, \
      p999_ms, max_ms, startup_p50_ms, startup_p99_ms, stalls, stall_ratio, origin_requests, offload, \
-     lateness_p99_ms, generator_cpu_busy";
+     lateness_p99_ms, generator_cpu_busy, refused, refusal_p99_ms";
 
 /// `--fail-if p99_ms>200`: a figure, a comparison, a number.
 #[derive(Debug, Clone, PartialEq)]

@@ -45,7 +45,11 @@ pub struct Viewer {
 
 impl Viewer {
     /// One GET, recorded. `None` when the viewer left before it finished
-    /// (not counted: a player that closes does not see an error).
+    /// (not counted: a player that closes does not see an error). A
+    /// request the target refuses for now (503 or 429 with `Retry-After`,
+    /// an overloaded server shedding load) is counted as refused, not
+    /// failed, and asked again after the time it names, as a player does;
+    /// the latency recorded is the answered attempt's.
     async fn get(
         &mut self,
         class: Class,
@@ -53,6 +57,29 @@ impl Viewer {
         intended: Instant,
         keep_body: bool,
     ) -> Option<Result<Response, ()>> {
+        let mut intended = intended;
+        loop {
+            let sent = Instant::now();
+            match self.attempt(class, path, intended, keep_body).await? {
+                Attempted::Refused(wait) => {
+                    self.ctx.recorder.refused(Instant::now() - sent);
+                    if !self.wait_until(Instant::now() + wait).await {
+                        return None;
+                    }
+                    intended = Instant::now();
+                }
+                Attempted::Answered(r) => return Some(r),
+            }
+        }
+    }
+
+    async fn attempt(
+        &mut self,
+        class: Class,
+        path: &str,
+        intended: Instant,
+        keep_body: bool,
+    ) -> Option<Attempted> {
         let ctx = self.ctx.clone();
         let target = &mut self.target;
         let exchange = async {
@@ -83,6 +110,17 @@ impl Viewer {
             None => exchange.await,
         };
         let finished = Instant::now();
+        if let Ok(Ok(Response {
+            retry_after: Some(seconds),
+            ..
+        })) = &result
+        {
+            // Bounded, so that a wrong header cannot park a viewer for
+            // the rest of the run.
+            return Some(Attempted::Refused(Duration::from_secs(
+                u64::from(*seconds).clamp(1, MAX_RETRY_AFTER_S),
+            )));
+        }
         let (outcome, result) = match result {
             Ok(Ok(r)) if (200..300).contains(&r.status) => (
                 Outcome {
@@ -126,7 +164,7 @@ impl Viewer {
             ),
         };
         self.ctx.recorder.record(outcome, finished);
-        Some(result)
+        Some(Attempted::Answered(result))
     }
 
     /// Sleeps until `at`; false if the viewer left first.
@@ -148,6 +186,15 @@ impl Viewer {
         }
         woke
     }
+}
+
+/// The longest `Retry-After` a viewer honours, in seconds.
+const MAX_RETRY_AFTER_S: u64 = 30;
+
+enum Attempted {
+    /// Refused for now: ask again after this long.
+    Refused(Duration),
+    Answered(Result<Response, ()>),
 }
 
 fn failed(class: Class, kind: ErrorKind, what: String) -> Outcome {
