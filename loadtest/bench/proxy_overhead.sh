@@ -53,7 +53,8 @@ for t in "${targets[@]}"; do
     curl -sf -o /dev/null -H 'Host: localhost' "http://$addr/o/1" || { echo "$name: GET /o/1 failed" >&2; exit 1; }
   done
   # Every path must be a cache hit at the node, or the comparison is void.
-  curl -sfI -H 'Host: localhost' "http://$addr/o/1" | grep -qi '^cache-status: .*hit' \
+  head=$(curl -sfI -H 'Host: localhost' "http://$addr/o/1")
+  grep -qi '^cache-status: .*hit' <<<"$head" \
     || { echo "$name: /o/1 is not a cache hit" >&2; exit 1; }
 done
 

@@ -200,7 +200,10 @@ wait_serving
 read -r ok failed hits < <(load 6)
 echo "chaos: control plane down, cache-1 restarted: $ok requests, $failed failed, hit ratio $(ratio "$hits" "$ok")"
 [ "$failed" = 0 ] || { echo "chaos: requests failed without the control plane" >&2; exit 1; }
-dc logs cache-1 2>&1 | grep -q 'from="state file"' \
+# Read whole before searching: with pipefail, `dc logs | grep -q` fails
+# when grep exits at the first match and dc logs dies of SIGPIPE.
+cache1_logs=$(dc logs cache-1 2>&1)
+grep -q 'from="state file"' <<<"$cache1_logs" \
   || { echo "chaos: cache-1 did not start from its saved state" >&2; exit 1; }
 rm -f "$compose_dir/.load1" "$compose_dir/.load3"
 echo "chaos: all steps passed"
