@@ -1,11 +1,14 @@
 //! `fanout loadtest`: a scenario played against a real cluster reports what
-//! the origin counted, and the open-loop schedule keeps its offered rate
-//! against a server too slow for it, with the queueing in the latencies.
+//! the origin counted, the open-loop schedule keeps its offered rate
+//! against a server too slow for it, with the queueing in the latencies,
+//! and viewers move on from refused connections and come back after a
+//! `Retry-After`.
 
 mod support;
 
 use std::convert::Infallible;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -308,4 +311,65 @@ mix: [{{ viewer: static, prefix: /x/, count: 10 }}]
     let report = scenario::run(&s, RunOptions::default(), CancellationToken::new()).await;
     assert_eq!(report.totals.errors, report.totals.requests);
     assert!(report.totals.requests > 0);
+}
+
+/// A request refused for now (`503` with `Retry-After`, an overloaded
+/// server shedding load) is asked again after the time it names, as a
+/// player does: the refusal is counted apart from errors, and the answered
+/// retry's latency does not include the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_with_retry_after_is_retried_and_counted_apart_from_errors() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    // Each path's first request is refused.
+                    let first = seen.lock().unwrap().insert(req.uri().path().to_string());
+                    async move {
+                        let mut resp = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                        if first {
+                            *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+                            resp.headers_mut().insert(
+                                "retry-after",
+                                hyper::header::HeaderValue::from_static("1"),
+                            );
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let text = format!(
+        "kind: scenario
+name: refused
+seed: 5
+target: {{ addresses: ['{server}'], host: localhost }}
+phases: [{{ name: p, duration: 3s, arrival_rate: 20, population: 100000 }}]
+mix: [{{ viewer: static, prefix: /x/, count: 100000 }}]
+"
+    );
+    let fanout_config::AnyConfig::Scenario(s) =
+        fanout_config::load_str(Path::new("refused.yaml"), &text).unwrap()
+    else {
+        panic!()
+    };
+    let report = scenario::run(&s, RunOptions::default(), CancellationToken::new()).await;
+    let t = &report.totals;
+    assert_eq!(t.errors, 0, "{:?}", report.first_errors);
+    assert!(t.refused >= 20, "{} refused", t.refused);
+    assert!(t.requests >= 10, "{} retries answered", t.requests);
+    assert!(
+        t.latency_ms.max < 900.0,
+        "the answered retries' latency ({} ms max) includes the 1 s wait",
+        t.latency_ms.max
+    );
+    assert!(t.refusal_ms.p50 > 0.0);
 }

@@ -220,20 +220,16 @@ impl HotTier {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Overload {
-    /// Off by default: on the crowd of `loadtest/bench/overload.sh` it
-    /// still stalls viewers more than queueing does (docs/performance.md,
-    /// "Overload shedding"). `false`: every request is admitted and waits
-    /// as long as it must.
-    #[serde(default)]
+    /// `false`: every request is admitted and waits as long as it must.
+    #[serde(default = "yes")]
     pub enabled: bool,
     /// Scheduling delay (the minimum over 100 ms) above which a new
-    /// viewer's first request is refused. Four times it, a growing share
-    /// of segment requests is refused too; playlist refreshes never are
-    /// for delay.
+    /// viewer's first request is refused. Nothing else is refused for
+    /// delay: a refused segment stalls a viewer already watching.
     #[serde(default = "default_max_delay")]
     pub max_delay: Span,
     /// Requests waiting on a cache node or origin at once. New viewers may
-    /// fill 80 % of it, segments 95 %, playlists all. Default: 1024 per
+    /// fill 80 % of it, segments 95 %, playlists all. Default: 4096 per
     /// core of the machine.
     #[serde(default)]
     pub max_in_flight: Option<u32>,
@@ -267,7 +263,7 @@ fn default_entry_files() -> Vec<String> {
 impl Default for Overload {
     fn default() -> Self {
         Overload {
-            enabled: false,
+            enabled: true,
             max_delay: default_max_delay(),
             max_in_flight: None,
             queue_timeout: default_queue_timeout(),
@@ -282,7 +278,7 @@ impl Overload {
     pub fn max_in_flight(&self) -> usize {
         match self.max_in_flight {
             Some(n) => n as usize,
-            None => 1024 * std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => 4096 * std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -291,7 +287,7 @@ impl Overload {
             v.error(
                 &v.join(at, "max_in_flight"),
                 format!("{} is out of range", self.max_in_flight.unwrap_or(0)),
-                "1 to 10000000, or leave it out for 1024 per core",
+                "1 to 10000000, or leave it out for 4096 per core",
             );
         }
         if self.max_delay.get() < std::time::Duration::from_millis(1) {

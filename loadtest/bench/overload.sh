@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Overload shedding, measured: a live audience far beyond what one core
 # serves, played twice against the same Fanout cluster on one core, once
-# with the proxy's overload protection off (its default: every request
-# queues as long as it must, the reference) and once turned on with its
-# other settings at their defaults (newcomers turned away with 503 and
-# Retry-After while the proxy falls behind). Prints the
+# with the proxy's overload protection off (every request queues as long
+# as it must: the reference) and once at its defaults (newcomers turned
+# away with 503 and Retry-After while the proxy falls behind). Prints the
 # two reports side by side and the ratio of each figure, on to off.
 #
 # The audience: WATCHING live viewers (default 2500) who join over 20 s
@@ -14,6 +13,9 @@
 # cache node) runs on core 1, the load generator on core 0.
 #
 # Usage: loadtest/bench/overload.sh      (about 3 minutes)
+#        SCENARIO=loadtest/scenarios/ipl-final.yaml plays that file instead
+#        (its target is replaced; it may ask for the live stream `main`,
+#        20 VOD titles and /static/0..999, as compare_caches.sh's origin).
 #        REPORTS=DIR keeps the JSON and HTML reports.
 source "$(dirname "$0")/lib.sh"
 
@@ -38,6 +40,14 @@ live:
       - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
       - { name: 480p, bandwidth: 1200000, resolution: 854x480 }
       - { name: 240p, bandwidth: 400000, resolution: 426x240 }
+vod:
+  titles: 20
+  segments: 150
+  segment_duration: 4s
+  renditions:
+    - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
+objects:
+  - { prefix: /static/, count: 1000, size: 16KiB }
 YAML
 "$FANOUT" origin "$work/origin.yaml" >"$work/origin.log" 2>&1 &
 pids+=($!)
@@ -61,6 +71,7 @@ phases:
 mix:
   - { viewer: live, stream: main, weight: 1 }
 YAML
+SCENARIO=${SCENARIO:-$work/scenario.yaml}
 
 run_one() { # NAME OVERLOAD_FIELDS
   local proxy cache admin
@@ -84,7 +95,7 @@ YAML
   pids+=($up)
   wait_http "$proxy"
   echo "== shedding $1" >&2
-  taskset -c 0 "$FANOUT" --workers 1 loadtest run "$work/scenario.yaml" --quiet \
+  taskset -c 0 "$FANOUT" --workers 1 loadtest run "$SCENARIO" --quiet \
     --target "$proxy" --host localhost --origin "$ORIGIN" \
     --json "$REPORTS/$1.json" --html "$REPORTS/$1.html" >"$work/$1.out" || true
   curl -s "http://$admin/metrics" | grep -E '^fanout_proxy_shed_total' >"$REPORTS/$1.shed" || true
@@ -97,7 +108,7 @@ YAML
 
 wait_http "$ORIGIN"
 run_one off '{ enabled: false }'
-run_one on '{ enabled: true }'
+run_one on '{}'
 
 python3 - "$REPORTS" <<'PY'
 import json, sys
@@ -117,7 +128,7 @@ rows = [
     ("stall ratio", lambda r: r["viewers"]["stall_ratio"]),
     ("peak viewers", lambda r: r["viewers"]["peak_active"]),
 ]
-print(f"scenario: live crowd beyond one core, {on['duration_s']:.0f} s")
+print(f"scenario: {on['scenario']}, {on['duration_s']:.0f} s, one core")
 print(f"{'':<20}{'off':>12}{'on':>12}{'on/off':>9}")
 for label, f in rows:
     a, b = f(off), f(on)

@@ -9,10 +9,12 @@
 //!   queue every request stands in, whatever resource is short: CPU, or
 //!   the memory bandwidth that copying big segments uses. As CoDel does,
 //!   the minimum over a window counts, so a burst that drains by itself
-//!   does not. Above `max_delay`, newcomers' first requests are refused;
-//!   above four times it, a share of the other requests too, a share that
-//!   grows each window the delay stays that high and shrinks when it
-//!   falls.
+//!   does not. Above `max_delay`, newcomers' first requests are refused.
+//!   Nothing else is refused for delay, however high it goes: a refused
+//!   segment stalls a viewer who is watching, and on a crowd beyond one
+//!   core (docs/performance.md, "Overload shedding") refusing a share of
+//!   segments once the delay passed 20 or 100 ms stalled viewers where
+//!   plain queueing, with the players' buffers, did not.
 //! - **Requests in flight** (admitted and not yet answered with a head:
 //!   those waiting on a cache node or an origin). Each priority may fill
 //!   its share of `max_in_flight`; past it, a request waits up to
@@ -25,7 +27,7 @@
 //! (segments and everything else), then [`Priority::Entry`], a new
 //! viewer's first request.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,11 +40,6 @@ const PROBE_PERIOD: Duration = Duration::from_millis(5);
 const WINDOW: Duration = Duration::from_millis(100);
 /// Shares are kept in thousandths.
 const WHOLE: u32 = 1000;
-/// Each window above the high mark sheds this much more of the watching
-/// audience's requests, up to [`MAX_SHARE`]; each window below it, half
-/// as much less.
-const SHARE_STEP: u32 = 100;
-const MAX_SHARE: u32 = 900;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Priority {
@@ -111,9 +108,6 @@ pub struct Overload {
     freed: Notify,
     /// The last window's minimum scheduling delay, in microseconds.
     delay_us: AtomicU64,
-    /// Thousandths of Media requests refused for delay (0 while the delay
-    /// is below the high mark).
-    media_share: AtomicU32,
 }
 
 impl Overload {
@@ -124,7 +118,6 @@ impl Overload {
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
             delay_us: AtomicU64::new(0),
-            media_share: AtomicU32::new(0),
         })
     }
 
@@ -157,13 +150,6 @@ impl Overload {
     fn judge(&self, min: Duration) {
         self.delay_us
             .store(min.as_micros() as u64, Ordering::Relaxed);
-        let share = self.media_share.load(Ordering::Relaxed);
-        let next = if min > self.settings.max_delay * 4 {
-            (share + SHARE_STEP).min(MAX_SHARE)
-        } else {
-            share.saturating_sub(SHARE_STEP / 2)
-        };
-        self.media_share.store(next, Ordering::Relaxed);
     }
 
     /// The last window's minimum scheduling delay.
@@ -180,15 +166,8 @@ impl Overload {
     /// most `queue_timeout`, or says why not. The request counts as in
     /// flight until the returned value is dropped.
     pub async fn admit(&self, p: Priority) -> Result<Admitted<'_>, Shed> {
-        match p {
-            Priority::Entry if self.delay() > self.settings.max_delay => return Err(Shed::Delay),
-            Priority::Media => {
-                let share = self.media_share.load(Ordering::Relaxed);
-                if share > 0 && fastrand::u32(..WHOLE) < share {
-                    return Err(Shed::Delay);
-                }
-            }
-            _ => {}
+        if p == Priority::Entry && self.delay() > self.settings.max_delay {
+            return Err(Shed::Delay);
         }
         let limit = (self.settings.max_in_flight as u64 * p.in_flight_share() as u64 / WHOLE as u64)
             .max(1) as usize;
@@ -323,37 +302,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_delay_far_above_the_bound_sheds_a_growing_share_of_media_but_no_playlists() {
+    async fn however_high_the_delay_no_watching_viewer_is_refused_for_it() {
         let o = Overload::new(settings(1_000_000, Duration::ZERO));
-        let shed = |o: &Arc<Overload>| {
-            let o = o.clone();
-            async move {
-                let mut n = 0;
-                for _ in 0..2000 {
-                    n += o.admit(Priority::Media).await.is_err() as u32;
-                    assert!(o.admit(Priority::Playlist).await.is_ok());
-                }
-                n
-            }
-        };
-        assert_eq!(shed(&o).await, 0);
-        o.judge(Duration::from_millis(30));
-        let after_one = shed(&o).await;
-        for _ in 0..5 {
-            o.judge(Duration::from_millis(30));
+        o.judge(Duration::from_secs(5));
+        assert_eq!(o.admit(Priority::Entry).await.err(), Some(Shed::Delay));
+        for _ in 0..1000 {
+            assert!(o.admit(Priority::Media).await.is_ok());
+            assert!(o.admit(Priority::Playlist).await.is_ok());
         }
-        let after_six = shed(&o).await;
-        assert!(
-            after_one > 0 && after_six > after_one * 3,
-            "{after_one} then {after_six}"
-        );
-        // The share falls back once the delay does, not all at once.
-        o.judge(Duration::from_millis(1));
-        assert!(shed(&o).await > 0);
-        for _ in 0..20 {
-            o.judge(Duration::from_millis(1));
-        }
-        assert_eq!(shed(&o).await, 0);
     }
 
     #[tokio::test]
