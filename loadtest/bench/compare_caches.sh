@@ -19,30 +19,6 @@ REPORTS=${REPORTS:-$work/reports}
 mkdir -p "$REPORTS"
 need_commands nginx:nginx-light varnishd:varnish taskset:util-linux
 
-origin_yaml() {
-  cat <<YAML
-kind: origin
-listen: '$1'
-live:
-  - name: main
-    segment_duration: 2s
-    window: 6
-    renditions:
-      - { name: 1080p, bandwidth: 6000000, resolution: 1920x1080 }
-      - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
-      - { name: 480p, bandwidth: 1200000, resolution: 854x480 }
-      - { name: 240p, bandwidth: 400000, resolution: 426x240 }
-vod:
-  titles: 20
-  segments: 150
-  segment_duration: 4s
-  renditions:
-    - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
-objects:
-  - { prefix: /static/, count: 1000, size: 16KiB }
-YAML
-}
-
 run_one() { # NAME CACHE_ADDR ORIGIN_ADDR
   echo "== $1" >&2
   taskset -c 0 "$FANOUT" --workers 1 loadtest run "$SCENARIO" --quiet \
@@ -53,7 +29,7 @@ run_one() { # NAME CACHE_ADDR ORIGIN_ADDR
 for name in fanout nginx varnish; do
   port=$(free_port)
   declare "ORIGIN_${name}=127.0.0.1:$port"
-  origin_yaml "127.0.0.1:$port" >"$work/origin-$name.yaml"
+  scenario_origin_yaml "127.0.0.1:$port" >"$work/origin-$name.yaml"
   "$FANOUT" origin "$work/origin-$name.yaml" >"$work/origin-$name.log" 2>&1 &
   pids+=($!)
 done

@@ -271,3 +271,30 @@ CONF
   taskset -c "$3" nginx -c "$work/nginx-tls.conf" -g 'daemon off;' &
   pids+=($!)
 }
+
+# The synthetic origin the shipped scenarios (quickstart, ipl-final,
+# vod-longtail) ask for: live stream `main` on a 4-rendition ladder, 20
+# VOD titles and /static/0..999. Usage: scenario_origin_yaml LISTEN
+scenario_origin_yaml() {
+  cat <<YAML
+kind: origin
+listen: '$1'
+live:
+  - name: main
+    segment_duration: 2s
+    window: 6
+    renditions:
+      - { name: 1080p, bandwidth: 6000000, resolution: 1920x1080 }
+      - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
+      - { name: 480p, bandwidth: 1200000, resolution: 854x480 }
+      - { name: 240p, bandwidth: 400000, resolution: 426x240 }
+vod:
+  titles: 20
+  segments: 150
+  segment_duration: 4s
+  renditions:
+    - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
+objects:
+  - { prefix: /static/, count: 1000, size: 16KiB }
+YAML
+}

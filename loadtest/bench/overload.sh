@@ -28,27 +28,7 @@ mkdir -p "$REPORTS"
 need_commands taskset:util-linux
 
 ORIGIN=127.0.0.1:$(free_port)
-cat >"$work/origin.yaml" <<YAML
-kind: origin
-listen: '$ORIGIN'
-live:
-  - name: main
-    segment_duration: 2s
-    window: 6
-    renditions:
-      - { name: 1080p, bandwidth: 6000000, resolution: 1920x1080 }
-      - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
-      - { name: 480p, bandwidth: 1200000, resolution: 854x480 }
-      - { name: 240p, bandwidth: 400000, resolution: 426x240 }
-vod:
-  titles: 20
-  segments: 150
-  segment_duration: 4s
-  renditions:
-    - { name: 720p, bandwidth: 3000000, resolution: 1280x720 }
-objects:
-  - { prefix: /static/, count: 1000, size: 16KiB }
-YAML
+scenario_origin_yaml "$ORIGIN" >"$work/origin.yaml"
 "$FANOUT" origin "$work/origin.yaml" >"$work/origin.log" 2>&1 &
 pids+=($!)
 
