@@ -127,12 +127,12 @@ mod tests {
 
     #[tokio::test]
     async fn paths_get_their_priorities() {
-        let off = fanout_config::Overload {
-            enabled: false,
+        let on = fanout_config::Overload {
+            enabled: true,
             ..Default::default()
         };
-        assert!(Admission::new("p", &off, &CancellationToken::new()).is_none());
-        let a = Admission::new("p", &Default::default(), &CancellationToken::new()).unwrap();
+        assert!(Admission::new("p", &Default::default(), &CancellationToken::new()).is_none());
+        let a = Admission::new("p", &on, &CancellationToken::new()).unwrap();
         assert_eq!(a.priority("/live/main/master.m3u8"), Priority::Entry);
         assert_eq!(a.priority("/live/main/720p/index.m3u8"), Priority::Playlist);
         assert_eq!(a.priority("/dash/stream.mpd"), Priority::Playlist);
