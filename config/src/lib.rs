@@ -21,6 +21,7 @@ mod load;
 mod origin;
 mod positions;
 mod process;
+pub mod ring;
 mod scenario;
 pub mod schema;
 mod site_table;

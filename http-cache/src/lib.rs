@@ -9,7 +9,8 @@
 //! gets from a stored or filling representation, with conditionals, ranges
 //! and HEAD applied ([`respond`]), partial content and slices ([`slice`]),
 //! and purges by URL, prefix or surrogate
-//! key ([`purge`]). Also the state a tier keeps ([`Tier`]): the byte-weighted
+//! key ([`purge`]), and the HLS playlists a cache node prefetches by
+//! ([`hls`]). Also the state a tier keeps ([`Tier`]): the byte-weighted
 //! moka store ([`store`]) and the fills in flight, whose bodies stream to
 //! every request that joined them ([`collapse`]).
 //!
@@ -18,6 +19,7 @@
 
 pub mod collapse;
 pub mod freshness;
+pub mod hls;
 pub mod purge;
 pub mod request_directives;
 pub mod respond;

@@ -12,5 +12,4 @@ mod client;
 pub mod flash;
 mod h1;
 pub mod origin;
-pub mod playlist;
 pub mod scenario;

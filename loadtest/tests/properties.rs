@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use fanout_loadtest::playlist::{renditions, uris, MediaPlaylist};
+use fanout_http_cache::hls::{renditions, uris, MediaPlaylist};
 use proptest::prelude::*;
 
 proptest! {

@@ -24,7 +24,8 @@ pub mod hot_tier;
 mod node_client;
 mod reload;
 mod retry_budget;
-pub mod ring;
+/// The ring, shared with the cache nodes (which prefetch by it).
+pub use fanout_config::ring;
 mod snapshot;
 mod tracked_body;
 

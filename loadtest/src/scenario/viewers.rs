@@ -13,7 +13,7 @@ use super::arrivals::Zipf;
 use super::recorder::{Class, ErrorKind, Outcome, Recorder};
 use super::wakeups::Wakeups;
 use crate::h1::{H1Error, Pool, Response};
-use crate::playlist::{renditions, MediaPlaylist};
+use fanout_http_cache::hls::{renditions, MediaPlaylist};
 
 /// What every viewer shares.
 pub struct Ctx {

@@ -6,8 +6,11 @@
 //! moves only that node's keys (about 1/M), and adding one takes about
 //! 1/(M+1) from the others. The ring is built once per membership change
 //! and read without locks; lookup is a binary search.
+//!
+//! Proxies route by it; cache nodes use the same ring to find the owner of
+//! a segment they prefetch, so both must build it from the same members.
 
-use fanout_config::{CacheKey, CacheNodeRef};
+use crate::{CacheKey, CacheNodeRef};
 use xxhash_rust::xxh3::xxh3_64;
 
 #[derive(Debug, Clone)]
@@ -103,7 +106,7 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fanout_config::HostPort;
+    use crate::HostPort;
 
     fn nodes(ids: &[(&str, u32)]) -> Vec<CacheNodeRef> {
         ids.iter()

@@ -1,6 +1,11 @@
-//! Just enough of HLS playlists (RFC 8216) to play them the way a player
-//! does: the renditions of a master playlist, and the numbered segments of
-//! a media playlist with their durations.
+//! Just enough of HLS playlists (RFC 8216, and RFC 8216bis for low-latency
+//! parts) for the two parts of Fanout that read them: the load generator,
+//! which plays them as a player does (the renditions of a master playlist,
+//! the numbered segments of a media playlist with their durations), and
+//! the cache node, which prefetches what a new version of a live playlist
+//! lists ([`media_uris`]).
+//!
+//! Parsing never fails: text that is not a playlist yields nothing.
 
 use std::time::Duration;
 
@@ -30,6 +35,61 @@ pub fn renditions(master: &str) -> Vec<(u64, String)> {
     }
     out.sort_by_key(|(b, _)| *b);
     out
+}
+
+/// The URIs a media playlist lists, in order: its segments, its
+/// `EXT-X-MAP` initialisation sections, its `EXT-X-PART` parts and its
+/// `EXT-X-PRELOAD-HINT`s. `None` for text that is not a playlist (no
+/// `#EXTM3U` first, §4.3.1.1) and for a master playlist, which lists
+/// other playlists rather than media.
+pub fn media_uris(text: &str) -> Option<Vec<&str>> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if !text.starts_with("#EXTM3U") {
+        return None;
+    }
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("#EXT-X-STREAM-INF:") || line.starts_with("#EXT-X-I-FRAME-STREAM-INF:")
+        {
+            return None;
+        }
+        let tagged = ["#EXT-X-MAP:", "#EXT-X-PART:", "#EXT-X-PRELOAD-HINT:"]
+            .iter()
+            .find_map(|tag| line.strip_prefix(tag));
+        if let Some(attrs) = tagged {
+            if let Some(uri) = attribute(attrs, "URI").filter(|u| !u.is_empty()) {
+                out.push(uri);
+            }
+        } else if !line.is_empty() && !line.starts_with('#') {
+            out.push(line);
+        }
+    }
+    Some(out)
+}
+
+/// The value of `name` in an attribute list (§4.2), without the quotes of
+/// a quoted string. Quoted strings may hold commas.
+pub fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = list;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"')?;
+                let next = quoted[end + 1..].trim_start_matches(',');
+                (&quoted[..end], next)
+            }
+            None => match after.split_once(',') {
+                Some((v, next)) => (v, next),
+                None => (after, ""),
+            },
+        };
+        if key.trim() == name {
+            return Some(value);
+        }
+        rest = next;
+    }
+    None
 }
 
 pub struct MediaPlaylist<'a> {
@@ -117,6 +177,38 @@ mod tests {
             ]
         );
         assert_eq!(p.last_seq(), Some(18));
+    }
+
+    #[test]
+    fn media_uris_lists_segments_maps_parts_and_hints_in_order() {
+        let p = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MAP:URI=\"init.mp4\"\n\
+                 #EXTINF:4.0,\n1.m4s\n#EXT-X-PART:DURATION=1.0,URI=\"2.0.m4s\",INDEPENDENT=YES\n\
+                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"2.1.m4s\"\n";
+        assert_eq!(
+            media_uris(p),
+            Some(vec!["init.mp4", "1.m4s", "2.0.m4s", "2.1.m4s"])
+        );
+    }
+
+    #[test]
+    fn media_uris_refuses_what_is_not_a_media_playlist() {
+        assert_eq!(media_uris("<html>1.ts</html>"), None);
+        assert_eq!(media_uris(""), None);
+        assert_eq!(
+            media_uris("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nlow/index.m3u8\n"),
+            None
+        );
+        assert_eq!(media_uris("\u{feff}#EXTM3U\nx.ts\n"), Some(vec!["x.ts"]));
+    }
+
+    #[test]
+    fn attributes_are_found_past_quoted_commas() {
+        let list = "TYPE=PART,BYTERANGE-START=0,URI=\"a,b.m4s\",X=\"1\"";
+        assert_eq!(attribute(list, "URI"), Some("a,b.m4s"));
+        assert_eq!(attribute(list, "X"), Some("1"));
+        assert_eq!(attribute(list, "TYPE"), Some("PART"));
+        assert_eq!(attribute(list, "NONE"), None);
+        assert_eq!(attribute("URI=\"unterminated", "URI"), None);
     }
 
     #[test]
