@@ -20,6 +20,7 @@ use fanout_server::origin::Origins;
 use tokio_util::sync::CancellationToken;
 
 use crate::peer::Peers;
+use crate::prefetch::Prefetcher;
 
 pub fn agent(config: &CacheNodeConfig, source: &ControlSource) -> Result<Agent, String> {
     agent::for_part(source, &config.id, MemberKind::Cache, config.listen)
@@ -48,6 +49,7 @@ pub struct Targets {
     /// The last purge applied, which proxies' fills are checked against.
     pub purge_seq: Arc<AtomicU64>,
     pub peers: Arc<Peers>,
+    pub prefetch: Arc<Prefetcher>,
     pub max_origin_fetches: u32,
 }
 
@@ -75,7 +77,12 @@ pub async fn follow(
 ) {
     agent.register(&shutdown).await;
     let mut config_version = from.config_version;
-    targets.peers.set(&cache_nodes(&from));
+    let mut vnodes = agent::cluster_config(&from)
+        .map(|c| c.hashing.vnodes)
+        .unwrap_or(fanout_config::Hashing::default().vnodes);
+    let nodes = cache_nodes(&from);
+    targets.peers.set(&nodes);
+    targets.prefetch.set_members(&nodes, vnodes);
     targets.purge_seq.store(from.purge_seq, Ordering::Release);
     agent
         .watch(
@@ -88,13 +95,16 @@ pub async fn follow(
                     // Origins first: a site never appears without its pool.
                     (targets.origins)(origins);
                     targets.sites.store(Arc::new(SiteTable::new(&cluster)));
+                    vnodes = cluster.hashing.vnodes;
                     config_version = state.config_version;
                     tracing::info!(
                         config_version,
                         "cluster config from the control plane applied"
                     );
                 }
-                targets.peers.set(&cache_nodes(state));
+                let nodes = cache_nodes(state);
+                targets.peers.set(&nodes);
+                targets.prefetch.set_members(&nodes, vnodes);
                 if state.purges_flush {
                     let n = targets.tier.flush();
                     tracing::warn!(

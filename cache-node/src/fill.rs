@@ -42,6 +42,9 @@ pub struct FillJob {
     pub fill_from: Option<String>,
     /// The slice of the object this fill fetches, on a site that slices.
     pub slice: Option<SliceJob>,
+    /// Started by a prefetch rather than a request: it goes to the origin,
+    /// and what it fetches prefetches nothing more.
+    pub prefetch: bool,
 }
 
 /// A fill of one aligned slice of an object (see
@@ -106,6 +109,7 @@ impl CacheNode {
             fill,
             fill_from,
             slice,
+            prefetch,
         } = job;
         let _guard = FinishGuard(fill.clone());
         let mut request_headers = headers.clone();
@@ -128,6 +132,7 @@ impl CacheNode {
             span.inject(&mut request_headers);
         }
         let started = Instant::now();
+        let mut from_origin = false;
         let fetched = match self
             .fetch_from_peer(
                 &site,
@@ -139,6 +144,7 @@ impl CacheNode {
         {
             Some(answer) => Ok(answer),
             None => {
+                from_origin = true;
                 self.metrics.origin_fetch();
                 // The origin's 103s go to the requests waiting on the fill.
                 let waiting = fill.clone();
@@ -340,10 +346,20 @@ impl CacheNode {
             }
         };
         if let (false, Some(freshness)) = (too_large, freshness) {
+            let body = fill.body_bytes_with(last_chunk.as_ref());
+            // A new playlist version from the origin (not a peer's copy,
+            // not a prefetch's) starts one round of prefetches.
+            let prefetch_from = (site.prefetch.playlists
+                && from_origin
+                && !prefetch
+                && status == StatusCode::OK
+                && piece.is_none()
+                && crate::prefetch::is_playlist(&path_and_query, &stored_headers))
+            .then(|| body.clone());
             let stored = StoredResponse {
                 status,
                 headers: stored_headers,
-                body: fill.body_bytes_with(last_chunk.as_ref()),
+                body,
                 stored_at: received_at,
                 initial_age,
                 freshness,
@@ -352,6 +368,9 @@ impl CacheNode {
             // Stored before the fill is retired, so no request finds neither;
             // not at all if a purge matched the fill meanwhile.
             self.tier.store_fill(&fill, store_key, Arc::new(stored));
+            if let Some(playlist) = prefetch_from {
+                self.playlist_filled(&site, &primary, &path_and_query, &headers, &playlist);
+            }
         }
         if let Some(data) = last_chunk {
             fill.push(data);

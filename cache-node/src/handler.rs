@@ -57,6 +57,8 @@ pub struct CacheNode {
     pub purge_seq: Arc<AtomicU64>,
     /// The other cache nodes, which spilled keys are filled from.
     pub peers: Arc<crate::peer::Peers>,
+    /// Prefetch budgets, the ring, what playlists listed.
+    pub prefetch: Arc<crate::prefetch::Prefetcher>,
     /// Sites whose origin sent nonsensical caching metadata in the last
     /// minute, so that it is logged once a minute rather than per fill.
     pub anomalies_logged: moka::sync::Cache<String, ()>,
@@ -72,20 +74,30 @@ pub struct Internal {
     edge: Option<u64>,
     /// The key's owner, to fill from.
     pub(crate) fill_from: Option<String>,
+    /// Another cache node asks this one, the key's owner, to prefetch it.
+    prefetch: bool,
 }
 
 impl Internal {
     fn take(headers: &mut HeaderMap) -> Internal {
-        if !headers.contains_key(&internal::EDGE) && !headers.contains_key(&internal::FILL_FROM) {
+        if !headers.contains_key(&internal::EDGE)
+            && !headers.contains_key(&internal::FILL_FROM)
+            && !headers.contains_key(&internal::PREFETCH)
+        {
             return Internal::default();
         }
+        let prefetch = headers.remove(&internal::PREFETCH).is_some();
         let edge = headers
             .remove(&internal::EDGE)
             .and_then(|v| v.to_str().ok()?.parse().ok());
         let fill_from = headers
             .remove(&internal::FILL_FROM)
             .and_then(|v| v.to_str().ok().map(str::to_string));
-        Internal { edge, fill_from }
+        Internal {
+            edge,
+            fill_from,
+            prefetch,
+        }
     }
 }
 
@@ -279,6 +291,10 @@ impl CacheNode {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Box::pin(self.pass(&site, req)).await;
         }
+        if asked.prefetch && req.method() == Method::GET {
+            let (parts, _body) = req.into_parts();
+            return self.prefetch_asked(&site, &parts);
+        }
         let (key, wants) = self.request_phase(&site, &mut req);
         let (parts, miss) = match self.lookup_phase(&site, &key, wants, req, &asked) {
             Looked::Answered(resp) => return resp,
@@ -363,6 +379,9 @@ impl CacheNode {
         if let Some(stored) = found {
             if wants.accepts_fresh(&stored, now) {
                 crate::metrics::decided(Outcome::Hit);
+                if self.prefetch.claim(&key.lookup) {
+                    self.metrics.prefetch_used(&site.name);
+                }
                 let resp = self.serve_stored(method, req.headers(), &stored, now, "hit");
                 return Looked::Answered(self.for_edge(
                     resp,
@@ -616,6 +635,9 @@ impl CacheNode {
             None => key.lookup,
         };
         let (fill, role) = self.tier.inflight.join_or_lead(&fill_key);
+        if role == Role::Follower && self.prefetch.claim(&fill_key) {
+            self.metrics.prefetch_used(&site.name);
+        }
         if role == Role::Leader {
             let fill_keys = Keys {
                 primary: key.primary,
@@ -939,6 +961,7 @@ fn fill_job(
         fill,
         fill_from,
         slice,
+        prefetch: false,
     }
 }
 

@@ -25,6 +25,7 @@ mod fill;
 mod handler;
 mod metrics;
 mod peer;
+mod prefetch;
 mod slices;
 
 use std::sync::atomic::AtomicU64;
@@ -137,16 +138,25 @@ pub async fn run(
         node: node.clone(),
         source,
     })?;
+    let metrics = metrics::Metrics::new(&node, &tier.store);
+    let prefetch = Arc::new(prefetch::Prefetcher::new(Arc::new(
+        metrics.prefetch_wasted(),
+    )));
+    prefetch.set_members(
+        &ring_members(&config.peers, &node, &config.listen),
+        config.cluster.hashing.vnodes,
+    );
     let state = Arc::new(handler::CacheNode {
         name: format!("fanout-{node}"),
         id: node.clone(),
         sites,
-        metrics: metrics::Metrics::new(&node, &tier.store),
+        metrics,
         tier,
         origins: ArcSwap::from_pointee(origins),
         hit_for_pass: handler::hit_for_pass_marks(),
         purge_seq: Arc::new(AtomicU64::new(0)),
         peers: peer::Peers::new(&config.peers, in_process.clone()),
+        prefetch,
         anomalies_logged: handler::anomaly_log_marks(),
     });
     let state_for_follower = state.clone();
@@ -176,6 +186,7 @@ pub async fn run(
                 },
                 purge_seq: node_state.purge_seq.clone(),
                 peers: node_state.peers.clone(),
+                prefetch: node_state.prefetch.clone(),
                 max_origin_fetches: config.max_origin_fetches,
             },
             shutdown.clone(),
@@ -209,4 +220,25 @@ pub async fn run(
     }
     tracing::info!(node = %node, "cache node stopped");
     Ok(())
+}
+
+/// The cache nodes on the ring the proxies route by: the peers as the
+/// proxies list them, with this node added if they leave it out.
+fn ring_members(
+    peers: &[fanout_config::CacheNodeRef],
+    id: &str,
+    listen: &std::net::SocketAddr,
+) -> Vec<fanout_config::CacheNodeRef> {
+    let mut members = peers.to_vec();
+    if !members.iter().any(|n| n.id == id) {
+        members.push(fanout_config::CacheNodeRef {
+            id: id.to_string(),
+            address: fanout_config::HostPort {
+                host: listen.ip().to_string(),
+                port: listen.port(),
+            },
+            weight: 1,
+        });
+    }
+    members
 }

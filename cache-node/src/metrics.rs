@@ -113,6 +113,7 @@ pub struct Metrics {
     outcome_attrs: Vec<[KeyValue; 2]>,
     origin_fetches: Counter<u64>,
     peer_fills: Counter<u64>,
+    prefetches: Counter<u64>,
     origin_errors: Counter<u64>,
     origin_anomalies: Counter<u64>,
     origin_duration: Histogram<f64>,
@@ -187,6 +188,10 @@ impl Metrics {
             peer_fills: meter
                 .u64_counter("fanout_cache_peer_fills")
                 .with_description("Fills answered by the key's owning cache node instead of the origin (keys the proxies spilled here)")
+                .build(),
+            prefetches: meter
+                .u64_counter("fanout_cache_prefetches")
+                .with_description("Prefetches by site and result: started (this node, the owner, began a fill), present (stored or filling already), used (a viewer asked for it), wasted (no viewer asked within a minute), dropped (with the reason: concurrency, bandwidth, origin_busy, per_playlist, owner)")
                 .build(),
             origin_errors: meter
                 .u64_counter("fanout_cache_origin_errors")
@@ -285,6 +290,49 @@ impl Metrics {
 
     pub fn peer_fill(&self) {
         self.peer_fills.add(1, &self.node);
+    }
+
+    pub fn prefetch(&self, site: &str, outcome: crate::prefetch::Outcome) {
+        use crate::prefetch::Outcome;
+        let (result, reason) = match outcome {
+            Outcome::Started => ("started", ""),
+            Outcome::Present => ("present", ""),
+            Outcome::Dropped(why) => ("dropped", why.as_str()),
+        };
+        self.count_prefetch(site, result, reason);
+    }
+
+    pub fn prefetch_used(&self, site: &str) {
+        self.count_prefetch(site, "used", "");
+    }
+
+    /// Counts a prefetch no viewer asked for, from outside the node (the
+    /// store of unclaimed prefetches expires them).
+    pub fn prefetch_wasted(&self) -> impl Fn(&str) + Send + Sync + 'static {
+        let (counter, node) = (self.prefetches.clone(), self.node[0].clone());
+        move |site| {
+            counter.add(
+                1,
+                &[
+                    node.clone(),
+                    KeyValue::new("site", site.to_string()),
+                    KeyValue::new("result", "wasted"),
+                    KeyValue::new("reason", ""),
+                ],
+            )
+        }
+    }
+
+    fn count_prefetch(&self, site: &str, result: &'static str, reason: &'static str) {
+        self.prefetches.add(
+            1,
+            &[
+                self.node[0].clone(),
+                KeyValue::new("site", site.to_string()),
+                KeyValue::new("result", result),
+                KeyValue::new("reason", reason),
+            ],
+        );
     }
 
     pub fn origin_error(&self, kind: OriginFailure) {

@@ -288,6 +288,7 @@ impl SliceReader {
                     index,
                     size: self.size,
                 }),
+                prefetch: false,
             };
             tokio::spawn(self.node.clone().run_fill(job));
         }

@@ -175,6 +175,7 @@ mod tests {
         Site {
             access_log: true,
             access_log_sample: 1.0,
+            prefetch: Default::default(),
             name: "live".into(),
             hosts: vec![],
             path_prefixes: vec!["/".into()],

@@ -43,6 +43,55 @@ pub struct Site {
     /// The share of this site's requests that get a line (1: all).
     #[serde(default = "all")]
     pub access_log_sample: f64,
+    /// Filling objects before viewers ask for them (off by default).
+    #[serde(default)]
+    pub prefetch: Prefetch,
+}
+
+/// Prefetch: the cache node that refreshes a live HLS media playlist from
+/// the origin has every segment, part and preload hint the new version
+/// lists (and the previous one did not) filled by the cache node that
+/// owns it on the ring, so a new segment's first viewers find it stored.
+/// Prefetches have their own budget per site and cache node, and are
+/// dropped, counted, when it is spent.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Prefetch {
+    /// Prefetch what new versions of live HLS media playlists list.
+    #[serde(default)]
+    pub playlists: bool,
+    /// Prefetches one cache node fills at once for this site; more are
+    /// dropped.
+    #[serde(default = "default_prefetch_concurrency")]
+    pub max_concurrent: u32,
+    /// Bytes a second one cache node may fetch for this site's
+    /// prefetches, averaged over a second; past it, prefetches are
+    /// dropped until the second's bytes drain. Unset: no byte budget.
+    #[serde(default)]
+    pub bandwidth: Option<Size>,
+    /// URIs taken from one playlist version: a playlist that lists more
+    /// new ones has the newest this many prefetched, the rest dropped.
+    #[serde(default = "default_prefetch_per_playlist")]
+    pub max_per_playlist: u32,
+}
+
+fn default_prefetch_concurrency() -> u32 {
+    16
+}
+
+fn default_prefetch_per_playlist() -> u32 {
+    8
+}
+
+impl Default for Prefetch {
+    fn default() -> Self {
+        Prefetch {
+            playlists: false,
+            max_concurrent: default_prefetch_concurrency(),
+            bandwidth: None,
+            max_per_playlist: default_prefetch_per_playlist(),
+        }
+    }
 }
 
 fn all() -> f64 {
@@ -579,6 +628,28 @@ impl Site {
                     self.origin.total_timeout, self.origin.response_timeout
                 ),
                 "a total at least as long as the wait for response headers",
+            );
+        }
+        let pp = v.join(at, "prefetch");
+        if !(1..=4096).contains(&self.prefetch.max_concurrent) {
+            v.error(
+                &v.join(&pp, "max_concurrent"),
+                format!("{} is out of range", self.prefetch.max_concurrent),
+                "1 to 4096 prefetches at once",
+            );
+        }
+        if !(1..=1024).contains(&self.prefetch.max_per_playlist) {
+            v.error(
+                &v.join(&pp, "max_per_playlist"),
+                format!("{} is out of range", self.prefetch.max_per_playlist),
+                "1 to 1024 URIs per playlist version",
+            );
+        }
+        if self.prefetch.bandwidth.is_some_and(|b| b.bytes() < 1024) {
+            v.error(
+                &v.join(&pp, "bandwidth"),
+                "less than 1KiB a second would prefetch nothing",
+                "bytes a second such as 50MiB, or leave it out for no byte budget",
             );
         }
         let cp = v.join(at, "cache");

@@ -32,8 +32,8 @@ mod validate;
 
 pub use cache_key::CacheKey;
 pub use cluster::{
-    CachePolicy, ClusterConfig, Hashing, HealthCheck, HostPattern, HostPort, OriginPool, QueryMode,
-    QueryPolicy, Scheme, SetCookiePolicy, Site,
+    CachePolicy, ClusterConfig, Hashing, HealthCheck, HostPattern, HostPort, OriginPool, Prefetch,
+    QueryMode, QueryPolicy, Scheme, SetCookiePolicy, Site,
 };
 pub use control::{ControlConfig, ControlPeer};
 pub use edge::{

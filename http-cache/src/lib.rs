@@ -52,6 +52,12 @@ pub mod internal {
     /// sees one request per object.
     pub const FILL_FROM: HeaderName = HeaderName::from_static("fanout-fill-from");
 
+    /// On a request from one cache node to another: fill this object (the
+    /// receiver owns it on the ring) within the site's prefetch budget,
+    /// and answer at once, with no body: 202 when a fill started, 200 when
+    /// it is stored or filling already, 503 when the budget dropped it.
+    pub const PREFETCH: HeaderName = HeaderName::from_static("fanout-prefetch");
+
     /// Every internal header, for stripping.
-    pub const ALL: [HeaderName; 3] = [EDGE, FRESH_MS, FILL_FROM];
+    pub const ALL: [HeaderName; 4] = [EDGE, FRESH_MS, FILL_FROM, PREFETCH];
 }

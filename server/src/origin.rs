@@ -54,6 +54,7 @@ pub struct Origins {
     pools: HashMap<String, Pool>,
     /// Origin requests this component may have open at once.
     open: Arc<Semaphore>,
+    max_open: usize,
     /// At the cap, wait for a slot (up to the site's response timeout)
     /// rather than fail at once.
     queue: bool,
@@ -157,8 +158,15 @@ impl Origins {
         Ok(Origins {
             pools,
             open: Arc::new(Semaphore::new(max_open as usize)),
+            max_open: max_open as usize,
             queue: true,
         })
+    }
+
+    /// Whether at least one in `share` of the origin slots is free: work
+    /// that must not compete with clients' (prefetch) starts only then.
+    pub fn has_spare(&self, share: usize) -> bool {
+        self.open.available_permits() * share >= self.max_open
     }
 
     /// At the cap, fail with [`FetchError::Busy`] at once instead of

@@ -1,0 +1,567 @@
+//! Playlist-aware prefetch: a new live segment is in the cache before its
+//! first viewer asks for it.
+//!
+//! When this node fills a live HLS media playlist from the origin (its
+//! owner on the ring, so once per version cluster-wide: viewers' refreshes
+//! collapse into that one fill), it compares what the new version lists
+//! (segments, `EXT-X-MAP`, LL-HLS parts and preload hints) with what the
+//! previous version listed, and has each new URI filled by the cache node
+//! that owns it on the proxies' ring ([`fanout_config::ring`]): here, or
+//! by a request to the owner carrying [`internal::PREFETCH`]. The owner
+//! fills it as any miss, so viewers who ask meanwhile join that one fill
+//! and the origin sees one request per segment.
+//!
+//! Prefetches never take what viewers need: each site has a budget per
+//! node (fills at once, bytes a second), none starts while fewer than a
+//! quarter of the node's origin slots are free, and whatever the budget
+//! cannot take is dropped and counted, never queued. A playlist seen for
+//! the first time has only its last [`FIRST_SIGHT`] URIs prefetched, where
+//! players that join start.
+//!
+//! Owns the budgets, the memory of what each playlist listed, and the
+//! accounting of prefetched objects (used by a viewer, or wasted: expired
+//! unrequested after [`UNCLAIMED_FOR`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use fanout_config::ring::{key_hash, Ring};
+use fanout_config::{CacheKey, CacheNodeRef, Site};
+use fanout_http_cache::collapse::Role;
+use fanout_http_cache::{hls, internal};
+use fanout_server::{empty, ResponseBody};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::fill::FillJob;
+use crate::handler::CacheNode;
+
+/// URIs prefetched from a playlist this node has not seen before: a
+/// player joining a live stream starts three segments from its end
+/// (RFC 8216 §6.3.3).
+pub const FIRST_SIGHT: usize = 3;
+/// How long a prefetched object waits for its first viewer before it
+/// counts as wasted.
+pub const UNCLAIMED_FOR: Duration = Duration::from_secs(60);
+/// What one playlist's memory holds at most: a playlist listing more
+/// (a VOD title, a malicious origin) is remembered by its last URIs only.
+const MAX_REMEMBERED: usize = 4096;
+/// How long a prefetch request to the owning node may take: it is
+/// answered as soon as the fill starts, not when it ends.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What became of one prefetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A fill started for it.
+    Started,
+    /// Already stored fresh, or being filled.
+    Present,
+    /// Not prefetched: the reason is [`Dropped`].
+    Dropped(Dropped),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The site's prefetches at once on this node were all taken.
+    Concurrency,
+    /// The site's bytes a second on this node were spent.
+    Bandwidth,
+    /// Fewer than a quarter of this node's origin slots were free.
+    OriginBusy,
+    /// More new URIs in one playlist version than `max_per_playlist`.
+    PerPlaylist,
+    /// The owning node did not take it (down, or did not answer in time).
+    Owner,
+}
+
+impl Dropped {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dropped::Concurrency => "concurrency",
+            Dropped::Bandwidth => "bandwidth",
+            Dropped::OriginBusy => "origin_busy",
+            Dropped::PerPlaylist => "per_playlist",
+            Dropped::Owner => "owner",
+        }
+    }
+}
+
+/// The answer an owner gives to a prefetch request, and how the asking
+/// node reads it back.
+impl Outcome {
+    fn status(self) -> StatusCode {
+        match self {
+            Outcome::Started => StatusCode::ACCEPTED,
+            Outcome::Present => StatusCode::OK,
+            Outcome::Dropped(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// One site's prefetch budget on this node.
+struct Budget {
+    slots: Arc<Semaphore>,
+    /// Bytes a second, if limited.
+    bandwidth: Option<u64>,
+    /// Bytes fetched that have not drained yet at `bandwidth`, and when
+    /// that was last computed.
+    level: Mutex<(f64, Instant)>,
+    /// The settings it was made from, to notice a config change.
+    made_from: (u32, Option<u64>),
+}
+
+impl Budget {
+    fn new(max_concurrent: u32, bandwidth: Option<u64>) -> Budget {
+        Budget {
+            slots: Arc::new(Semaphore::new(max_concurrent as usize)),
+            bandwidth,
+            level: Mutex::new((0.0, Instant::now())),
+            made_from: (max_concurrent, bandwidth),
+        }
+    }
+
+    /// A slot for one prefetch, when the site's budget has one.
+    fn take(&self) -> Result<OwnedSemaphorePermit, Dropped> {
+        if let Some(rate) = self.bandwidth {
+            // More than a second's worth still draining: the bytes of the
+            // last second were spent.
+            if self.drained(rate, 0) >= rate as f64 {
+                return Err(Dropped::Bandwidth);
+            }
+        }
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Dropped::Concurrency)
+    }
+
+    fn spent(&self, bytes: u64) {
+        if let Some(rate) = self.bandwidth {
+            self.drained(rate, bytes);
+        }
+    }
+
+    /// The level after draining at `rate` since it was last computed and
+    /// adding `bytes`.
+    fn drained(&self, rate: u64, bytes: u64) -> f64 {
+        let mut level = self.level.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let gone = now.duration_since(level.1).as_secs_f64() * rate as f64;
+        level.0 = (level.0 - gone).max(0.0) + bytes as f64;
+        level.1 = now;
+        level.0
+    }
+}
+
+pub struct Prefetcher {
+    /// The cluster's cache nodes on the proxies' ring, this one among them.
+    ring: ArcSwap<Ring>,
+    budgets: Mutex<HashMap<String, Arc<Budget>>>,
+    /// What each playlist (by primary key) listed when last filled.
+    listed: moka::sync::Cache<String, Arc<HashSet<String>>>,
+    /// Prefetched objects (by key) no viewer has asked for yet.
+    unclaimed: moka::sync::Cache<String, ()>,
+    /// Entries of `unclaimed`, so a hit checks it only while there are any.
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl Prefetcher {
+    pub fn new(metrics: Arc<dyn Fn(&str) + Send + Sync>) -> Prefetcher {
+        let outstanding = Arc::new(AtomicUsize::new(0));
+        let gone = outstanding.clone();
+        Prefetcher {
+            ring: ArcSwap::from_pointee(Ring::new(&[], 1)),
+            budgets: Mutex::new(HashMap::new()),
+            listed: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+            unclaimed: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(UNCLAIMED_FOR)
+                .eviction_listener(move |key: Arc<String>, (), cause| {
+                    gone.fetch_sub(1, Ordering::Relaxed);
+                    if cause != moka::notification::RemovalCause::Explicit {
+                        // The key names its site first (see `CacheKey`).
+                        let site = key.split(':').next().unwrap_or("");
+                        metrics(site);
+                    }
+                })
+                .build(),
+            outstanding,
+        }
+    }
+
+    /// The cluster's cache nodes changed (or `vnodes` did): rebuild the
+    /// ring the proxies route by.
+    pub fn set_members(&self, nodes: &[CacheNodeRef], vnodes: u32) {
+        self.ring.store(Arc::new(Ring::new(nodes, vnodes)));
+    }
+
+    fn budget(&self, site: &Site) -> Arc<Budget> {
+        let settings = (
+            site.prefetch.max_concurrent,
+            site.prefetch.bandwidth.map(|b| b.bytes()),
+        );
+        let mut budgets = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
+        let budget = budgets
+            .entry(site.name.clone())
+            .or_insert_with(|| Arc::new(Budget::new(settings.0, settings.1)));
+        if budget.made_from != settings {
+            *budget = Arc::new(Budget::new(settings.0, settings.1));
+        }
+        budget.clone()
+    }
+
+    /// A viewer's request found `key` stored or filling: if a prefetch put
+    /// it there, the prefetch was used. True the first time only.
+    pub fn claim(&self, key: &str) -> bool {
+        self.outstanding.load(Ordering::Relaxed) > 0 && self.unclaimed.remove(key).is_some()
+    }
+
+    /// The new URIs of a playlist version, as paths with queries on the
+    /// playlist's host, newest last; remembers this version's for the next.
+    fn new_uris(
+        &self,
+        playlist_key: &str,
+        base: &url::Url,
+        text: &str,
+    ) -> Option<(Vec<String>, bool)> {
+        let uris = hls::media_uris(text)?;
+        let mut resolved: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for uri in uris {
+            let Some(target) = same_host(base, uri) else {
+                continue;
+            };
+            if seen.insert(target.clone()) {
+                resolved.push(target);
+            }
+        }
+        let previous = self.listed.get(playlist_key);
+        let skip = resolved.len().saturating_sub(MAX_REMEMBERED);
+        self.listed.insert(
+            playlist_key.to_string(),
+            Arc::new(resolved[skip..].iter().cloned().collect()),
+        );
+        let first_sight = previous.is_none();
+        let new: Vec<String> = match previous {
+            Some(before) => resolved
+                .into_iter()
+                .filter(|u| !before.contains(u))
+                .collect(),
+            None => {
+                let from = resolved.len().saturating_sub(FIRST_SIGHT);
+                resolved.split_off(from)
+            }
+        };
+        Some((new, first_sight))
+    }
+}
+
+/// `uri` resolved against the playlist's URL, as the path and query a
+/// request for it carries, when it is on the playlist's own host and is
+/// not itself a playlist (which would make prefetch follow a loop).
+fn same_host(base: &url::Url, uri: &str) -> Option<String> {
+    let target = base.join(uri).ok()?;
+    if !matches!(target.scheme(), "http" | "https")
+        || target.host_str() != base.host_str()
+        || target.port_or_known_default() != base.port_or_known_default()
+    {
+        return None;
+    }
+    let path = target.path();
+    if path.ends_with(".m3u8") || path.ends_with(".m3u") || path.ends_with(".mpd") {
+        return None;
+    }
+    Some(match target.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    })
+}
+
+/// Whether a stored response is an HLS playlist (by its media type, or
+/// by its extension when the origin sent none it recognises).
+pub fn is_playlist(path: &str, headers: &HeaderMap) -> bool {
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match media_type.as_deref() {
+        Some("application/vnd.apple.mpegurl" | "application/x-mpegurl" | "audio/mpegurl") => true,
+        Some("text/plain" | "application/octet-stream") | None => {
+            let path = path.split('?').next().unwrap_or(path);
+            path.ends_with(".m3u8") || path.ends_with(".m3u")
+        }
+        Some(_) => false,
+    }
+}
+
+impl CacheNode {
+    /// A playlist fill from the origin has been stored: prefetch what its
+    /// new version lists. `headers` are the fill's request headers (Host,
+    /// and the Accept-Encoding the site normalised).
+    pub(crate) fn playlist_filled(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        playlist_key: &str,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) {
+        let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+            return;
+        };
+        let Ok(base) = url::Url::parse(&format!("http://{host}{path_and_query}")) else {
+            return;
+        };
+        // Text that is not UTF-8 is not a playlist (RFC 8216 §4.1).
+        let Ok(text) = std::str::from_utf8(body) else {
+            return;
+        };
+        let Some((mut new, first_sight)) = self.prefetch.new_uris(playlist_key, &base, text) else {
+            tracing::debug!(site = %site.name, playlist = %path_and_query, "not a media playlist; nothing prefetched");
+            return;
+        };
+        let max = site.prefetch.max_per_playlist as usize;
+        if new.len() > max {
+            // The newest are the ones viewers will ask for next.
+            for _ in 0..new.len() - max {
+                self.metrics
+                    .prefetch(&site.name, Outcome::Dropped(Dropped::PerPlaylist));
+            }
+            new.drain(..new.len() - max);
+        }
+        tracing::debug!(site = %site.name, playlist = %path_and_query, new = new.len(), first_sight, "prefetching what the playlist added");
+        let mut ask = HeaderMap::new();
+        for name in [header::HOST, header::ACCEPT_ENCODING] {
+            if let Some(v) = headers.get(&name) {
+                ask.insert(name, v.clone());
+            }
+        }
+        let sites = self.sites.load();
+        let ring = self.prefetch.ring.load();
+        for target in new {
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target.as_str(), None),
+            };
+            // Another site's path on the same host is that site's to fill.
+            if !sites
+                .find(host, path)
+                .is_some_and(|s| Arc::ptr_eq(s, site) || s.name == site.name)
+            {
+                continue;
+            }
+            let key = CacheKey::new(site, path, query);
+            let owner = ring
+                .owner(key_hash(&key))
+                .map(|i| ring.nodes()[i].clone())
+                .filter(|n| n.id != self.id);
+            match owner {
+                None => {
+                    let outcome = self.prefetch_here(site, key.as_str(), &target, &ask);
+                    self.metrics.prefetch(&site.name, outcome);
+                }
+                Some(owner) => {
+                    let (node, site, ask) = (self.clone(), site.clone(), ask.clone());
+                    tokio::spawn(async move {
+                        let mut ask = ask;
+                        ask.insert(&internal::PREFETCH, HeaderValue::from_static("1"));
+                        let answered = node
+                            .peers
+                            .fetch(&owner.id, &owner.address, &target, &ask, ASK_TIMEOUT)
+                            .await;
+                        // The owner counts what it did with it; only a
+                        // prefetch it never took is counted here.
+                        if let Err(e) = answered {
+                            tracing::debug!(site = %site.name, owner = %owner.id, error = %e, "prefetch not taken by its owner");
+                            node.metrics
+                                .prefetch(&site.name, Outcome::Dropped(Dropped::Owner));
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Another node asked this one, the owner, to prefetch `req`'s target.
+    pub(crate) fn prefetch_asked(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        parts: &http::request::Parts,
+    ) -> Response<ResponseBody> {
+        let outcome = if site.prefetch.playlists {
+            let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
+            let target = crate::handler::origin_form(parts);
+            self.prefetch_here(site, key.as_str(), &target, &parts.headers)
+        } else {
+            // The site turned prefetch off since the asking node looked.
+            Outcome::Present
+        };
+        self.metrics.prefetch(&site.name, outcome);
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = outcome.status();
+        resp
+    }
+
+    /// Starts a fill of `target` here, within the site's budget, unless it
+    /// is stored fresh or filling already.
+    fn prefetch_here(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        primary: &str,
+        target: &str,
+        headers: &HeaderMap,
+    ) -> Outcome {
+        // A slicing site stores objects by slice; a whole-object fill here
+        // would store what its viewers never look up.
+        if site.cache.slice.is_some() || self.hit_for_pass.contains_key(primary) {
+            return Outcome::Present;
+        }
+        let lookup = self.tier.vary.lookup_key(primary, headers);
+        let stale = match self.tier.store.get(&lookup) {
+            Some(stored) if stored.is_fresh(Instant::now()) => return Outcome::Present,
+            other => other,
+        };
+        if !self.origins.load().has_spare(4) {
+            return Outcome::Dropped(Dropped::OriginBusy);
+        }
+        let budget = self.prefetch.budget(site);
+        let permit = match budget.take() {
+            Ok(p) => p,
+            Err(why) => return Outcome::Dropped(why),
+        };
+        let (fill, role) = self.tier.inflight.join_or_lead(&lookup);
+        if role == Role::Follower {
+            return Outcome::Present;
+        }
+        self.prefetch.outstanding.fetch_add(1, Ordering::Relaxed);
+        self.prefetch.unclaimed.insert(lookup.clone(), ());
+        let job = FillJob {
+            site: site.clone(),
+            key: lookup,
+            primary: primary.to_string(),
+            path_and_query: target.to_string(),
+            headers: headers.clone(),
+            stale,
+            fill: fill.clone(),
+            fill_from: None,
+            slice: None,
+            prefetch: true,
+        };
+        let node = self.clone();
+        tokio::spawn(async move {
+            node.clone().run_fill(job).await;
+            budget.spent(fill.received());
+            drop(permit);
+        });
+        Outcome::Started
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> url::Url {
+        url::Url::parse("http://live.example/live/main/720p/index.m3u8?token=1").unwrap()
+    }
+
+    #[test]
+    fn uris_resolve_against_the_playlist_and_stay_on_its_host() {
+        let b = base();
+        assert_eq!(
+            same_host(&b, "7.ts").as_deref(),
+            Some("/live/main/720p/7.ts")
+        );
+        assert_eq!(
+            same_host(&b, "../1080p/7.ts?x=1").as_deref(),
+            Some("/live/main/1080p/7.ts?x=1")
+        );
+        assert_eq!(same_host(&b, "/abs/7.ts").as_deref(), Some("/abs/7.ts"));
+        assert_eq!(
+            same_host(&b, "http://live.example/live/x.ts").as_deref(),
+            Some("/live/x.ts")
+        );
+        assert_eq!(same_host(&b, "http://other.example/x.ts"), None);
+        assert_eq!(same_host(&b, "//other.example/x.ts"), None);
+        assert_eq!(same_host(&b, "http://live.example:8080/x.ts"), None);
+        assert_eq!(same_host(&b, "data:text/plain,x"), None);
+        assert_eq!(same_host(&b, "index.m3u8"), None, "a playlist is a loop");
+        assert_eq!(same_host(&b, "../../other/index.m3u8?a"), None);
+    }
+
+    #[test]
+    fn the_first_version_prefetches_its_last_uris_and_later_ones_only_what_is_new() {
+        let p = Prefetcher::new(Arc::new(|_| {}));
+        let v1 = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2,\n1.ts\n#EXTINF:2,\n2.ts\n#EXTINF:2,\n3.ts\n#EXTINF:2,\n4.ts\n";
+        let (new, first) = p.new_uris("k", &base(), v1).unwrap();
+        assert!(first);
+        assert_eq!(
+            new,
+            [
+                "/live/main/720p/2.ts",
+                "/live/main/720p/3.ts",
+                "/live/main/720p/4.ts"
+            ]
+        );
+        let v2 = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:2\n#EXTINF:2,\n2.ts\n#EXTINF:2,\n3.ts\n#EXTINF:2,\n4.ts\n#EXTINF:2,\n5.ts\n";
+        let (new, first) = p.new_uris("k", &base(), v2).unwrap();
+        assert!(!first);
+        assert_eq!(new, ["/live/main/720p/5.ts"]);
+        let (new, _) = p.new_uris("k", &base(), v2).unwrap();
+        assert!(new.is_empty(), "the same version again adds nothing");
+        assert!(p.new_uris("k", &base(), "not a playlist").is_none());
+    }
+
+    #[test]
+    fn a_playlist_listing_thousands_is_remembered_by_its_last_uris_only() {
+        let p = Prefetcher::new(Arc::new(|_| {}));
+        let mut text = String::from("#EXTM3U\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("#EXTINF:2,\n{i}.ts\n"));
+        }
+        let (new, _) = p.new_uris("k", &base(), &text).unwrap();
+        assert_eq!(new.len(), FIRST_SIGHT);
+        assert_eq!(p.listed.get("k").unwrap().len(), MAX_REMEMBERED);
+    }
+
+    #[test]
+    fn playlists_are_known_by_media_type_or_extension() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.apple.mpegurl; charset=utf-8"),
+        );
+        assert!(is_playlist("/a/b", &h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp2t"));
+        assert!(!is_playlist("/a/index.m3u8", &h));
+        h.remove(header::CONTENT_TYPE);
+        assert!(is_playlist("/a/index.m3u8?x=1", &h));
+        assert!(!is_playlist("/a/1.ts", &h));
+    }
+
+    #[test]
+    fn a_budget_gives_its_slots_and_its_bytes_a_second_then_drops() {
+        let b = Budget::new(2, None);
+        let (x, y) = (b.take().unwrap(), b.take().unwrap());
+        assert_eq!(b.take().unwrap_err(), Dropped::Concurrency);
+        drop((x, y));
+        let b = Budget::new(8, Some(1_000_000));
+        let first = b.take().unwrap();
+        b.spent(1_500_000);
+        assert_eq!(b.take().unwrap_err(), Dropped::Bandwidth);
+        drop(first);
+    }
+}

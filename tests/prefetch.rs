@@ -1,0 +1,336 @@
+//! Playlist-aware prefetch, end to end through the real binary: a live
+//! stream's new segments are stored at their owning cache node before any
+//! viewer asks, each costs the origin one request, prefetched objects
+//! count as used when a viewer asks, and playlists that are not what they
+//! should be (unparsable, thousands of URIs, other hosts, loops) are
+//! served as they are and prefetched no further than the budget.
+
+mod support;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+
+const PLAYLIST: &str = "/live/main/hi/index.m3u8";
+
+/// `fanout up` with `caches` cache nodes, one proxy without a hot tier
+/// (so every request reaches a node and its `Cache-Status`), and
+/// `prefetch` as the `live` site's prefetch section.
+async fn start(caches: usize, prefetch: &str) -> (tempfile::TempDir, Cluster, Running) {
+    let dir = temp_dir();
+    let (file, cluster) = up_file_with(dir.path(), caches, 1, "", NO_HOT_TIER);
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let site = "    - name: live\n      hosts: [localhost]\n";
+    assert!(yaml.contains(site), "the up file's live site moved");
+    let yaml = yaml.replacen(site, &format!("{site}      prefetch: {prefetch}\n"), 1);
+    std::fs::write(&file, yaml).unwrap();
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_cluster_ready(&cluster, &mut process).await;
+    (dir, cluster, process)
+}
+
+/// The newest segment number a media playlist lists.
+fn newest(r: &Reply) -> u64 {
+    let text = String::from_utf8_lossy(&r.body);
+    text.lines()
+        .filter_map(|l| l.strip_suffix(".ts")?.parse().ok())
+        .max()
+        .unwrap_or_else(|| panic!("no segments in {text}"))
+}
+
+/// Waits until the playlist, as viewers get it, lists a segment past
+/// `after`; returns the newest it lists.
+async fn next_version(proxy: SocketAddr, after: u64) -> u64 {
+    let replies = poll_until(proxy, PLAYLIST, &[], |r| {
+        r.status == 200 && newest(r) > after
+    })
+    .await;
+    newest(replies.last().unwrap())
+}
+
+/// The sum over every cache node of `fanout_cache_prefetches_total` with
+/// `result`. The nodes of one `fanout up` share a process and its
+/// metrics, so any one admin listener shows them all.
+async fn prefetches(cluster: &Cluster, result: &str) -> f64 {
+    prefetch_lines(cluster)
+        .await
+        .lines()
+        .filter(|l| l.contains(&format!("result=\"{result}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every node's prefetch counters, for a failure's message.
+async fn prefetch_lines(cluster: &Cluster) -> String {
+    let r = get(cluster.cache_admins[0], "localhost", "/metrics", &[])
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| l.starts_with("fanout_cache_prefetches_total{"))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+const ONLY_IF_CACHED: (&str, &str) = ("cache-control", "only-if-cached");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_live_segments_are_stored_before_viewers_ask_and_cost_the_origin_one_request() {
+    let (_dir, cluster, _process) = start(3, "{ playlists: true }").await;
+    let proxy = cluster.proxies[0];
+    let first = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    assert_eq!(first.status, 200);
+    let mut last = newest(&first);
+    // Three new versions: with three nodes, their segments' owners differ
+    // from the playlist's owner (the prefetch is asked of another node)
+    // as well as match it.
+    let mut prefetched = Vec::new();
+    for _ in 0..3 {
+        last = next_version(proxy, last).await;
+        let segment = format!("/live/main/hi/{last}.ts");
+        // No viewer has asked for it: only a prefetch can have stored it.
+        let replies = poll_until(proxy, &segment, &[ONLY_IF_CACHED], |r| r.status == 200).await;
+        let stored = replies.last().unwrap();
+        assert!(
+            stored.header("cache-status").contains("hit"),
+            "{segment}: {}",
+            stored.header("cache-status")
+        );
+        prefetched.push(segment);
+    }
+    // Viewers now ask for them as players do: hits, and the origin was
+    // asked once for each, by the prefetch.
+    for segment in &prefetched {
+        let r = get(proxy, "localhost", segment, &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.header("cache-status").contains("hit"),
+            "{segment}: {}",
+            r.header("cache-status")
+        );
+        assert_eq!(
+            origin_count(cluster.origin, segment).await,
+            1,
+            "{segment} cost the origin more than one request"
+        );
+    }
+    // Every version the origin served was one fill at the playlist's
+    // owner, and each new segment one prefetch cluster-wide.
+    let started = prefetches(&cluster, "started").await;
+    let playlist_fills = origin_count(cluster.origin, PLAYLIST).await as f64;
+    assert!(started >= 3.0, "{started} prefetches started");
+    assert!(
+        started <= playlist_fills + 3.0,
+        "{started} prefetches for {playlist_fills} playlist versions: more than one round per version\n{}",
+        prefetch_lines(&cluster).await
+    );
+    assert!(
+        prefetches(&cluster, "used").await >= 3.0,
+        "a viewer's hit on a prefetched segment counts as used"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_prefetch_a_new_segment_waits_for_its_first_viewer() {
+    // The control for the test above: the same cluster, prefetch off.
+    let (_dir, cluster, _process) = start(3, "{ playlists: false }").await;
+    let proxy = cluster.proxies[0];
+    let first = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    let new = next_version(proxy, newest(&first)).await;
+    // One more version later, the segment has had time to be prefetched.
+    next_version(proxy, new).await;
+    let segment = format!("/live/main/hi/{new}.ts");
+    let r = get(proxy, "localhost", &segment, &[ONLY_IF_CACHED])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504, "{segment} was stored before anyone asked");
+    assert_eq!(origin_count(cluster.origin, &segment).await, 0);
+    assert_eq!(prefetches(&cluster, "started").await, 0.0);
+}
+
+/// An origin serving fixed playlists (by path) and counting every request.
+struct TestOrigin {
+    addr: SocketAddr,
+    counts: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl TestOrigin {
+    fn count(&self, path: &str) -> u64 {
+        self.counts.lock().unwrap().get(path).copied().unwrap_or(0)
+    }
+
+    /// Requests for paths that start with `prefix`.
+    fn count_prefix(&self, prefix: &str) -> u64 {
+        let counts = self.counts.lock().unwrap();
+        counts
+            .iter()
+            .filter(|(p, _)| p.starts_with(prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+async fn test_origin(playlists: HashMap<&'static str, String>) -> TestOrigin {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let playlists = Arc::new(playlists);
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (playlists, seen) = (playlists.clone(), seen.clone());
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let path = req.uri().path().to_string();
+                    *seen.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                    let (body, content_type) = match playlists.get(path.as_str()) {
+                        Some(text) => (text.clone(), "application/vnd.apple.mpegurl"),
+                        None => ("segment".repeat(100), "video/mp2t"),
+                    };
+                    let resp = http::Response::builder()
+                        .header("content-type", content_type)
+                        .header("cache-control", "public, max-age=60")
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap();
+                    async move { Ok::<_, Infallible>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    TestOrigin { addr, counts }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_within_bounds() {
+    let mut thousands = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n");
+    for i in 0..5000 {
+        thousands += &format!("#EXTINF:2,\nmany/{i}.ts\n");
+    }
+    let playlists: HashMap<&'static str, String> = [
+        ("/p/garbage.m3u8", "<html>not a playlist</html>\ngarbage/1.ts\n".to_string()),
+        ("/p/binary.m3u8", "#EXTM3U\n\u{0}\u{1}\u{2}\n".to_string()),
+        ("/p/thousands.m3u8", thousands),
+        (
+            "/p/elsewhere.m3u8",
+            "#EXTM3U\n#EXTINF:2,\nhttp://other.example/p/stolen.ts\n#EXTINF:2,\n//other.example/p/stolen2.ts\n#EXTINF:2,\nlocal/1.ts\n"
+                .to_string(),
+        ),
+        (
+            "/p/loop.m3u8",
+            "#EXTM3U\n#EXTINF:2,\nloop.m3u8\n#EXTINF:2,\n../p/loop.m3u8?again\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"loop/1.ts\"\n"
+                .to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let origin = test_origin(playlists.clone()).await;
+    let dir = temp_dir();
+    let ports = free_ports(4);
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let file = dir.path().join("up.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "kind: up
+cluster:
+  sites:
+    - name: s
+      hosts: [localhost]
+      origin: {{ addresses: ['{origin}'] }}
+      prefetch: {{ playlists: true, max_per_playlist: 4 }}
+cache_nodes:
+  - {{ id: cache-1, listen: '{c1}', admin_listen: '{a1}' }}
+proxies:
+  - {{ id: proxy-1, listen: '{p1}', admin_listen: '{a2}', hot_tier: {{ capacity: 0 }} }}
+",
+            origin = origin.addr,
+            c1 = addr(0),
+            a1 = addr(1),
+            p1 = addr(2),
+            a2 = addr(3),
+        ),
+    )
+    .unwrap();
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_ready(&[addr(1), addr(3)], &mut process).await;
+    for (path, text) in &playlists {
+        let r = get(addr(2), "localhost", path, &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            r.body,
+            text.as_bytes(),
+            "{path} served as the origin sent it"
+        );
+    }
+    // What was prefetched shows at the origin; wait until the one URI that
+    // should be (elsewhere's local one) has been, then check the rest.
+    let start = Instant::now();
+    while origin.count("/p/local/1.ts") == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the playlist's own segment was never prefetched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let many = {
+        // A first sight of 5000 URIs prefetches the last few, never all.
+        let start = Instant::now();
+        while origin.count_prefix("/p/many/") < 3 {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "nothing of the long playlist prefetched"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        origin.count_prefix("/p/many/")
+    };
+    assert_eq!(
+        many, 3,
+        "a long playlist's first sight prefetched {many} URIs"
+    );
+    assert_eq!(origin.count("/p/many/4999.ts"), 1);
+    assert_eq!(
+        origin.count_prefix("/p/garbage/"),
+        0,
+        "a page that is no playlist was read as one"
+    );
+    assert_eq!(
+        origin.count_prefix("/p/stolen"),
+        0,
+        "another host's URIs were fetched from ours"
+    );
+    assert_eq!(
+        origin.count("/p/loop.m3u8"),
+        1,
+        "a playlist listing itself was prefetched"
+    );
+    // The preload hint is a part, and prefetched.
+    let start = Instant::now();
+    while origin.count("/p/loop/1.ts") == 0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the preload hint was never prefetched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Serving continues: the playlists again, now from the cache.
+    for path in playlists.keys() {
+        let r = get(addr(2), "localhost", path, &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(origin.count(path), 1, "{path} asked of the origin again");
+    }
+}
