@@ -334,3 +334,77 @@ proxies:
         assert_eq!(origin.count(path), 1, "{path} asked of the origin again");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_in_their_own_processes_ask_the_owner_over_the_network() {
+    // Each part its own process, from its own file, as in production: the
+    // cache nodes know each other from `peers`, and a prefetch for a
+    // segment another node owns crosses a real socket.
+    let dir = temp_dir();
+    let d = dir.path();
+    let p = free_ports(7);
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], p[i]));
+    let (origin, proxy, proxy_admin) = (addr(0), addr(1), addr(2));
+    let nodes = [(addr(3), addr(4)), (addr(5), addr(6))];
+    let write = |name: &str, text: String| std::fs::write(d.join(name), text).unwrap();
+    write(
+        "origin.yaml",
+        format!(
+            "kind: origin\nlisten: '{origin}'\nlive:\n  - name: main\n    segment_duration: 1s\n    window: 4\n    renditions:\n      - {{ name: hi, bandwidth: 800000 }}\n"
+        ),
+    );
+    write(
+        "cluster.yaml",
+        format!(
+            "kind: cluster\nsites:\n  - name: live\n    hosts: [localhost]\n    origin: {{ addresses: ['{origin}'] }}\n    prefetch: {{ playlists: true }}\n"
+        ),
+    );
+    let peers: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, (listen, _))| format!("  - {{ id: c{}, address: '{listen}' }}\n", i + 1))
+        .collect();
+    let path = |f: &str| d.join(f).to_string_lossy().into_owned();
+    let mut processes = vec![spawn(&["origin", &path("origin.yaml")])];
+    for (i, (listen, admin)) in nodes.iter().enumerate() {
+        let file = format!("c{}.yaml", i + 1);
+        write(
+            &file,
+            format!(
+                "kind: cache\nid: c{}\nlisten: '{listen}'\nadmin_listen: '{admin}'\ncluster: cluster.yaml\npeers:\n{peers}",
+                i + 1
+            ),
+        );
+        let mut process = spawn(&["cache", &path(&file)]);
+        wait_ready(&[*admin], &mut process).await;
+        processes.push(process);
+    }
+    write(
+        "proxy.yaml",
+        format!(
+            "kind: proxy\nid: p\nlisten: '{proxy}'\nadmin_listen: '{proxy_admin}'\ncluster: cluster.yaml\nhot_tier: {{ capacity: 0 }}\ncache_nodes:\n{peers}"
+        ),
+    );
+    let mut proxy_process = spawn(&["proxy", &path("proxy.yaml")]);
+    wait_ready(&[proxy_admin], &mut proxy_process).await;
+    wait_origin(origin, &mut processes[0]).await;
+
+    let first = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    assert_eq!(first.status, 200);
+    let playlist_node = first.cache_node().to_string();
+    let mut last = newest(&first);
+    // Until one new segment is owned by the node that does not own the
+    // playlist: that one was asked for over the network.
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < DEADLINE, "no segment owned by the other node");
+        last = next_version(proxy, last).await;
+        let segment = format!("/live/main/hi/{last}.ts");
+        let replies = poll_until(proxy, &segment, &[ONLY_IF_CACHED], |r| r.status == 200).await;
+        let stored = replies.last().unwrap();
+        assert_eq!(origin_count(origin, &segment).await, 1, "{segment}");
+        if stored.cache_node() != playlist_node {
+            break;
+        }
+    }
+}
