@@ -84,7 +84,9 @@ const ONLY_IF_CACHED: (&str, &str) = ("cache-control", "only-if-cached");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_live_segments_are_stored_before_viewers_ask_and_cost_the_origin_one_request() {
-    let (_dir, cluster, _process) = start(3, "{ playlists: true }").await;
+    // A hold far longer than a loopback fill needs: the playlist is never
+    // released before its segments are stored, however busy the machine.
+    let (_dir, cluster, _process) = start(3, "{ playlists: true, hold: 5s }").await;
     let proxy = cluster.proxies[0];
     let first = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
     assert_eq!(first.status, 200);
@@ -96,13 +98,21 @@ async fn new_live_segments_are_stored_before_viewers_ask_and_cost_the_origin_one
     for _ in 0..3 {
         last = next_version(proxy, last).await;
         let segment = format!("/live/main/hi/{last}.ts");
-        // No viewer has asked for it: only a prefetch can have stored it.
-        let replies = poll_until(proxy, &segment, &[ONLY_IF_CACHED], |r| r.status == 200).await;
-        let stored = replies.last().unwrap();
+        // No viewer has asked for it, and the playlist that lists it was
+        // held until the prefetch stored it: `only-if-cached` finds it.
+        let r = get(proxy, "localhost", &segment, &[ONLY_IF_CACHED])
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status,
+            200,
+            "{segment} listed before it was stored: {}",
+            r.header("cache-status")
+        );
         assert!(
-            stored.header("cache-status").contains("hit"),
+            r.header("cache-status").contains("hit"),
             "{segment}: {}",
-            stored.header("cache-status")
+            r.header("cache-status")
         );
         prefetched.push(segment);
     }
@@ -356,7 +366,7 @@ async fn nodes_in_their_own_processes_ask_the_owner_over_the_network() {
     write(
         "cluster.yaml",
         format!(
-            "kind: cluster\nsites:\n  - name: live\n    hosts: [localhost]\n    origin: {{ addresses: ['{origin}'] }}\n    prefetch: {{ playlists: true }}\n"
+            "kind: cluster\nsites:\n  - name: live\n    hosts: [localhost]\n    origin: {{ addresses: ['{origin}'] }}\n    prefetch: {{ playlists: true, hold: 5s }}\n"
         ),
     );
     let peers: String = nodes
@@ -394,14 +404,20 @@ async fn nodes_in_their_own_processes_ask_the_owner_over_the_network() {
     let playlist_node = first.cache_node().to_string();
     let mut last = newest(&first);
     // Until one new segment is owned by the node that does not own the
-    // playlist: that one was asked for over the network.
+    // playlist: that one was asked for over the network, and the playlist
+    // held until the owner's fill ended.
     let start = Instant::now();
     loop {
-        assert!(start.elapsed() < DEADLINE, "no segment owned by the other node");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no segment owned by the other node"
+        );
         last = next_version(proxy, last).await;
         let segment = format!("/live/main/hi/{last}.ts");
-        let replies = poll_until(proxy, &segment, &[ONLY_IF_CACHED], |r| r.status == 200).await;
-        let stored = replies.last().unwrap();
+        let stored = get(proxy, "localhost", &segment, &[ONLY_IF_CACHED])
+            .await
+            .unwrap();
+        assert_eq!(stored.status, 200, "{segment} listed before it was stored");
         assert_eq!(origin_count(origin, &segment).await, 1, "{segment}");
         if stored.cache_node() != playlist_node {
             break;

@@ -285,6 +285,35 @@ impl CacheNode {
                 return;
             }
         };
+        let deadline = tokio::time::Instant::from_std(started) + site.origin.total_timeout.get();
+        let playlist = crate::prefetch::Candidate {
+            site: &site,
+            from_origin,
+            prefetch,
+            status: parts.status,
+            whole: piece.is_none(),
+            stored: freshness.is_some(),
+            path_and_query: &path_and_query,
+            headers: &parts.headers,
+            length,
+        };
+        if playlist.holds() {
+            // One round of prefetches per new version from the origin (not
+            // a peer's copy, not a prefetch's), before anyone sees it.
+            match self
+                .hold_playlist(&site, (&primary, &path_and_query), &headers, body, deadline)
+                .await
+            {
+                Ok(whole) => body = whole,
+                Err(e) => {
+                    tracing::warn!(site = %site.name, key = %key, error = %e, "playlist body failed; not stored");
+                    self.metrics.origin_error(OriginFailure::Body);
+                    fill.fail(Failure::Unreachable);
+                    self.tier.inflight.remove(&key, &fill);
+                    return;
+                }
+            }
+        }
         let initial_age = initial_age(&parts.headers, received_at - started, SystemTime::now());
         parts.headers.remove(header::AGE);
         let names = vary_names(&parts.headers);
@@ -317,7 +346,6 @@ impl CacheNode {
             vary,
         });
 
-        let deadline = tokio::time::Instant::from_std(started) + site.origin.total_timeout.get();
         let fed = fill
             .feed(
                 &mut body,
@@ -346,20 +374,10 @@ impl CacheNode {
             }
         };
         if let (false, Some(freshness)) = (too_large, freshness) {
-            let body = fill.body_bytes_with(last_chunk.as_ref());
-            // A new playlist version from the origin (not a peer's copy,
-            // not a prefetch's) starts one round of prefetches.
-            let prefetch_from = (site.prefetch.playlists
-                && from_origin
-                && !prefetch
-                && status == StatusCode::OK
-                && piece.is_none()
-                && crate::prefetch::is_playlist(&path_and_query, &stored_headers))
-            .then(|| body.clone());
             let stored = StoredResponse {
                 status,
                 headers: stored_headers,
-                body,
+                body: fill.body_bytes_with(last_chunk.as_ref()),
                 stored_at: received_at,
                 initial_age,
                 freshness,
@@ -368,9 +386,6 @@ impl CacheNode {
             // Stored before the fill is retired, so no request finds neither;
             // not at all if a purge matched the fill meanwhile.
             self.tier.store_fill(&fill, store_key, Arc::new(stored));
-            if let Some(playlist) = prefetch_from {
-                self.playlist_filled(&site, &primary, &path_and_query, &headers, &playlist);
-            }
         }
         if let Some(data) = last_chunk {
             fill.push(data);

@@ -293,7 +293,7 @@ impl CacheNode {
         }
         if asked.prefetch && req.method() == Method::GET {
             let (parts, _body) = req.into_parts();
-            return self.prefetch_asked(&site, &parts);
+            return Box::pin(self.prefetch_asked(site, parts)).await;
         }
         let (key, wants) = self.request_phase(&site, &mut req);
         let (parts, miss) = match self.lookup_phase(&site, &key, wants, req, &asked) {

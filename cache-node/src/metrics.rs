@@ -114,6 +114,7 @@ pub struct Metrics {
     origin_fetches: Counter<u64>,
     peer_fills: Counter<u64>,
     prefetches: Counter<u64>,
+    playlist_hold: Histogram<f64>,
     origin_errors: Counter<u64>,
     origin_anomalies: Counter<u64>,
     origin_duration: Histogram<f64>,
@@ -192,6 +193,12 @@ impl Metrics {
             prefetches: meter
                 .u64_counter("fanout_cache_prefetches")
                 .with_description("Prefetches by site and result: started (this node, the owner, began a fill), present (stored or filling already), used (a viewer asked for it), wasted (no viewer asked within a minute), dropped (with the reason: concurrency, bandwidth, origin_busy, per_playlist, owner)")
+                .build(),
+            playlist_hold: meter
+                .f64_histogram("fanout_cache_playlist_hold_duration")
+                .with_description("How long new playlist versions were held back from viewers while the segments they add were prefetched")
+                .with_unit("s")
+                .with_boundaries(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
                 .build(),
             origin_errors: meter
                 .u64_counter("fanout_cache_origin_errors")
@@ -300,6 +307,11 @@ impl Metrics {
             Outcome::Dropped(why) => ("dropped", why.as_str()),
         };
         self.count_prefetch(site, result, reason);
+    }
+
+    /// How long a new playlist version was held while its prefetches ran.
+    pub fn playlist_held(&self, held: Duration) {
+        self.playlist_hold.record(held.as_secs_f64(), &self.node);
     }
 
     pub fn prefetch_used(&self, site: &str) {

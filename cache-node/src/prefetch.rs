@@ -11,6 +11,12 @@
 //! fills it as any miss, so viewers who ask meanwhile join that one fill
 //! and the origin sees one request per segment.
 //!
+//! The new playlist version is held back from viewers (up to the site's
+//! `prefetch.hold`) until those fills end: a viewer that sees a segment
+//! listed finds it stored. Otherwise the viewers whose refresh brought the
+//! new version would ask for its segment at the moment its prefetch
+//! starts, and wait for the origin all the same.
+//!
 //! Prefetches never take what viewers need: each site has a budget per
 //! node (fills at once, bytes a second), none starts while fewer than a
 //! quarter of the node's origin slots are free, and whatever the budget
@@ -27,14 +33,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
+
 use arc_swap::ArcSwap;
 use fanout_config::ring::{key_hash, Ring};
 use fanout_config::{CacheKey, CacheNodeRef, Site};
-use fanout_http_cache::collapse::Role;
+use fanout_http_cache::collapse::{Fill, Role};
 use fanout_http_cache::{hls, internal};
 use fanout_server::{empty, ResponseBody};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::fill::FillJob;
 use crate::handler::CacheNode;
@@ -49,9 +58,12 @@ pub const UNCLAIMED_FOR: Duration = Duration::from_secs(60);
 /// What one playlist's memory holds at most: a playlist listing more
 /// (a VOD title, a malicious origin) is remembered by its last URIs only.
 const MAX_REMEMBERED: usize = 4096;
-/// How long a prefetch request to the owning node may take: it is
-/// answered as soon as the fill starts, not when it ends.
-const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the owning node waits for a prefetch's fill to end before it
+/// answers the node that asked (which waits no longer than its hold).
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Playlists larger than this are served as they stream, prefetching
+/// nothing: a live media playlist is a few KiB.
+pub const MAX_PLAYLIST: usize = 1 << 20;
 
 /// What became of one prefetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +232,11 @@ impl Prefetcher {
     /// A viewer's request found `key` stored or filling: if a prefetch put
     /// it there, the prefetch was used. True the first time only.
     pub fn claim(&self, key: &str) -> bool {
-        self.outstanding.load(Ordering::Relaxed) > 0 && self.unclaimed.remove(key).is_some()
+        // A lookup first: it takes no write lock, and most hits are not
+        // of prefetched objects.
+        self.outstanding.load(Ordering::Relaxed) > 0
+            && self.unclaimed.contains_key(key)
+            && self.unclaimed.remove(key).is_some()
     }
 
     /// The new URIs of a playlist version, as paths with queries on the
@@ -307,31 +323,109 @@ pub fn is_playlist(path: &str, headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether a fill's response is a playlist to prefetch from and hold: a
+/// whole 200 from the origin, to be stored, on a site that prefetches,
+/// small enough to read before answering.
+pub struct Candidate<'a> {
+    pub site: &'a Site,
+    pub from_origin: bool,
+    /// The fill was itself a prefetch.
+    pub prefetch: bool,
+    pub status: StatusCode,
+    pub whole: bool,
+    pub stored: bool,
+    pub path_and_query: &'a str,
+    pub headers: &'a HeaderMap,
+    pub length: Option<u64>,
+}
+
+impl Candidate<'_> {
+    pub fn holds(&self) -> bool {
+        self.site.prefetch.playlists
+            && self.from_origin
+            && !self.prefetch
+            && self.status == StatusCode::OK
+            && self.whole
+            && self.stored
+            && self.length.is_none_or(|n| n <= MAX_PLAYLIST as u64)
+            && is_playlist(self.path_and_query, self.headers)
+    }
+}
+
 impl CacheNode {
-    /// A playlist fill from the origin has been stored: prefetch what its
-    /// new version lists. `headers` are the fill's request headers (Host,
-    /// and the Accept-Encoding the site normalised).
-    pub(crate) fn playlist_filled(
+    /// A new playlist version from the origin: reads it whole, prefetches
+    /// what it adds, and waits (up to the site's hold) for those fills to
+    /// end; returns the body to store and answer with. Errs when the body
+    /// fails or outlasts the fill's deadline. `headers` are the
+    /// fill's request headers (Host, and the Accept-Encoding the site
+    /// normalised).
+    pub(crate) async fn hold_playlist(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        (playlist_key, path_and_query): (&str, &str),
+        headers: &HeaderMap,
+        body: ResponseBody,
+        deadline: tokio::time::Instant,
+    ) -> Result<ResponseBody, String> {
+        let mut body = body;
+        let mut whole = bytes::BytesMut::new();
+        loop {
+            let frame = tokio::time::timeout_at(deadline, body.frame())
+                .await
+                .map_err(|_| "the playlist's body took too long".to_string())?;
+            let Some(frame) = frame else { break };
+            if let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() {
+                whole.extend_from_slice(&data);
+                if whole.len() > MAX_PLAYLIST {
+                    // No live playlist is this long: served as it comes,
+                    // what was read first, and nothing prefetched.
+                    use futures_util::StreamExt;
+                    let read = futures_util::stream::once(std::future::ready(Ok(
+                        hyper::body::Frame::data(whole.freeze()),
+                    )));
+                    let rest = http_body_util::BodyStream::new(body);
+                    return Ok(http_body_util::StreamBody::new(read.chain(rest)).boxed_unsync());
+                }
+            }
+        }
+        let bytes = whole.freeze();
+        let round = self.playlist_filled(site, playlist_key, path_and_query, headers, &bytes);
+        let hold = site.prefetch.hold.get();
+        if !round.is_empty() && !hold.is_zero() {
+            let started = Instant::now();
+            let all = futures_util::future::join_all(round);
+            if tokio::time::timeout(hold, all).await.is_err() {
+                tracing::debug!(site = %site.name, playlist = %path_and_query, ?hold, "prefetches outlasted the hold; playlist released");
+            }
+            self.metrics.playlist_held(started.elapsed());
+        }
+        Ok(fanout_server::full(bytes))
+    }
+
+    /// Prefetches what a new playlist version adds; the handles end when
+    /// each prefetch's fill has (or its owner gave up waiting on it).
+    fn playlist_filled(
         self: &Arc<Self>,
         site: &Arc<Site>,
         playlist_key: &str,
         path_and_query: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) {
+    ) -> Vec<JoinHandle<()>> {
+        let mut round = Vec::new();
         let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
-            return;
+            return round;
         };
         let Ok(base) = url::Url::parse(&format!("http://{host}{path_and_query}")) else {
-            return;
+            return round;
         };
         // Text that is not UTF-8 is not a playlist (RFC 8216 §4.1).
         let Ok(text) = std::str::from_utf8(body) else {
-            return;
+            return round;
         };
         let Some((mut new, first_sight)) = self.prefetch.new_uris(playlist_key, &base, text) else {
             tracing::debug!(site = %site.name, playlist = %path_and_query, "not a media playlist; nothing prefetched");
-            return;
+            return round;
         };
         let max = site.prefetch.max_per_playlist as usize;
         if new.len() > max {
@@ -370,12 +464,17 @@ impl CacheNode {
                 .filter(|n| n.id != self.id);
             match owner {
                 None => {
-                    let outcome = self.prefetch_here(site, key.as_str(), &target, &ask);
+                    let (outcome, fill) = self.prefetch_here(site, key.as_str(), &target, &ask);
                     self.metrics.prefetch(&site.name, outcome);
+                    if let Some(fill) = fill {
+                        round.push(tokio::spawn(async move {
+                            fill.finished().await;
+                        }));
+                    }
                 }
                 Some(owner) => {
                     let (node, site, ask) = (self.clone(), site.clone(), ask.clone());
-                    tokio::spawn(async move {
+                    round.push(tokio::spawn(async move {
                         let mut ask = ask;
                         ask.insert(&internal::PREFETCH, HeaderValue::from_static("1"));
                         let answered = node
@@ -389,62 +488,69 @@ impl CacheNode {
                             node.metrics
                                 .prefetch(&site.name, Outcome::Dropped(Dropped::Owner));
                         }
-                    });
+                    }));
                 }
             }
         }
+        round
     }
 
-    /// Another node asked this one, the owner, to prefetch `req`'s target.
-    pub(crate) fn prefetch_asked(
-        self: &Arc<Self>,
-        site: &Arc<Site>,
-        parts: &http::request::Parts,
+    /// Another node asked this one, the owner, to prefetch `req`'s
+    /// target: answered once the fill ends, so the asking node can hold
+    /// its playlist until then.
+    pub(crate) async fn prefetch_asked(
+        self: Arc<Self>,
+        site: Arc<Site>,
+        parts: http::request::Parts,
     ) -> Response<ResponseBody> {
-        let outcome = if site.prefetch.playlists {
-            let key = CacheKey::new(site, parts.uri.path(), parts.uri.query());
-            let target = crate::handler::origin_form(parts);
-            self.prefetch_here(site, key.as_str(), &target, &parts.headers)
+        let (outcome, fill) = if site.prefetch.playlists {
+            let key = CacheKey::new(&site, parts.uri.path(), parts.uri.query());
+            let target = crate::handler::origin_form(&parts);
+            self.prefetch_here(&site, key.as_str(), &target, &parts.headers)
         } else {
             // The site turned prefetch off since the asking node looked.
-            Outcome::Present
+            (Outcome::Present, None)
         };
         self.metrics.prefetch(&site.name, outcome);
+        if let Some(fill) = fill {
+            let _ = tokio::time::timeout(ASK_TIMEOUT, fill.finished()).await;
+        }
         let mut resp = Response::new(empty());
         *resp.status_mut() = outcome.status();
         resp
     }
 
     /// Starts a fill of `target` here, within the site's budget, unless it
-    /// is stored fresh or filling already.
+    /// is stored fresh or filling already; with the fill to wait for, when
+    /// one runs.
     fn prefetch_here(
         self: &Arc<Self>,
         site: &Arc<Site>,
         primary: &str,
         target: &str,
         headers: &HeaderMap,
-    ) -> Outcome {
+    ) -> (Outcome, Option<Arc<Fill>>) {
         // A slicing site stores objects by slice; a whole-object fill here
         // would store what its viewers never look up.
         if site.cache.slice.is_some() || self.hit_for_pass.contains_key(primary) {
-            return Outcome::Present;
+            return (Outcome::Present, None);
         }
         let lookup = self.tier.vary.lookup_key(primary, headers);
         let stale = match self.tier.store.get(&lookup) {
-            Some(stored) if stored.is_fresh(Instant::now()) => return Outcome::Present,
+            Some(stored) if stored.is_fresh(Instant::now()) => return (Outcome::Present, None),
             other => other,
         };
         if !self.origins.load().has_spare(4) {
-            return Outcome::Dropped(Dropped::OriginBusy);
+            return (Outcome::Dropped(Dropped::OriginBusy), None);
         }
         let budget = self.prefetch.budget(site);
         let permit = match budget.take() {
             Ok(p) => p,
-            Err(why) => return Outcome::Dropped(why),
+            Err(why) => return (Outcome::Dropped(why), None),
         };
         let (fill, role) = self.tier.inflight.join_or_lead(&lookup);
         if role == Role::Follower {
-            return Outcome::Present;
+            return (Outcome::Present, Some(fill));
         }
         self.prefetch.outstanding.fetch_add(1, Ordering::Relaxed);
         self.prefetch.unclaimed.insert(lookup.clone(), ());
@@ -461,12 +567,13 @@ impl CacheNode {
             prefetch: true,
         };
         let node = self.clone();
+        let running = fill.clone();
         tokio::spawn(async move {
             node.clone().run_fill(job).await;
-            budget.spent(fill.received());
+            budget.spent(running.received());
             drop(permit);
         });
-        Outcome::Started
+        (Outcome::Started, Some(fill))
     }
 }
 

@@ -73,6 +73,18 @@ pub struct Prefetch {
     /// new ones has the newest this many prefetched, the rest dropped.
     #[serde(default = "default_prefetch_per_playlist")]
     pub max_per_playlist: u32,
+    /// How long a new playlist version is held back from viewers while the
+    /// segments it adds are prefetched. Viewers then see a segment listed
+    /// only once it is stored, so their first request for it is a hit; a
+    /// viewer waits no longer for the segment than it would have waited
+    /// for its fill. 0s: not held (viewers then often join the
+    /// prefetch's fill rather than hit).
+    #[serde(default = "default_prefetch_hold")]
+    pub hold: Span,
+}
+
+fn default_prefetch_hold() -> Span {
+    Span::from_secs(1)
 }
 
 fn default_prefetch_concurrency() -> u32 {
@@ -90,6 +102,7 @@ impl Default for Prefetch {
             max_concurrent: default_prefetch_concurrency(),
             bandwidth: None,
             max_per_playlist: default_prefetch_per_playlist(),
+            hold: default_prefetch_hold(),
         }
     }
 }
@@ -643,6 +656,13 @@ impl Site {
                 &v.join(&pp, "max_per_playlist"),
                 format!("{} is out of range", self.prefetch.max_per_playlist),
                 "1 to 1024 URIs per playlist version",
+            );
+        }
+        if self.prefetch.hold.get() > std::time::Duration::from_secs(10) {
+            v.error(
+                &v.join(&pp, "hold"),
+                format!("{} would keep viewers from the live edge", self.prefetch.hold),
+                "at most 10s, and well under the stream's segment duration (such as 1s), or 0s not to hold",
             );
         }
         if self.prefetch.bandwidth.is_some_and(|b| b.bytes() < 1024) {

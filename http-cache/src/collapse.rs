@@ -250,6 +250,17 @@ impl Fill {
         });
     }
 
+    /// Waits until the fill has ended: true when it ran to completion.
+    pub async fn finished(&self) -> bool {
+        let mut rx = self.changed.subscribe();
+        loop {
+            if let Some(done) = self.lock().done {
+                return done;
+            }
+            let _ = rx.changed().await;
+        }
+    }
+
     pub fn chunk_count(&self) -> usize {
         self.lock().chunks.len()
     }

@@ -66,6 +66,19 @@ pub enum FetchError {
 /// 9211 lists caches from origin to client), or `X-Cache` as Varnish and
 /// many CDNs send it. `last_cache_status` is the last Cache-Status field
 /// value; Cache-Status wins when both are present.
+/// Whether any cache on the way answered from its store (`hit` in any
+/// `Cache-Status` entry, or an `X-Cache` HIT): the response did not wait
+/// for the origin, even where the cache nearest the client missed.
+pub(crate) fn stored_anywhere(cache_status: Option<&str>, x_cache: Option<&str>) -> Option<bool> {
+    if let Some(v) = cache_status {
+        return Some(
+            v.split(',')
+                .any(|entry| entry.split(';').skip(1).any(|p| p.trim() == "hit")),
+        );
+    }
+    Some(x_cache?.to_ascii_uppercase().starts_with("HIT"))
+}
+
 pub(crate) fn verdict(last_cache_status: Option<&str>, x_cache: Option<&str>) -> Option<bool> {
     if let Some(v) = last_cache_status {
         let last_entry = v.rsplit(',').next()?;
@@ -95,5 +108,17 @@ mod tests {
         assert_eq!(verdict(Some("edge; fwd=miss"), Some("HIT")), Some(false));
         assert_eq!(verdict(None, Some("HIT from varnish")), Some(true));
         assert_eq!(verdict(None, None), None);
+    }
+
+    #[test]
+    fn a_hit_anywhere_on_the_way_is_stored_anywhere() {
+        let chain = Some("fanout-cache-1; hit; ttl=3, fanout-proxy-1; fwd=uri-miss; stored");
+        assert_eq!(verdict(chain, None), Some(false));
+        assert_eq!(stored_anywhere(chain, None), Some(true));
+        assert_eq!(
+            stored_anywhere(Some("fanout-cache-1; fwd=uri-miss; collapsed"), None),
+            Some(false)
+        );
+        assert_eq!(stored_anywhere(None, None), None);
     }
 }

@@ -61,6 +61,9 @@ impl H1Error {
 pub struct Response {
     pub status: u16,
     pub hit: Option<bool>,
+    /// Whether any cache on the way had it stored (see
+    /// `client::stored_anywhere`).
+    pub stored: Option<bool>,
     /// The body, when asked for; otherwise empty.
     pub body: Bytes,
     pub bytes: u64,
@@ -315,6 +318,7 @@ async fn exchange(
         Response {
             status: head.status,
             hit: head.hit,
+            stored: head.stored,
             body: kept.freeze(),
             bytes,
             head_at,
@@ -344,6 +348,7 @@ struct Head {
     /// A 1xx response other than 101: the final one follows it.
     interim: bool,
     hit: Option<bool>,
+    stored: Option<bool>,
     framing: Framing,
     cache_status: Option<String>,
     retry_after: Option<u32>,
@@ -390,6 +395,7 @@ impl Head {
             status,
             interim: (100..200).contains(&status),
             hit: verdict(cache_status.as_deref(), x_cache),
+            stored: crate::client::stored_anywhere(cache_status.as_deref(), x_cache),
             framing: Framing::of(status, false, parsed.version == Some(0), &fields),
             cache_status: cache_status
                 .filter(|_| keep_cache_status)

@@ -265,10 +265,23 @@ pub async fn run(
         None => None,
     };
     let origin_figures = match (origin_before, origin_after) {
-        (Some(b), Some(a)) => Some(report::OriginFigures {
-            requests: a.requests.saturating_sub(b.requests),
-            bytes: a.body_bytes.saturating_sub(b.body_bytes),
-        }),
+        (Some(b), Some(a)) => {
+            // Live segments the run made the origin serve, and how often.
+            let (mut live_segments, mut live_segment_requests) = (0, 0);
+            for (path, n) in &a.paths {
+                let before = b.paths.get(path).copied().unwrap_or(0);
+                if n > &before && path.starts_with("/live/") && path.ends_with(".ts") {
+                    live_segments += 1;
+                    live_segment_requests += n - before;
+                }
+            }
+            Some(report::OriginFigures {
+                requests: a.requests.saturating_sub(b.requests),
+                bytes: a.body_bytes.saturating_sub(b.body_bytes),
+                live_segments,
+                live_segment_requests,
+            })
+        }
         _ => None,
     };
     let inner = recorder.lock();

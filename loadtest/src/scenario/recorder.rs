@@ -170,6 +170,13 @@ pub struct Inner {
     pub wake_lateness: Histogram<u64>,
     /// The second of the last origin sample that had a delta.
     pub last_origin_second: Option<usize>,
+    /// Live segments some viewer has asked for, by path.
+    pub segments_asked: std::collections::HashSet<String>,
+    /// Each live segment's first request in the run, and those of them a
+    /// cache answered from its store: how many new segments were in the
+    /// cache before anyone asked (prefetch).
+    pub first_segment_requests: u64,
+    pub first_segment_stored: u64,
 }
 
 pub struct Recorder {
@@ -210,6 +217,9 @@ impl Recorder {
                 first_errors: Vec::new(),
                 wake_lateness: latency_histogram(2),
                 last_origin_second: None,
+                segments_asked: std::collections::HashSet::new(),
+                first_segment_requests: 0,
+                first_segment_stored: 0,
             }),
         }
     }
@@ -290,6 +300,21 @@ impl Recorder {
             inner.stall_s += stalled.as_secs_f64();
             bucket(&mut inner.timeline, second).stall_s += stalled.as_secs_f64();
         }
+    }
+
+    /// A viewer is about to ask for live segment `path`: true when nobody
+    /// asked for it before in this run.
+    pub fn first_ask(&self, path: &str) -> bool {
+        let mut g = self.lock();
+        !g.segments_asked.contains(path) && g.segments_asked.insert(path.to_string())
+    }
+
+    /// What the first request for a live segment found: `stored` when a
+    /// cache answered it from its store (a failed request was not).
+    pub fn first_answer(&self, stored: bool) {
+        let mut g = self.lock();
+        g.first_segment_requests += 1;
+        g.first_segment_stored += u64::from(stored);
     }
 
     pub fn failed_over(&self) {

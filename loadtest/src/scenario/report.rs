@@ -136,6 +136,16 @@ pub struct ViewerReport {
     /// Stalled time over stalled plus played time.
     pub stall_ratio: f64,
     pub rendition_switches: u64,
+    /// Live segments viewers asked for (each counted at its first request
+    /// in the run; per shard when the load is split), and those whose
+    /// first request a cache answered from its store: new segments that
+    /// were cached before anyone asked, as prefetch makes them.
+    #[serde(default)]
+    pub new_segments: u64,
+    #[serde(default)]
+    pub new_segments_stored: u64,
+    #[serde(default)]
+    pub new_segments_stored_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -144,6 +154,19 @@ pub struct OriginFigures {
     pub requests: u64,
     /// Body bytes the origin sent.
     pub bytes: u64,
+    /// Live segments (`/live/…/N.ts` on the synthetic origin) the origin
+    /// served during the run, and its requests for them: one request per
+    /// segment is what a cache cluster in front should cost it.
+    #[serde(default)]
+    pub live_segments: u64,
+    #[serde(default)]
+    pub live_segment_requests: u64,
+}
+
+impl OriginFigures {
+    pub fn requests_per_live_segment(&self) -> Option<f64> {
+        ratio(self.live_segment_requests, self.live_segments)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -327,6 +350,8 @@ impl Report {
                 stall_s: r.stall_s,
                 play_s: r.play_s,
                 rendition_switches: r.rendition_switches,
+                new_segments: r.first_segment_requests,
+                new_segments_stored: r.first_segment_stored,
                 ..ViewerReport::default()
             },
             origin: i.origin,
@@ -369,6 +394,7 @@ impl Report {
         } else {
             0.0
         };
+        v.new_segments_stored_ratio = ratio(v.new_segments_stored, v.new_segments);
         for c in self.classes.values_mut() {
             c.ttfb_ms = decode(&c.ttfb_hist)
                 .map(|h| Quantiles::of(&h))
@@ -465,10 +491,14 @@ impl Report {
             a.stall_s += b.stall_s;
             a.play_s += b.play_s;
             a.rendition_switches += b.rendition_switches;
+            a.new_segments += b.new_segments;
+            a.new_segments_stored += b.new_segments_stored;
             out.origin = match (out.origin, r.origin) {
                 (Some(a), Some(b)) => Some(OriginFigures {
                     requests: a.requests.max(b.requests),
                     bytes: a.bytes.max(b.bytes),
+                    live_segments: a.live_segments.max(b.live_segments),
+                    live_segment_requests: a.live_segment_requests.max(b.live_segment_requests),
                 }),
                 (a, b) => a.or(b),
             };
@@ -576,6 +606,23 @@ impl Report {
                 100.0 * self.offload().unwrap_or(0.0),
                 o.bytes as f64 / 1048576.0,
                 100.0 * self.byte_offload().unwrap_or(0.0)
+            );
+        }
+        if let Some(per) = self.origin.and_then(|o| o.requests_per_live_segment()) {
+            let o = self.origin.unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  origin       {} live segments fetched with {} requests ({per:.2} per segment)",
+                o.live_segments, o.live_segment_requests
+            );
+        }
+        if let Some(r) = self.viewers.new_segments_stored_ratio {
+            let _ = writeln!(
+                out,
+                "  new segments {} of {} first requests answered from a cache ({:.1}%)",
+                self.viewers.new_segments_stored,
+                self.viewers.new_segments,
+                100.0 * r
             );
         }
         if t.failovers > 0 {
@@ -693,6 +740,8 @@ impl Report {
             "stalls" => self.viewers.stalls as f64,
             "stall_ratio" => self.viewers.stall_ratio,
             "origin_requests" => self.origin?.requests as f64,
+            "new_segments_stored_ratio" => self.viewers.new_segments_stored_ratio?,
+            "origin_requests_per_segment" => self.origin?.requests_per_live_segment()?,
             "offload" => self.offload()?,
             _ => return None,
         })
@@ -712,7 +761,8 @@ fn add_encoded(a: &str, b: &str) -> Result<String, String> {
 
 pub const METRICS: &str = "requests, rps, errors, error_ratio, hit_ratio, p50_ms, p90_ms, p99_ms, \
      p999_ms, max_ms, startup_p50_ms, startup_p99_ms, stalls, stall_ratio, origin_requests, offload, \
-     lateness_p99_ms, generator_cpu_busy, refused, refusal_p99_ms";
+     lateness_p99_ms, generator_cpu_busy, refused, refusal_p99_ms, new_segments_stored_ratio, \
+     origin_requests_per_segment";
 
 /// `--fail-if p99_ms>200`: a figure, a comparison, a number.
 #[derive(Debug, Clone, PartialEq)]
@@ -848,6 +898,7 @@ mod tests {
             origin: Some(OriginFigures {
                 requests: 5,
                 bytes: 9,
+                ..OriginFigures::default()
             }),
             faults: Vec::new(),
             arrival_lateness: &lateness,

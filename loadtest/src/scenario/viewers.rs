@@ -269,12 +269,15 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
                     continue;
                 }
                 let asked = Instant::now();
-                let Some(got) = v
-                    .get(Class::LiveSegment, &format!("{dir}/{uri}"), asked, false)
-                    .await
-                else {
+                let path = format!("{dir}/{uri}");
+                let first = v.ctx.recorder.first_ask(&path);
+                let Some(got) = v.get(Class::LiveSegment, &path, asked, false).await else {
                     return;
                 };
+                if first {
+                    let stored = got.as_ref().is_ok_and(|r| r.stored == Some(true));
+                    v.ctx.recorder.first_answer(stored);
+                }
                 next_seq = Some(seq + 1);
                 if got.is_err() {
                     continue;
