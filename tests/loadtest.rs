@@ -124,6 +124,27 @@ faults:
     assert!(r["viewers"]["startup_ms"]["p50"].as_f64().unwrap() > 0.0);
     assert!(r["viewers"]["play_s"].as_f64().unwrap() > 0.0);
     assert!(n(&r["viewers"]["arrived"]) >= 20);
+    // Each live segment the run asked for counts once as new; the origin
+    // (behind a cache cluster) served each at most once; viewers had them
+    // some time after the origin published them, within the window.
+    let v = &r["viewers"];
+    let segments = n(&r["origin"]["live_segments"]);
+    assert!(n(&v["new_segments"]) > 0, "no new segments counted");
+    assert!(n(&v["new_segments_stored"]) <= n(&v["new_segments"]));
+    assert!(
+        segments > 0 && n(&r["origin"]["live_segment_requests"]) == segments,
+        "{} origin requests for {segments} live segments",
+        r["origin"]["live_segment_requests"]
+    );
+    let edge = &v["live_edge_ms"];
+    assert!(
+        edge["p50"].as_f64().unwrap() > 0.0 && edge["max"].as_f64().unwrap() < 10_000.0,
+        "live edge {edge}"
+    );
+    assert!(
+        stdout.contains("  live edge    segments reached viewers"),
+        "{stdout}"
+    );
     // The generator's punctuality counts every arrival and every live
     // viewer's wake-up for its next playlist poll.
     let lateness =

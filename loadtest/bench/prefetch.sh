@@ -12,10 +12,14 @@
 #     minus used, from the cache nodes' fanout_cache_prefetches_total,
 #     which counts the last segments of the run that viewers had not yet
 #     reached as unused too;
-#   - live segment latency p50/p99, startup and stalls.
+#   - live segment and playlist latency, startup and stalls, and the
+#     viewers' distance from the live edge (origin publishing a segment to
+#     a viewer having it), which holding playlists must not lengthen.
 #
 # The audience: VIEWERS live viewers (default 1500) joining over 15 s and
-# watching for HOLD (default 45s) a 4-rendition ladder of 2 s segments.
+# watching for HOLD (default 45s) a 4-rendition ladder of 2 s segments,
+# from an origin that takes ORIGIN_LATENCY (default 100ms) to answer for
+# playlists and segments.
 # The cluster runs on core 1, the load generator on core 0.
 #
 # Usage: loadtest/bench/prefetch.sh          (about 2 minutes)
@@ -23,6 +27,7 @@
 source "$(dirname "$0")/lib.sh"
 
 VIEWERS=${VIEWERS:-1500}
+ORIGIN_LATENCY=${ORIGIN_LATENCY:-100ms}
 HOLD=${HOLD:-45s}
 REPORTS=${REPORTS:-$work/reports}
 mkdir -p "$REPORTS"
@@ -30,6 +35,13 @@ need_commands taskset:util-linux curl
 
 ORIGIN=127.0.0.1:$(free_port)
 scenario_origin_yaml "$ORIGIN" >"$work/origin.yaml"
+# A packager a continent away: a loopback origin answers in microseconds,
+# which would hide what a first viewer's wait for the origin costs.
+cat >>"$work/origin.yaml" <<YAML
+faults:
+  - { path: '/live/*.ts', latency: $ORIGIN_LATENCY }
+  - { path: '/live/*.m3u8', latency: $ORIGIN_LATENCY }
+YAML
 "$FANOUT" origin "$work/origin.yaml" >"$work/origin.log" 2>&1 &
 pids+=($!)
 
@@ -118,6 +130,10 @@ rows = [
     ("origin requests", lambda r: (r.get("origin") or {}).get("requests", 0)),
     ("segment p50 ms", lambda r: seg(r, "p50")),
     ("segment p99 ms", lambda r: seg(r, "p99")),
+    ("segment p999 ms", lambda r: seg(r, "p999")),
+    ("playlist p99 ms", lambda r: r["classes"].get("live_playlist", {}).get("total_ms", {}).get("p99", 0)),
+    ("live edge p50 ms", lambda r: r["viewers"].get("live_edge_ms", {}).get("p50", 0)),
+    ("live edge p99 ms", lambda r: r["viewers"].get("live_edge_ms", {}).get("p99", 0)),
     ("startup p99 ms", lambda r: r["viewers"]["startup_ms"]["p99"]),
     ("stall ratio", lambda r: r["viewers"]["stall_ratio"]),
 ]
@@ -141,7 +157,8 @@ if on["totals"]["errors"] == 0 and off["totals"]["errors"] == 0:
                   f"{100 * stored:.1f}% of first requests stored (off: "
                   f"{100 * (off['viewers'].get('new_segments_stored_ratio') or 0):.1f}%), "
                   f"{per:.2f} origin requests per segment, {unused:.1%} prefetched unused, "
-                  f"segment p99 {seg(on, 'p99') / max(seg(off, 'p99'), 0.001):.2f}x\n")
+                  f"segment p999 {seg(on, 'p999') / max(seg(off, 'p999'), 0.001):.2f}x, "
+                  f"live edge p99 {on['viewers']['live_edge_ms']['p99'] / max(off['viewers']['live_edge_ms']['p99'], 0.001):.2f}x\n")
 PY
 echo "reports: $REPORTS"
 record_headline

@@ -64,6 +64,9 @@ pub struct Response {
     /// Whether any cache on the way had it stored (see
     /// `client::stored_anywhere`).
     pub stored: Option<bool>,
+    /// The synthetic origin's publication time of a live segment, in ms
+    /// since the Unix epoch (`x-origin-published-ms`).
+    pub published_ms: Option<u64>,
     /// The body, when asked for; otherwise empty.
     pub body: Bytes,
     pub bytes: u64,
@@ -319,6 +322,7 @@ async fn exchange(
             status: head.status,
             hit: head.hit,
             stored: head.stored,
+            published_ms: head.published_ms,
             body: kept.freeze(),
             bytes,
             head_at,
@@ -349,6 +353,7 @@ struct Head {
     interim: bool,
     hit: Option<bool>,
     stored: Option<bool>,
+    published_ms: Option<u64>,
     framing: Framing,
     cache_status: Option<String>,
     retry_after: Option<u32>,
@@ -371,6 +376,7 @@ impl Head {
         // in front of another appends its own line.
         let (mut cache_status, mut x_cache) = (None::<std::borrow::Cow<'_, str>>, None);
         let mut retry_after = None;
+        let mut published_ms = None;
         let refused = status == 503 || status == 429;
         for h in parsed.headers.iter() {
             fields
@@ -385,6 +391,8 @@ impl Head {
                 });
             } else if h.name.eq_ignore_ascii_case("x-cache") {
                 x_cache = Some(text());
+            } else if h.name.eq_ignore_ascii_case("x-origin-published-ms") {
+                published_ms = text().trim().parse().ok();
             } else if refused && h.name.eq_ignore_ascii_case("retry-after") {
                 // Only delta-seconds: an HTTP-date is left unread.
                 retry_after = text().trim().parse().ok();
@@ -396,6 +404,7 @@ impl Head {
             interim: (100..200).contains(&status),
             hit: verdict(cache_status.as_deref(), x_cache),
             stored: crate::client::stored_anywhere(cache_status.as_deref(), x_cache),
+            published_ms,
             framing: Framing::of(status, false, parsed.version == Some(0), &fields),
             cache_status: cache_status
                 .filter(|_| keep_cache_status)

@@ -84,7 +84,15 @@ pub struct Object<'a> {
     pub vary: &'a [String],
     /// Extra response headers (surrogate keys and the like).
     pub extra: &'a BTreeMap<String, String>,
+    /// When a live segment was published, to the millisecond (sent as
+    /// [`PUBLISHED`]): `Last-Modified` has whole seconds.
+    pub published: Option<SystemTime>,
 }
+
+/// On live segments: when the origin published it, in milliseconds since
+/// the Unix epoch. The load generator measures viewers' distance from the
+/// live edge by it.
+pub const PUBLISHED: header::HeaderName = header::HeaderName::from_static("x-origin-published-ms");
 
 /// For objects without extra headers.
 pub static NO_EXTRA: BTreeMap<String, String> = BTreeMap::new();
@@ -131,6 +139,13 @@ pub fn respond(
         if let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) {
             headers.insert(name, value(v));
         }
+    }
+    if let Some(at) = obj.published {
+        let ms = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        headers.insert(PUBLISHED, HeaderValue::from(ms));
     }
     headers.insert(header::CACHE_CONTROL, value(&obj.cache_control));
     headers.insert(header::ETAG, value(&etag));

@@ -242,8 +242,9 @@ impl Origin {
                 let r = find(&s.renditions, rendition)?;
                 let seq: u64 = segment.strip_suffix(".ts")?.parse().ok()?;
                 // Segments from the future do not exist yet.
-                (seq <= latest).then(|| {
-                    segment_object(
+                (seq <= latest).then(|| Object {
+                    published: Some(clock.available_at(seq)),
+                    ..segment_object(
                         path,
                         r.segment_bytes(s.segment_duration),
                         clock.available_at(seq),
@@ -304,6 +305,7 @@ impl Origin {
             text: None,
             vary: &group.vary,
             extra: &group.headers,
+            published: None,
         })
     }
 }
@@ -329,6 +331,7 @@ fn playlist(
         text: Some(text),
         vary: &[],
         extra: &content::NO_EXTRA,
+        published: None,
     }
 }
 
@@ -344,6 +347,7 @@ fn segment_object(path: &str, len: u64, last_modified: SystemTime) -> Object<'_>
         text: None,
         vary: &[],
         extra: &content::NO_EXTRA,
+        published: None,
     }
 }
 

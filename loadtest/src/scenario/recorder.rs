@@ -177,6 +177,9 @@ pub struct Inner {
     /// cache before anyone asked (prefetch).
     pub first_segment_requests: u64,
     pub first_segment_stored: u64,
+    /// From the origin publishing a live segment to a viewer having all of
+    /// it, in microseconds: the viewer's distance from the live edge.
+    pub live_edge: Histogram<u64>,
 }
 
 pub struct Recorder {
@@ -220,6 +223,7 @@ impl Recorder {
                 segments_asked: std::collections::HashSet::new(),
                 first_segment_requests: 0,
                 first_segment_stored: 0,
+                live_edge: latency_histogram(3),
             }),
         }
     }
@@ -315,6 +319,11 @@ impl Recorder {
         let mut g = self.lock();
         g.first_segment_requests += 1;
         g.first_segment_stored += u64::from(stored);
+    }
+
+    /// A viewer has a live segment, `behind` after its origin published it.
+    pub fn live_edge(&self, behind: Duration) {
+        let _ = self.lock().live_edge.record(micros(behind));
     }
 
     pub fn failed_over(&self) {

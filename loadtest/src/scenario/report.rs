@@ -146,6 +146,13 @@ pub struct ViewerReport {
     pub new_segments_stored: u64,
     #[serde(default)]
     pub new_segments_stored_ratio: Option<f64>,
+    /// From the origin publishing a live segment to a viewer having it,
+    /// milliseconds (segments from the synthetic origin, which stamps
+    /// their publication time): how far behind live viewers play.
+    #[serde(default)]
+    pub live_edge_ms: Quantiles,
+    #[serde(default)]
+    pub live_edge_hist: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -352,6 +359,7 @@ impl Report {
                 rendition_switches: r.rendition_switches,
                 new_segments: r.first_segment_requests,
                 new_segments_stored: r.first_segment_stored,
+                live_edge_hist: encode(&r.live_edge),
                 ..ViewerReport::default()
             },
             origin: i.origin,
@@ -395,6 +403,9 @@ impl Report {
             0.0
         };
         v.new_segments_stored_ratio = ratio(v.new_segments_stored, v.new_segments);
+        v.live_edge_ms = decode(&v.live_edge_hist)
+            .map(|h| Quantiles::of(&h))
+            .unwrap_or_default();
         for c in self.classes.values_mut() {
             c.ttfb_ms = decode(&c.ttfb_hist)
                 .map(|h| Quantiles::of(&h))
@@ -492,6 +503,9 @@ impl Report {
             a.play_s += b.play_s;
             a.rendition_switches += b.rendition_switches;
             a.new_segments += b.new_segments;
+            if !b.live_edge_hist.is_empty() {
+                a.live_edge_hist = add_encoded(&a.live_edge_hist, &b.live_edge_hist)?;
+            }
             a.new_segments_stored += b.new_segments_stored;
             out.origin = match (out.origin, r.origin) {
                 (Some(a), Some(b)) => Some(OriginFigures {
@@ -614,6 +628,14 @@ impl Report {
                 out,
                 "  origin       {} live segments fetched with {} requests ({per:.2} per segment)",
                 o.live_segments, o.live_segment_requests
+            );
+        }
+        if !self.viewers.live_edge_hist.is_empty() && self.viewers.live_edge_ms.max > 0.0 {
+            let e = &self.viewers.live_edge_ms;
+            let _ = writeln!(
+                out,
+                "  live edge    segments reached viewers p50 {:.0} ms, p99 {:.0} ms after the origin published them",
+                e.p50, e.p99
             );
         }
         if let Some(r) = self.viewers.new_segments_stored_ratio {
@@ -741,6 +763,8 @@ impl Report {
             "stall_ratio" => self.viewers.stall_ratio,
             "origin_requests" => self.origin?.requests as f64,
             "new_segments_stored_ratio" => self.viewers.new_segments_stored_ratio?,
+            "live_edge_p50_ms" => self.viewers.live_edge_ms.p50,
+            "live_edge_p99_ms" => self.viewers.live_edge_ms.p99,
             "origin_requests_per_segment" => self.origin?.requests_per_live_segment()?,
             "offload" => self.offload()?,
             _ => return None,
@@ -762,7 +786,7 @@ fn add_encoded(a: &str, b: &str) -> Result<String, String> {
 pub const METRICS: &str = "requests, rps, errors, error_ratio, hit_ratio, p50_ms, p90_ms, p99_ms, \
      p999_ms, max_ms, startup_p50_ms, startup_p99_ms, stalls, stall_ratio, origin_requests, offload, \
      lateness_p99_ms, generator_cpu_busy, refused, refusal_p99_ms, new_segments_stored_ratio, \
-     origin_requests_per_segment";
+     origin_requests_per_segment, live_edge_p50_ms, live_edge_p99_ms";
 
 /// `--fail-if p99_ms>200`: a figure, a comparison, a number.
 #[derive(Debug, Clone, PartialEq)]

@@ -278,6 +278,12 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
                     let stored = got.as_ref().is_ok_and(|r| r.stored == Some(true));
                     v.ctx.recorder.first_answer(stored);
                 }
+                if let Some(ms) = got.as_ref().ok().and_then(|r| r.published_ms) {
+                    let published = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+                    if let Ok(behind) = std::time::SystemTime::now().duration_since(published) {
+                        v.ctx.recorder.live_edge(behind);
+                    }
+                }
                 next_seq = Some(seq + 1);
                 if got.is_err() {
                     continue;
