@@ -424,3 +424,135 @@ async fn nodes_in_their_own_processes_ask_the_owner_over_the_network() {
         }
     }
 }
+
+/// `fanout up` with the support cluster's `live` site taking CMCD hints
+/// (or not), `caches` nodes, no hot tier.
+async fn start_cmcd(caches: usize, on: bool) -> (tempfile::TempDir, Cluster, Running) {
+    start(caches, &format!("{{ cmcd: {on} }}")).await
+}
+
+/// A `CMCD` query parameter as a player writes it: `nor` URL-encoded,
+/// quoted, then the whole payload URL-encoded.
+fn cmcd_query(nor: &str) -> String {
+    let payload = format!(
+        "bl=21300,br=3200,nor=\"{}\",sid=\"6e2fb550\"",
+        nor.replace('/', "%2F")
+    );
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("CMCD", &payload);
+    q.finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_object_a_player_names_in_cmcd_is_prefetched_at_its_owner() {
+    let (_dir, cluster, _process) = start_cmcd(3, true).await;
+    let proxy = cluster.proxies[0];
+    // Three hints, relative to the request: with three nodes, the named
+    // objects' owners differ from the hinted request's as well as match.
+    for (now, next) in [(1, 2), (10, 11), (20, 21)] {
+        let r = get(
+            proxy,
+            "localhost",
+            &format!("/static/{now}?{}", cmcd_query(&next.to_string())),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+        let named = format!("/static/{next}");
+        poll_until(proxy, &named, &[ONLY_IF_CACHED], |r| r.status == 200).await;
+        assert_eq!(origin_count(cluster.origin, &named).await, 1, "{named}");
+    }
+    // The same hint from a crowd of players is one prefetch.
+    for _ in 0..20 {
+        let r = get(
+            proxy,
+            "localhost",
+            &format!("/static/1?{}", cmcd_query("30")),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    poll_until(proxy, "/static/30", &[ONLY_IF_CACHED], |r| r.status == 200).await;
+    assert_eq!(origin_count(cluster.origin, "/static/30").await, 1);
+    // CMCD is never part of the key: players' differing data shares one
+    // stored copy.
+    let a = get(
+        proxy,
+        "localhost",
+        &format!("/static/40?{}", cmcd_query("41")),
+        &[],
+    )
+    .await
+    .unwrap();
+    let b = get(proxy, "localhost", "/static/40?CMCD=bl%3D100", &[])
+        .await
+        .unwrap();
+    assert_eq!(a.body, b.body);
+    assert!(
+        b.header("cache-status").contains("hit"),
+        "{}",
+        b.header("cache-status")
+    );
+    assert_eq!(origin_count(cluster.origin, "/static/40").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cmcd_hints_are_ignored_when_off_or_when_they_do_not_parse_or_leave_the_host() {
+    let (_dir, cluster, _process) = start_cmcd(1, true).await;
+    let proxy = cluster.proxies[0];
+    let header_hint = [("cmcd-request", "nor=\"%2Fstatic%2F60\"")];
+    for (path, headers) in [
+        // Not CMCD: an unterminated string.
+        (
+            "/static/50?CMCD=nor%3D%22%2Fstatic%2F51".to_string(),
+            &[][..],
+        ),
+        // Another host, absolute or scheme-relative.
+        (
+            format!(
+                "/static/52?{}",
+                cmcd_query("http://other.example/static/53")
+            ),
+            &[][..],
+        ),
+        (
+            format!("/static/54?{}", cmcd_query("//other.example/static/55")),
+            &[][..],
+        ),
+        // A well-formed hint in the header: taken (the control).
+        ("/static/59".to_string(), &header_hint[..]),
+    ] {
+        let r = get(proxy, "localhost", &path, headers).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+    }
+    poll_until(proxy, "/static/60", &[ONLY_IF_CACHED], |r| r.status == 200).await;
+    for never in ["/static/51", "/static/53", "/static/55"] {
+        assert_eq!(
+            origin_count(cluster.origin, never).await,
+            0,
+            "{never} was prefetched"
+        );
+    }
+    drop(_process);
+
+    // Off: the same well-formed hint prefetches nothing.
+    let (_dir, cluster, _process) = start_cmcd(1, false).await;
+    let proxy = cluster.proxies[0];
+    let r = get(proxy, "localhost", "/static/59", &header_hint)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    // On, the hint starts the named object's fill before the hinted
+    // request is answered (one node: it is the owner), so this request
+    // would join that fill or hit; off, it is the object's first miss.
+    let r = get(proxy, "localhost", "/static/60", &[]).await.unwrap();
+    let status = r.header("cache-status");
+    assert!(
+        status.contains("fwd=uri-miss") && !status.contains("collapsed"),
+        "prefetched with cmcd off: {status}"
+    );
+    assert_eq!(origin_count(cluster.origin, "/static/60").await, 1);
+}

@@ -295,6 +295,9 @@ impl CacheNode {
             let (parts, _body) = req.into_parts();
             return Box::pin(self.prefetch_asked(site, parts)).await;
         }
+        if site.prefetch.cmcd {
+            self.cmcd_hint(&site, &req);
+        }
         let (key, wants) = self.request_phase(&site, &mut req);
         let (parts, miss) = match self.lookup_phase(&site, &key, wants, req, &asked) {
             Looked::Answered(resp) => return resp,

@@ -39,7 +39,7 @@ use arc_swap::ArcSwap;
 use fanout_config::ring::{key_hash, Ring};
 use fanout_config::{CacheKey, CacheNodeRef, Site};
 use fanout_http_cache::collapse::{Fill, Role};
-use fanout_http_cache::{hls, internal};
+use fanout_http_cache::{cmcd, hls, internal};
 use fanout_server::{empty, ResponseBody};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -61,6 +61,8 @@ const MAX_REMEMBERED: usize = 4096;
 /// How long the owning node waits for a prefetch's fill to end before it
 /// answers the node that asked (which waits no longer than its hold).
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a CMCD `nor` for an object is not acted on again.
+const HINTED_FOR: Duration = Duration::from_secs(10);
 /// Playlists larger than this are served as they stream, prefetching
 /// nothing: a live media playlist is a few KiB.
 pub const MAX_PLAYLIST: usize = 1 << 20;
@@ -179,6 +181,10 @@ pub struct Prefetcher {
     unclaimed: moka::sync::Cache<String, ()>,
     /// Entries of `unclaimed`, so a hit checks it only while there are any.
     outstanding: Arc<AtomicUsize>,
+    /// Objects a CMCD `nor` named lately (by site, host and target), so
+    /// that a crowd of players naming the same next segment costs one
+    /// prefetch request, not one per player.
+    hinted: moka::sync::Cache<String, ()>,
 }
 
 impl Prefetcher {
@@ -205,6 +211,10 @@ impl Prefetcher {
                 })
                 .build(),
             outstanding,
+            hinted: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(HINTED_FOR)
+                .build(),
         }
     }
 
@@ -298,6 +308,18 @@ fn same_host(base: &url::Url, uri: &str) -> Option<String> {
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     })
+}
+
+/// The headers a prefetch is asked with: those a cache key or the origin's
+/// choice of representation may depend on.
+fn ask_headers(from: &HeaderMap) -> HeaderMap {
+    let mut ask = HeaderMap::new();
+    for name in [header::HOST, header::ACCEPT_ENCODING] {
+        if let Some(v) = from.get(&name) {
+            ask.insert(name, v.clone());
+        }
+    }
+    ask
 }
 
 /// Whether a stored response is an HLS playlist (by its media type, or
@@ -437,62 +459,101 @@ impl CacheNode {
             new.drain(..new.len() - max);
         }
         tracing::debug!(site = %site.name, playlist = %path_and_query, new = new.len(), first_sight, "prefetching what the playlist added");
-        let mut ask = HeaderMap::new();
-        for name in [header::HOST, header::ACCEPT_ENCODING] {
-            if let Some(v) = headers.get(&name) {
-                ask.insert(name, v.clone());
-            }
-        }
-        let sites = self.sites.load();
-        let ring = self.prefetch.ring.load();
+        let ask = ask_headers(headers);
         for target in new {
-            let (path, query) = match target.split_once('?') {
-                Some((p, q)) => (p, Some(q)),
-                None => (target.as_str(), None),
-            };
-            // Another site's path on the same host is that site's to fill.
-            if !sites
-                .find(host, path)
-                .is_some_and(|s| Arc::ptr_eq(s, site) || s.name == site.name)
-            {
-                continue;
-            }
-            let key = CacheKey::new(site, path, query);
-            let owner = ring
-                .owner(key_hash(&key))
-                .map(|i| ring.nodes()[i].clone())
-                .filter(|n| n.id != self.id);
-            match owner {
-                None => {
-                    let (outcome, fill) = self.prefetch_here(site, key.as_str(), &target, &ask);
-                    self.metrics.prefetch(&site.name, outcome);
-                    if let Some(fill) = fill {
-                        round.push(tokio::spawn(async move {
-                            fill.finished().await;
-                        }));
-                    }
-                }
-                Some(owner) => {
-                    let (node, site, ask) = (self.clone(), site.clone(), ask.clone());
-                    round.push(tokio::spawn(async move {
-                        let mut ask = ask;
-                        ask.insert(&internal::PREFETCH, HeaderValue::from_static("1"));
-                        let answered = node
-                            .peers
-                            .fetch(&owner.id, &owner.address, &target, &ask, ASK_TIMEOUT)
-                            .await;
-                        // The owner counts what it did with it; only a
-                        // prefetch it never took is counted here.
-                        if let Err(e) = answered {
-                            tracing::debug!(site = %site.name, owner = %owner.id, error = %e, "prefetch not taken by its owner");
-                            node.metrics
-                                .prefetch(&site.name, Outcome::Dropped(Dropped::Owner));
-                        }
-                    }));
-                }
-            }
+            round.extend(self.prefetch_at_owner(site, host, target, &ask));
         }
         round
+    }
+
+    /// A request's CMCD says what the player will ask for next (`nor`):
+    /// prefetch it at its owner, once per object however many players
+    /// say so.
+    pub(crate) fn cmcd_hint<B>(self: &Arc<Self>, site: &Arc<Site>, req: &http::Request<B>) {
+        let Some(next) = cmcd::next_request(req.uri().query(), req.headers()) else {
+            return;
+        };
+        // A range of the current object alone (`nrr` without `nor`) is
+        // of what this request fetches already.
+        let Some(object) = next.object else { return };
+        let Some(host) = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        else {
+            return;
+        };
+        let here = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let Ok(base) = url::Url::parse(&format!("http://{host}{here}")) else {
+            return;
+        };
+        let Some(target) = same_host(&base, &object) else {
+            tracing::debug!(site = %site.name, nor = %object, "CMCD nor names another host or a playlist; ignored");
+            return;
+        };
+        let hinted = format!("{}:{host}{target}", site.name);
+        if self.prefetch.hinted.contains_key(&hinted) {
+            return;
+        }
+        self.prefetch.hinted.insert(hinted, ());
+        let ask = ask_headers(req.headers());
+        // Nothing waits on it: the player asks for the object when it needs it.
+        drop(self.prefetch_at_owner(site, host, target, &ask));
+    }
+
+    /// Has `target` (a path and query on `host`) filled by the node that
+    /// owns it: here, or by asking the owner. The handle ends when the
+    /// fill has (as far as this node can tell).
+    fn prefetch_at_owner(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        host: &str,
+        target: String,
+        ask: &HeaderMap,
+    ) -> Option<JoinHandle<()>> {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target.as_str(), None),
+        };
+        // Another site's path on the same host is that site's to fill.
+        if self
+            .sites
+            .load()
+            .find(host, path)
+            .is_none_or(|s| s.name != site.name)
+        {
+            return None;
+        }
+        let key = CacheKey::new(site, path, query);
+        let ring = self.prefetch.ring.load();
+        let owner = ring
+            .owner(key_hash(&key))
+            .map(|i| ring.nodes()[i].clone())
+            .filter(|n| n.id != self.id);
+        let Some(owner) = owner else {
+            let (outcome, fill) = self.prefetch_here(site, key.as_str(), &target, ask);
+            self.metrics.prefetch(&site.name, outcome);
+            return fill.map(|fill| {
+                tokio::spawn(async move {
+                    fill.finished().await;
+                })
+            });
+        };
+        let (node, site, mut ask) = (self.clone(), site.clone(), ask.clone());
+        ask.insert(&internal::PREFETCH, HeaderValue::from_static("1"));
+        Some(tokio::spawn(async move {
+            let answered = node
+                .peers
+                .fetch(&owner.id, &owner.address, &target, &ask, ASK_TIMEOUT)
+                .await;
+            // The owner counts what it did with it; only a prefetch it
+            // never took is counted here.
+            if let Err(e) = answered {
+                tracing::debug!(site = %site.name, owner = %owner.id, error = %e, "prefetch not taken by its owner");
+                node.metrics
+                    .prefetch(&site.name, Outcome::Dropped(Dropped::Owner));
+            }
+        }))
     }
 
     /// Another node asked this one, the owner, to prefetch `req`'s
@@ -503,7 +564,7 @@ impl CacheNode {
         site: Arc<Site>,
         parts: http::request::Parts,
     ) -> Response<ResponseBody> {
-        let (outcome, fill) = if site.prefetch.playlists {
+        let (outcome, fill) = if site.prefetch.playlists || site.prefetch.cmcd {
             let key = CacheKey::new(&site, parts.uri.path(), parts.uri.query());
             let target = crate::handler::origin_form(&parts);
             self.prefetch_here(&site, key.as_str(), &target, &parts.headers)

@@ -1,10 +1,17 @@
 //! The primary cache key: site, normalized path and the query as the site's
 //! policy keeps it. Proxies hash it onto the ring and cache nodes store
 //! under it, so both must derive it from the same function: this one.
+//!
+//! A `CMCD` query parameter (Common Media Client Data, CTA-5004) is never
+//! part of the key: players send their own buffer and bitrate figures
+//! with every request, so it differs per viewer and request.
 
 use std::fmt;
 
 use crate::cluster::{QueryMode, Site};
+
+/// The query parameter CMCD data travels in (CTA-5004 §2.2).
+pub const CMCD_PARAM: &str = "CMCD";
 
 /// `site:/normalized/path?kept=query`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,6 +31,8 @@ impl CacheKey {
                 && !q.starts_with('&')
                 && !q.ends_with('&')
                 && !q.contains("&&")
+                && !q.starts_with("CMCD=")
+                && !q.contains("&CMCD=")
             {
                 // Every parameter is kept as it came: nothing to split.
                 key.push('?');
@@ -35,7 +44,7 @@ impl CacheKey {
                 .filter(|p| !p.is_empty())
                 .filter(|p| {
                     let name = p.split_once('=').map_or(*p, |(n, _)| n);
-                    !policy.drop.iter().any(|d| d == name)
+                    name != CMCD_PARAM && !policy.drop.iter().any(|d| d == name)
                 })
                 .collect();
             if policy.mode == QueryMode::Sort {
@@ -203,6 +212,19 @@ mod tests {
 
     fn key(s: &Site, path: &str, q: Option<&str>) -> String {
         CacheKey::new(s, path, q).as_str().to_string()
+    }
+
+    #[test]
+    fn cmcd_data_is_never_part_of_the_key() {
+        for mode in [QueryMode::Keep, QueryMode::Sort] {
+            let s = site(mode, &[]);
+            let plain = key(&s, "/seg/1.ts", Some("a=1"));
+            assert_eq!(key(&s, "/seg/1.ts", Some("a=1&CMCD=bl%3D100")), plain);
+            assert_eq!(key(&s, "/seg/1.ts", Some("CMCD=br%3D3200&a=1")), plain);
+            assert_eq!(key(&s, "/seg/1.ts", Some("CMCD=")), "live:/seg/1.ts");
+            // Only the parameter of that exact name.
+            assert_ne!(key(&s, "/seg/1.ts", Some("a=1&cmcd=x")), plain);
+        }
     }
 
     #[test]

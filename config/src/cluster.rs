@@ -60,6 +60,12 @@ pub struct Prefetch {
     /// Prefetch what new versions of live HLS media playlists list.
     #[serde(default)]
     pub playlists: bool,
+    /// Prefetch the object a player says it will ask for next: CMCD
+    /// (CTA-5004) `nor` in the `CMCD` query parameter or the
+    /// `CMCD-Request` header. The `CMCD` parameter is never part of the
+    /// cache key, whatever this says.
+    #[serde(default)]
+    pub cmcd: bool,
     /// Prefetches one cache node fills at once for this site; more are
     /// dropped.
     #[serde(default = "default_prefetch_concurrency")]
@@ -99,6 +105,7 @@ impl Default for Prefetch {
     fn default() -> Self {
         Prefetch {
             playlists: false,
+            cmcd: false,
             max_concurrent: default_prefetch_concurrency(),
             bandwidth: None,
             max_per_playlist: default_prefetch_per_playlist(),

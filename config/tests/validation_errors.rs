@@ -61,7 +61,7 @@ fn unknown_fields_point_at_the_key_and_suggest_the_closest_name() {
     assert_eq!(
         one_error(&yaml),
         "site.yaml:4:5: sites[0].hots: unknown field `hots` (did you mean `hosts`?); \
-         allowed: name, hosts, path_prefixes, origin, cache, access_log, access_log_sample"
+         allowed: name, hosts, path_prefixes, origin, cache, access_log, access_log_sample, prefetch"
     );
 }
 

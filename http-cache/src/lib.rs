@@ -17,6 +17,7 @@
 //! Does not own: where a fill gets its response from (the origin for a
 //! cache node, a cache node for a proxy), listeners, or metrics.
 
+pub mod cmcd;
 pub mod collapse;
 pub mod freshness;
 pub mod hls;

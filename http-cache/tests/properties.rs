@@ -1,7 +1,8 @@
 //! Properties of the caching rules' parsers and normalisers: targeted
 //! fields (RFC 9213 / RFC 8941 dictionaries), `Cache-Control` lifetimes,
 //! `Age`, `Accept-Encoding` and `Vary` keys, `Content-Range` and slices,
-//! surrogate keys and purge queries. Each says something a reader of the RFC would check: round
+//! surrogate keys and purge queries, CMCD next-request hints and the URIs
+//! of HLS playlists. Each says something a reader of the RFC would check: round
 //! trips, idempotence, order that must not matter, and no panic on any
 //! input.
 //!
@@ -10,6 +11,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use fanout_http_cache::cmcd;
 use fanout_http_cache::freshness::{classify, initial_age, Storability, TtlPolicy};
 use fanout_http_cache::purge::{parse_query, surrogate_keys, Selector};
 use fanout_http_cache::slice::{first_slice, slice_bounds, ContentRange};
@@ -267,4 +269,37 @@ proptest! {
         };
         prop_assert_eq!(parse_query(&q.finish()), Ok((want, soft)));
     }
+
+    #[test]
+    fn a_next_object_reads_back_as_a_player_encodes_it(
+        object in "[a-zA-Z0-9/._ ,\"\\-]{1,30}",
+        others in "(bl=[0-9]{1,5},)?(sid=\"[a-z,]{0,8}\",)?",
+    ) {
+        // CTA-5004: nor is URL-encoded, then written as a quoted string.
+        let encoded: String = url_encode(&object);
+        let data = format!("{others}nor=\"{encoded}\",su");
+        let next = cmcd::parse(&data).expect("a valid payload");
+        prop_assert_eq!(next.object.as_deref(), Some(object.as_str()));
+    }
+
+    #[test]
+    fn any_cmcd_payload_or_playlist_is_read_without_panic(text in "\\PC{0,80}") {
+        let _ = cmcd::parse(&text);
+        let _ = fanout_http_cache::hls::media_uris(&text);
+        let with_header = format!("#EXTM3U\n{text}");
+        if let Some(uris) = fanout_http_cache::hls::media_uris(&with_header) {
+            prop_assert!(uris.iter().all(|u| !u.is_empty() && !u.starts_with('#')));
+        }
+    }
+}
+
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'/' => {
+                (b as char).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -39,8 +39,8 @@ scenario_origin_yaml "$ORIGIN" >"$work/origin.yaml"
 # which would hide what a first viewer's wait for the origin costs.
 cat >>"$work/origin.yaml" <<YAML
 faults:
-  - { path: '/live/*.ts', latency: $ORIGIN_LATENCY }
-  - { path: '/live/*.m3u8', latency: $ORIGIN_LATENCY }
+  - { path: '/live/*/*/*.ts', latency: $ORIGIN_LATENCY }
+  - { path: '/live/*/*/index.m3u8', latency: $ORIGIN_LATENCY }
 YAML
 "$FANOUT" origin "$work/origin.yaml" >"$work/origin.log" 2>&1 &
 pids+=($!)
