@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -68,9 +68,17 @@ impl Origin {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let o = o.clone();
                         async move {
-                            let path = req.uri().path().to_string();
+                            // As an upload endpoint does, the whole body is
+                            // read before the answer: answering at once
+                            // raced a client's broken body to the cache
+                            // (the test of it failed when the answer won).
+                            // A broken body still gets the canned answer,
+                            // which the client must then never see.
+                            let (req, body) = req.into_parts();
+                            let _ = body.collect().await;
+                            let path = req.uri.path().to_string();
                             *o.counts.lock().unwrap().entry(path.clone()).or_default() += 1;
-                            let ae = req.headers().get("accept-encoding");
+                            let ae = req.headers.get("accept-encoding");
                             o.accept_encodings
                                 .lock()
                                 .unwrap()
@@ -83,7 +91,7 @@ impl Origin {
                             }
                             let etag = c.headers.iter().find(|(n, _)| n == "etag").map(|h| &h.1);
                             let inm = req
-                                .headers()
+                                .headers
                                 .get("if-none-match")
                                 .and_then(|v| v.to_str().ok());
                             if etag.is_some() && etag.map(String::as_str) == inm {

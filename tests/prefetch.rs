@@ -188,18 +188,21 @@ impl TestOrigin {
     }
 }
 
-async fn test_origin(playlists: HashMap<&'static str, String>) -> TestOrigin {
+/// Extra response headers by path, for [`test_origin`].
+type Extra = HashMap<&'static str, Vec<(&'static str, &'static str)>>;
+
+async fn test_origin(playlists: HashMap<&'static str, String>, extra: Extra) -> TestOrigin {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let counts = Arc::new(Mutex::new(HashMap::new()));
-    let playlists = Arc::new(playlists);
+    let (playlists, extra) = (Arc::new(playlists), Arc::new(extra));
     let seen = counts.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let (playlists, seen) = (playlists.clone(), seen.clone());
+            let (playlists, extra, seen) = (playlists.clone(), extra.clone(), seen.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let path = req.uri().path().to_string();
@@ -208,11 +211,13 @@ async fn test_origin(playlists: HashMap<&'static str, String>) -> TestOrigin {
                         Some(text) => (text.clone(), "application/vnd.apple.mpegurl"),
                         None => ("segment".repeat(100), "video/mp2t"),
                     };
-                    let resp = http::Response::builder()
+                    let mut resp = http::Response::builder()
                         .header("content-type", content_type)
-                        .header("cache-control", "public, max-age=60")
-                        .body(Full::new(Bytes::from(body)))
-                        .unwrap();
+                        .header("cache-control", "public, max-age=60");
+                    for (name, value) in extra.get(path.as_str()).into_iter().flatten() {
+                        resp = resp.header(*name, *value);
+                    }
+                    let resp = resp.body(Full::new(Bytes::from(body))).unwrap();
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -247,7 +252,7 @@ async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_wi
     ]
     .into_iter()
     .collect();
-    let origin = test_origin(playlists.clone()).await;
+    let origin = test_origin(playlists.clone(), Extra::new()).await;
     let dir = temp_dir();
     let ports = free_ports(4);
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
@@ -555,4 +560,91 @@ async fn cmcd_hints_are_ignored_when_off_or_when_they_do_not_parse_or_leave_the_
         "prefetched with cmcd off: {status}"
     );
     assert_eq!(origin_count(cluster.origin, "/static/60").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_origin_names_for_preload_is_prefetched_when_the_site_says_so() {
+    let extra: Extra = [(
+        "/h/now.ts",
+        vec![
+            (
+                "link",
+                "<next.ts>; rel=preload; as=video, </h/style.css>; rel=stylesheet",
+            ),
+            ("link", "<http://other.example/h/stolen.ts>; rel=preload"),
+            ("cdn-origin-assist-prefetch-path", "/h/assist.ts"),
+        ],
+    )]
+    .into_iter()
+    .collect();
+    for on in [true, false] {
+        let origin = test_origin(HashMap::new(), extra.clone()).await;
+        let dir = temp_dir();
+        let ports = free_ports(4);
+        let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+        let file = dir.path().join("up.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "kind: up
+cluster:
+  sites:
+    - name: s
+      hosts: [localhost]
+      origin: {{ addresses: ['{origin}'] }}
+      prefetch: {{ origin_hints: {on} }}
+cache_nodes:
+  - {{ id: cache-1, listen: '{c1}', admin_listen: '{a1}' }}
+proxies:
+  - {{ id: proxy-1, listen: '{p1}', admin_listen: '{a2}', hot_tier: {{ capacity: 0 }} }}
+",
+                origin = origin.addr,
+                c1 = addr(0),
+                a1 = addr(1),
+                p1 = addr(2),
+                a2 = addr(3),
+            ),
+        )
+        .unwrap();
+        let mut process = spawn(&["up", file.to_str().unwrap()]);
+        wait_ready(&[addr(1), addr(3)], &mut process).await;
+        let r = get(addr(2), "localhost", "/h/now.ts", &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        if on {
+            for hinted in ["/h/next.ts", "/h/assist.ts"] {
+                let start = Instant::now();
+                while origin.count(hinted) == 0 {
+                    assert!(start.elapsed() < DEADLINE, "{hinted} never prefetched");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let r = get(addr(2), "localhost", hinted, &[]).await.unwrap();
+                assert!(
+                    r.header("cache-status").contains("hit")
+                        || r.header("cache-status").contains("collapsed"),
+                    "{hinted}: {}",
+                    r.header("cache-status")
+                );
+                assert_eq!(origin.count(hinted), 1, "{hinted}");
+            }
+            assert_eq!(
+                origin.count("/h/style.css"),
+                0,
+                "a stylesheet link is no preload"
+            );
+            assert_eq!(
+                origin.count_prefix("/h/stolen"),
+                0,
+                "another host's URI fetched from ours"
+            );
+        } else {
+            // Off: the hinted object's first request is its first miss.
+            let r = get(addr(2), "localhost", "/h/next.ts", &[]).await.unwrap();
+            let status = r.header("cache-status");
+            assert!(
+                status.contains("fwd=uri-miss") && !status.contains("collapsed"),
+                "{status}"
+            );
+            assert_eq!(origin.count("/h/next.ts"), 1);
+        }
+    }
 }

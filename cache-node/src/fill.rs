@@ -220,6 +220,9 @@ impl CacheNode {
                 tracing::warn!(site = %site.name, key = %key, "origin sent {what}; taken as not storable or stale at once (logged once a minute per site; fanout_cache_origin_anomalies_total counts them all)");
             }
         }
+        if site.prefetch.origin_hints && from_origin && !prefetch {
+            self.origin_hints(&site, &headers, &path_and_query, resp.headers());
+        }
         if site.cache.set_cookie == SetCookiePolicy::Strip {
             resp.headers_mut().remove(header::SET_COOKIE);
         }

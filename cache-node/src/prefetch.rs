@@ -39,7 +39,7 @@ use arc_swap::ArcSwap;
 use fanout_config::ring::{key_hash, Ring};
 use fanout_config::{CacheKey, CacheNodeRef, Site};
 use fanout_http_cache::collapse::{Fill, Role};
-use fanout_http_cache::{cmcd, hls, internal};
+use fanout_http_cache::{cmcd, hls, internal, preload};
 use fanout_server::{empty, ResponseBody};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -181,9 +181,9 @@ pub struct Prefetcher {
     unclaimed: moka::sync::Cache<String, ()>,
     /// Entries of `unclaimed`, so a hit checks it only while there are any.
     outstanding: Arc<AtomicUsize>,
-    /// Objects a CMCD `nor` named lately (by site, host and target), so
-    /// that a crowd of players naming the same next segment costs one
-    /// prefetch request, not one per player.
+    /// Objects a CMCD `nor` or an origin's hint named lately (by site,
+    /// host and target), so that a crowd of players naming the same next
+    /// segment costs one prefetch request, not one per player.
     hinted: moka::sync::Cache<String, ()>,
 }
 
@@ -216,6 +216,16 @@ impl Prefetcher {
                 .time_to_live(HINTED_FOR)
                 .build(),
         }
+    }
+
+    /// Whether `target` was not hinted lately (and now is).
+    fn first_hint(&self, site: &Site, host: &str, target: &str) -> bool {
+        let hinted = format!("{}:{host}{target}", site.name);
+        if self.hinted.contains_key(&hinted) {
+            return false;
+        }
+        self.hinted.insert(hinted, ());
+        true
     }
 
     /// The cluster's cache nodes changed (or `vnodes` did): rebuild the
@@ -491,14 +501,45 @@ impl CacheNode {
             tracing::debug!(site = %site.name, nor = %object, "CMCD nor names another host or a playlist; ignored");
             return;
         };
-        let hinted = format!("{}:{host}{target}", site.name);
-        if self.prefetch.hinted.contains_key(&hinted) {
+        if !self.prefetch.first_hint(site, host, &target) {
             return;
         }
-        self.prefetch.hinted.insert(hinted, ());
         let ask = ask_headers(req.headers());
         // Nothing waits on it: the player asks for the object when it needs it.
         drop(self.prefetch_at_owner(site, host, target, &ask));
+    }
+
+    /// The origin named what clients will want next on a response it sent
+    /// (`Link: <…>; rel=preload`, `CDN-Origin-Assist-Prefetch-Path`):
+    /// prefetch it at its owner, as many as `max_per_playlist`.
+    pub(crate) fn origin_hints(
+        self: &Arc<Self>,
+        site: &Arc<Site>,
+        request: &HeaderMap,
+        path_and_query: &str,
+        response: &HeaderMap,
+    ) {
+        let targets = preload::targets(response);
+        if targets.is_empty() {
+            return;
+        }
+        let Some(host) = request.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+            return;
+        };
+        let Ok(base) = url::Url::parse(&format!("http://{host}{path_and_query}")) else {
+            return;
+        };
+        let ask = ask_headers(request);
+        let max = site.prefetch.max_per_playlist as usize;
+        for uri in targets.into_iter().take(max) {
+            let Some(target) = same_host(&base, &uri) else {
+                tracing::debug!(site = %site.name, uri = %uri, "origin hint names another host or a playlist; ignored");
+                continue;
+            };
+            if self.prefetch.first_hint(site, host, &target) {
+                drop(self.prefetch_at_owner(site, host, target, &ask));
+            }
+        }
     }
 
     /// Has `target` (a path and query on `host`) filled by the node that
@@ -564,7 +605,8 @@ impl CacheNode {
         site: Arc<Site>,
         parts: http::request::Parts,
     ) -> Response<ResponseBody> {
-        let (outcome, fill) = if site.prefetch.playlists || site.prefetch.cmcd {
+        let p = &site.prefetch;
+        let (outcome, fill) = if p.playlists || p.cmcd || p.origin_hints {
             let key = CacheKey::new(&site, parts.uri.path(), parts.uri.query());
             let target = crate::handler::origin_form(&parts);
             self.prefetch_here(&site, key.as_str(), &target, &parts.headers)

@@ -66,6 +66,11 @@ pub struct Prefetch {
     /// cache key, whatever this says.
     #[serde(default)]
     pub cmcd: bool,
+    /// Prefetch what the origin names on its responses: `Link: <uri>;
+    /// rel=preload` and `CDN-Origin-Assist-Prefetch-Path` (at most
+    /// `max_per_playlist` per response).
+    #[serde(default)]
+    pub origin_hints: bool,
     /// Prefetches one cache node fills at once for this site; more are
     /// dropped.
     #[serde(default = "default_prefetch_concurrency")]
@@ -106,6 +111,7 @@ impl Default for Prefetch {
         Prefetch {
             playlists: false,
             cmcd: false,
+            origin_hints: false,
             max_concurrent: default_prefetch_concurrency(),
             bandwidth: None,
             max_per_playlist: default_prefetch_per_playlist(),

@@ -21,6 +21,7 @@ pub mod cmcd;
 pub mod collapse;
 pub mod freshness;
 pub mod hls;
+pub mod preload;
 pub mod purge;
 pub mod request_directives;
 pub mod respond;
