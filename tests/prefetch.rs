@@ -166,6 +166,44 @@ async fn without_prefetch_a_new_segment_waits_for_its_first_viewer() {
     assert_eq!(prefetches(&cluster, "started").await, 0.0);
 }
 
+/// `fanout up` with one cache node and one proxy (no hot tier) in front of
+/// `origin`, its one site `s` on localhost with `prefetch` as its prefetch
+/// section; the proxy's address.
+async fn in_front_of(
+    origin: SocketAddr,
+    prefetch: &str,
+) -> (tempfile::TempDir, SocketAddr, Running) {
+    let dir = temp_dir();
+    let ports = free_ports(4);
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let file = dir.path().join("up.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "kind: up
+cluster:
+  sites:
+    - name: s
+      hosts: [localhost]
+      origin: {{ addresses: ['{origin}'] }}
+      prefetch: {prefetch}
+cache_nodes:
+  - {{ id: cache-1, listen: '{c1}', admin_listen: '{a1}' }}
+proxies:
+  - {{ id: proxy-1, listen: '{p1}', admin_listen: '{a2}', hot_tier: {{ capacity: 0 }} }}
+",
+            c1 = addr(0),
+            a1 = addr(1),
+            p1 = addr(2),
+            a2 = addr(3),
+        ),
+    )
+    .unwrap();
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_ready(&[addr(1), addr(3)], &mut process).await;
+    (dir, addr(2), process)
+}
+
 /// An origin serving fixed playlists (by path) and counting every request.
 struct TestOrigin {
     addr: SocketAddr,
@@ -253,37 +291,10 @@ async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_wi
     .into_iter()
     .collect();
     let origin = test_origin(playlists.clone(), Extra::new()).await;
-    let dir = temp_dir();
-    let ports = free_ports(4);
-    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
-    let file = dir.path().join("up.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "kind: up
-cluster:
-  sites:
-    - name: s
-      hosts: [localhost]
-      origin: {{ addresses: ['{origin}'] }}
-      prefetch: {{ playlists: true, max_per_playlist: 4 }}
-cache_nodes:
-  - {{ id: cache-1, listen: '{c1}', admin_listen: '{a1}' }}
-proxies:
-  - {{ id: proxy-1, listen: '{p1}', admin_listen: '{a2}', hot_tier: {{ capacity: 0 }} }}
-",
-            origin = origin.addr,
-            c1 = addr(0),
-            a1 = addr(1),
-            p1 = addr(2),
-            a2 = addr(3),
-        ),
-    )
-    .unwrap();
-    let mut process = spawn(&["up", file.to_str().unwrap()]);
-    wait_ready(&[addr(1), addr(3)], &mut process).await;
+    let (_dir, proxy, _process) =
+        in_front_of(origin.addr, "{ playlists: true, max_per_playlist: 4 }").await;
     for (path, text) in &playlists {
-        let r = get(addr(2), "localhost", path, &[]).await.unwrap();
+        let r = get(proxy, "localhost", path, &[]).await.unwrap();
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(
             r.body,
@@ -344,7 +355,7 @@ proxies:
     }
     // Serving continues: the playlists again, now from the cache.
     for path in playlists.keys() {
-        let r = get(addr(2), "localhost", path, &[]).await.unwrap();
+        let r = get(proxy, "localhost", path, &[]).await.unwrap();
         assert_eq!(r.status, 200, "{path}");
         assert_eq!(origin.count(path), 1, "{path} asked of the origin again");
     }
@@ -579,36 +590,9 @@ async fn what_the_origin_names_for_preload_is_prefetched_when_the_site_says_so()
     .collect();
     for on in [true, false] {
         let origin = test_origin(HashMap::new(), extra.clone()).await;
-        let dir = temp_dir();
-        let ports = free_ports(4);
-        let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
-        let file = dir.path().join("up.yaml");
-        std::fs::write(
-            &file,
-            format!(
-                "kind: up
-cluster:
-  sites:
-    - name: s
-      hosts: [localhost]
-      origin: {{ addresses: ['{origin}'] }}
-      prefetch: {{ origin_hints: {on} }}
-cache_nodes:
-  - {{ id: cache-1, listen: '{c1}', admin_listen: '{a1}' }}
-proxies:
-  - {{ id: proxy-1, listen: '{p1}', admin_listen: '{a2}', hot_tier: {{ capacity: 0 }} }}
-",
-                origin = origin.addr,
-                c1 = addr(0),
-                a1 = addr(1),
-                p1 = addr(2),
-                a2 = addr(3),
-            ),
-        )
-        .unwrap();
-        let mut process = spawn(&["up", file.to_str().unwrap()]);
-        wait_ready(&[addr(1), addr(3)], &mut process).await;
-        let r = get(addr(2), "localhost", "/h/now.ts", &[]).await.unwrap();
+        let (_dir, proxy, _process) =
+            in_front_of(origin.addr, &format!("{{ origin_hints: {on} }}")).await;
+        let r = get(proxy, "localhost", "/h/now.ts", &[]).await.unwrap();
         assert_eq!(r.status, 200);
         if on {
             for hinted in ["/h/next.ts", "/h/assist.ts"] {
@@ -617,7 +601,7 @@ proxies:
                     assert!(start.elapsed() < DEADLINE, "{hinted} never prefetched");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                let r = get(addr(2), "localhost", hinted, &[]).await.unwrap();
+                let r = get(proxy, "localhost", hinted, &[]).await.unwrap();
                 assert!(
                     r.header("cache-status").contains("hit")
                         || r.header("cache-status").contains("collapsed"),
@@ -638,7 +622,7 @@ proxies:
             );
         } else {
             // Off: the hinted object's first request is its first miss.
-            let r = get(addr(2), "localhost", "/h/next.ts", &[]).await.unwrap();
+            let r = get(proxy, "localhost", "/h/next.ts", &[]).await.unwrap();
             let status = r.header("cache-status");
             assert!(
                 status.contains("fwd=uri-miss") && !status.contains("collapsed"),

@@ -57,6 +57,16 @@ record_headline() {
   python3 loadtest/bench/headline.py README.md "$work/headline.rows"
 }
 
+# Stops one process this script started and forgets it, so cleanup does
+# not signal a pid the system may have given to another process since.
+stop_pid() {
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+  local keep=() p
+  for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  pids=("${keep[@]}")
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # Waits until something answers HTTP at $1 (any status).

@@ -81,11 +81,7 @@ YAML
     --target "$proxy" --host localhost --origin "$ORIGIN" \
     --json "$REPORTS/$1.json" --html "$REPORTS/$1.html" >"$work/$1.out" || true
   curl -s "http://$admin/metrics" | grep -E '^fanout_proxy_shed_total' >"$REPORTS/$1.shed" || true
-  kill "$up" 2>/dev/null || true
-  wait "$up" 2>/dev/null || true
-  local keep=()
-  for p in "${pids[@]}"; do [ "$p" = "$up" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
+  stop_pid "$up"
 }
 
 wait_http "$ORIGIN"

@@ -97,11 +97,7 @@ YAML
     --json "$REPORTS/$1.json" --html "$REPORTS/$1.html" >"$work/$1.out" || true
   # The nodes of one `fanout up` share its metrics: one admin shows all.
   curl -s "http://${admins[0]}/metrics" | grep -E '^fanout_cache_prefetches_total' >"$REPORTS/$1.prefetch" || true
-  kill "$up" 2>/dev/null || true
-  wait "$up" 2>/dev/null || true
-  local keep=()
-  for p in "${pids[@]}"; do [ "$p" = "$up" ] || keep+=("$p"); done
-  pids=("${keep[@]}")
+  stop_pid "$up"
 }
 
 wait_http "$ORIGIN"
