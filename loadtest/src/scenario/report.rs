@@ -626,7 +626,7 @@ impl Report {
             let o = self.origin.unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  origin       {} live segments fetched with {} requests ({per:.2} per segment)",
+                "  segments     {} live segments fetched from the origin with {} requests ({per:.2} per segment)",
                 o.live_segments, o.live_segment_requests
             );
         }
