@@ -3,7 +3,9 @@
 //! viewer asks, each costs the origin one request, prefetched objects
 //! count as used when a viewer asks, and playlists that are not what they
 //! should be (unparsable, thousands of URIs, other hosts, loops) are
-//! served as they are and prefetched no further than the budget.
+//! served as they are and prefetched no further than the budget. Also
+//! the prefetch's neighbours: CMCD and origin hints, and LL-HLS blocking
+//! reloads answered from the stored playlist.
 
 mod support;
 
@@ -166,16 +168,27 @@ async fn without_prefetch_a_new_segment_waits_for_its_first_viewer() {
     assert_eq!(prefetches(&cluster, "started").await, 0.0);
 }
 
-/// `fanout up` with one cache node and one proxy (no hot tier) in front of
-/// `origin`, its one site `s` on localhost with `prefetch` as its prefetch
-/// section; the proxy's address.
+/// `fanout up` with `caches` cache nodes and one proxy (no hot tier) in
+/// front of `origin`, its one site `s` on localhost with `prefetch` as its
+/// prefetch section; the proxy's address.
 async fn in_front_of(
     origin: SocketAddr,
     prefetch: &str,
+    caches: usize,
 ) -> (tempfile::TempDir, SocketAddr, Running) {
     let dir = temp_dir();
-    let ports = free_ports(4);
+    let ports = free_ports(2 + 2 * caches);
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let nodes: String = (0..caches)
+        .map(|i| {
+            format!(
+                "  - {{ id: cache-{}, listen: '{}', admin_listen: '{}' }}\n",
+                i + 1,
+                addr(2 + 2 * i),
+                addr(3 + 2 * i)
+            )
+        })
+        .collect();
     let file = dir.path().join("up.yaml");
     std::fs::write(
         &file,
@@ -188,20 +201,34 @@ cluster:
       origin: {{ addresses: ['{origin}'] }}
       prefetch: {prefetch}
 cache_nodes:
-  - {{ id: cache-1, listen: '{c1}', admin_listen: '{a1}' }}
-proxies:
+{nodes}proxies:
   - {{ id: proxy-1, listen: '{p1}', admin_listen: '{a2}', hot_tier: {{ capacity: 0 }} }}
 ",
-            c1 = addr(0),
-            a1 = addr(1),
-            p1 = addr(2),
-            a2 = addr(3),
+            p1 = addr(0),
+            a2 = addr(1),
         ),
     )
     .unwrap();
     let mut process = spawn(&["up", file.to_str().unwrap()]);
-    wait_ready(&[addr(1), addr(3)], &mut process).await;
-    (dir, addr(2), process)
+    let admins: Vec<SocketAddr> = (0..=caches).map(|i| addr(1 + 2 * i)).collect();
+    wait_ready(&admins, &mut process).await;
+    // Until the proxy counts every node up, a request may go to the next
+    // node of the ring rather than to its owner.
+    let start = Instant::now();
+    loop {
+        let r = get(addr(1), "localhost", "/status", &[]).await.unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        let nodes = status["ring"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if nodes.len() == caches && nodes.iter().all(|n| n["up"] == true) {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "nodes never all up: {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (dir, addr(0), process)
 }
 
 /// An origin serving fixed playlists (by path) and counting every request.
@@ -292,7 +319,7 @@ async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_wi
     .collect();
     let origin = test_origin(playlists.clone(), Extra::new()).await;
     let (_dir, proxy, _process) =
-        in_front_of(origin.addr, "{ playlists: true, max_per_playlist: 4 }").await;
+        in_front_of(origin.addr, "{ playlists: true, max_per_playlist: 4 }", 1).await;
     for (path, text) in &playlists {
         let r = get(proxy, "localhost", path, &[]).await.unwrap();
         assert_eq!(r.status, 200, "{path}");
@@ -591,7 +618,7 @@ async fn what_the_origin_names_for_preload_is_prefetched_when_the_site_says_so()
     for on in [true, false] {
         let origin = test_origin(HashMap::new(), extra.clone()).await;
         let (_dir, proxy, _process) =
-            in_front_of(origin.addr, &format!("{{ origin_hints: {on} }}")).await;
+            in_front_of(origin.addr, &format!("{{ origin_hints: {on} }}"), 1).await;
         let r = get(proxy, "localhost", "/h/now.ts", &[]).await.unwrap();
         assert_eq!(r.status, 200);
         if on {
@@ -630,5 +657,66 @@ async fn what_the_origin_names_for_preload_is_prefetched_when_the_site_says_so()
             );
             assert_eq!(origin.count("/h/next.ts"), 1);
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_reload_the_stored_playlist_already_reaches_is_answered_from_it() {
+    let playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
+                    #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES\n#EXT-X-MEDIA-SEQUENCE:10\n\
+                    #EXTINF:2,\n10.ts\n#EXTINF:2,\n11.ts\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"12.0.m4s\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"12.1.m4s\"\n";
+    let origin = test_origin(
+        [("/ll/index.m3u8", playlist.to_string())]
+            .into_iter()
+            .collect(),
+        Extra::new(),
+    )
+    .await;
+    // Three nodes: the blocking requests must reach the playlist's owner.
+    let (_dir, proxy, _process) = in_front_of(origin.addr, "{}", 3).await;
+    let first = get(proxy, "localhost", "/ll/index.m3u8", &[])
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    for reached in ["_HLS_msn=11", "_HLS_msn=5", "_HLS_msn=12&_HLS_part=0"] {
+        let r = get(
+            proxy,
+            "localhost",
+            &format!("/ll/index.m3u8?{reached}"),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status, 200, "{reached}");
+        assert_eq!(r.body, playlist.as_bytes());
+        // Answered by the playlist's owner from its copy (`hit;
+        // detail=ll-hls-reached`), or, when the proxy spilled it to the
+        // next node under its load bound, by that node filling from the
+        // owner, which answers the same way: the origin is not asked.
+        assert_eq!(
+            origin.count("/ll/index.m3u8"),
+            1,
+            "{reached} went to the origin: {}",
+            r.header("cache-status")
+        );
+    }
+    // A point the stored version does not reach goes to the origin, which
+    // would hold it until it does; so does a delta update.
+    for later in [
+        "_HLS_msn=12",
+        "_HLS_msn=12&_HLS_part=1",
+        "_HLS_msn=11&_HLS_skip=YES",
+    ] {
+        let before = origin.count("/ll/index.m3u8");
+        let r = get(proxy, "localhost", &format!("/ll/index.m3u8?{later}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{later}");
+        assert_eq!(
+            origin.count("/ll/index.m3u8"),
+            before + 1,
+            "{later} was not asked of the origin"
+        );
     }
 }

@@ -298,6 +298,9 @@ impl CacheNode {
         if site.prefetch.cmcd {
             self.cmcd_hint(&site, &req);
         }
+        if let Some(resp) = self.reached_already(&site, &req) {
+            return resp;
+        }
         let (key, wants) = self.request_phase(&site, &mut req);
         let (parts, miss) = match self.lookup_phase(&site, &key, wants, req, &asked) {
             Looked::Answered(resp) => return resp,
@@ -531,7 +534,7 @@ impl CacheNode {
         }
     }
 
-    fn serve_stored(
+    pub(crate) fn serve_stored(
         &self,
         method: &Method,
         request: &HeaderMap,
@@ -924,7 +927,7 @@ fn hold_until_read(body: Incoming, permit: OwnedSemaphorePermit) -> ResponseBody
 
 /// A request with `Authorization` may not be answered with a response the
 /// origin did not mark as shareable with such requests (RFC 9111 §3.5).
-fn forbidden_with_authorization(request: &HeaderMap, response: &HeaderMap) -> bool {
+pub(crate) fn forbidden_with_authorization(request: &HeaderMap, response: &HeaderMap) -> bool {
     request.contains_key(header::AUTHORIZATION)
         && !fanout_http_cache::freshness::shareable_with_authorization(response)
 }

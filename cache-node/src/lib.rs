@@ -23,6 +23,7 @@
 mod control;
 mod fill;
 mod handler;
+mod ll_hls;
 mod metrics;
 mod peer;
 mod prefetch;

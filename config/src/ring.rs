@@ -20,9 +20,27 @@ pub struct Ring {
     nodes: Vec<CacheNodeRef>,
 }
 
-/// The hash a key is placed by; computed once per request.
+/// The hash a key is placed by; computed once per request. An LL-HLS
+/// blocking reload (`_HLS_msn`, `_HLS_part`) is placed with the playlist
+/// it asks a later version of, so the node that holds the playlist
+/// answers it (RFC 8216bis §6.2.5.2).
 pub fn key_hash(key: &CacheKey) -> u64 {
-    xxh3_64(key.as_bytes())
+    let k = key.as_str();
+    if !k.contains("_HLS_") {
+        return xxh3_64(k.as_bytes());
+    }
+    let Some((path, query)) = k.split_once('?') else {
+        return xxh3_64(k.as_bytes());
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.starts_with("_HLS_msn=") && !p.starts_with("_HLS_part="))
+        .collect();
+    if kept.is_empty() {
+        xxh3_64(path.as_bytes())
+    } else {
+        xxh3_64(format!("{path}?{}", kept.join("&")).as_bytes())
+    }
 }
 
 impl Ring {
@@ -185,6 +203,23 @@ mod tests {
             (0.8..=1.2).contains(&ratio),
             "weight-2 node got {ratio:.3} of its fair share"
         );
+    }
+
+    #[test]
+    fn a_blocking_reload_is_placed_with_its_playlist() {
+        let site: crate::Site = serde_yaml::from_str(
+            "name: live\nhosts: [a.example]\norigin: { addresses: ['127.0.0.1:1'] }\n",
+        )
+        .unwrap();
+        let key = |q: Option<&str>| key_hash(&CacheKey::new(&site, "/l/index.m3u8", q));
+        assert_eq!(key(Some("_HLS_msn=12&_HLS_part=1")), key(None));
+        assert_eq!(key(Some("t=1&_HLS_msn=12")), key(Some("t=1")));
+        assert_ne!(
+            key(Some("_HLS_skip=YES")),
+            key(None),
+            "a delta update is its own"
+        );
+        assert_ne!(key(Some("t=2")), key(Some("t=1")));
     }
 
     #[test]

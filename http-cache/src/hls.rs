@@ -92,6 +92,65 @@ pub fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// A point of a live stream an LL-HLS client asks a playlist to reach
+/// (RFC 8216bis §6.2.5.2): `_HLS_msn`, and `_HLS_part` when given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    pub msn: u64,
+    pub part: Option<u64>,
+}
+
+impl Point {
+    /// The point a request's query asks for, when it names one. A query
+    /// with `_HLS_skip` asks for a delta update, which is not this.
+    pub fn of_query(query: &str) -> Option<Point> {
+        let mut msn = None;
+        let mut part = None;
+        for pair in query.split('&') {
+            match pair.split_once('=') {
+                Some(("_HLS_msn", v)) => msn = Some(v.parse().ok()?),
+                Some(("_HLS_part", v)) => part = Some(v.parse().ok()?),
+                Some(("_HLS_skip", _)) => return None,
+                _ => {}
+            }
+        }
+        Some(Point { msn: msn?, part })
+    }
+
+    /// Whether the media playlist `text` already reaches this point: the
+    /// segment is complete in it, or (with `part`) that part of the
+    /// segment after its last complete one is listed.
+    pub fn reached_by(&self, text: &str) -> bool {
+        let p = MediaPlaylist::parse(text);
+        let complete = p.last_seq();
+        if complete.is_some_and(|last| self.msn <= last) {
+            return true;
+        }
+        let next = complete.map_or(p.media_sequence, |last| last.saturating_add(1));
+        let Some(part) = self.part.filter(|_| self.msn == next) else {
+            return false;
+        };
+        // Parts listed after the last complete segment are the next one's.
+        let after_last = text
+            .lines()
+            .map(str::trim)
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .filter(|l| l.starts_with("#EXT-X-PART:"))
+            .count() as u64;
+        part < after_last
+    }
+
+    /// The query without the blocking parameters: the playlist's own.
+    pub fn base_query(query: &str) -> String {
+        query
+            .split('&')
+            .filter(|p| !p.starts_with("_HLS_msn=") && !p.starts_with("_HLS_part="))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+}
+
 pub struct MediaPlaylist<'a> {
     pub target_duration: Duration,
     pub media_sequence: u64,
@@ -209,6 +268,30 @@ mod tests {
         assert_eq!(attribute(list, "TYPE"), Some("PART"));
         assert_eq!(attribute(list, "NONE"), None);
         assert_eq!(attribute("URI=\"unterminated", "URI"), None);
+    }
+
+    #[test]
+    fn a_blocking_point_is_reached_by_a_complete_segment_or_a_listed_part() {
+        let p = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:10\n#EXTINF:2,\n10.ts\n#EXTINF:2,\n11.ts\n\
+                 #EXT-X-PART:DURATION=0.5,URI=\"12.0.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"12.1.m4s\"\n\
+                 #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"12.2.m4s\"\n";
+        let at = |msn, part| Point { msn, part }.reached_by(p);
+        assert!(at(11, None) && at(5, None) && at(11, Some(3)));
+        assert!(!at(12, None), "segment 12 is not complete");
+        assert!(at(12, Some(0)) && at(12, Some(1)));
+        assert!(!at(12, Some(2)), "a preload hint is not a listed part");
+        assert!(!at(13, Some(0)));
+        assert_eq!(
+            Point::of_query("a=1&_HLS_msn=12&_HLS_part=1"),
+            Some(Point {
+                msn: 12,
+                part: Some(1)
+            })
+        );
+        assert_eq!(Point::of_query("_HLS_msn=12&_HLS_skip=YES"), None);
+        assert_eq!(Point::of_query("_HLS_part=1"), None);
+        assert_eq!(Point::of_query("_HLS_msn=x"), None);
+        assert_eq!(Point::base_query("a=1&_HLS_msn=12&_HLS_part=1"), "a=1");
     }
 
     #[test]
