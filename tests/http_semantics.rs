@@ -484,6 +484,10 @@ async fn requests_with_authorization_get_only_what_the_origin_lets_them_share() 
     let proxy = cluster.proxies[0];
     let auth = [("authorization", "Bearer viewer-7")];
     let status = |r: &Reply| r.header("cache-status").to_string();
+    // Answered without the origin: from a kept copy, or from the fill that
+    // stored it (on a loaded machine the proxy's fill can still be ending
+    // after its client had the whole body, and a request then joins it).
+    let from_cache = |r: &Reply| status(r).contains("; hit") || status(r).contains("; collapsed");
 
     // `max-age` alone: an anonymous copy is stored, but it may not answer
     // a request with Authorization, which goes to the origin.
@@ -499,7 +503,8 @@ async fn requests_with_authorization_get_only_what_the_origin_lets_them_share() 
     assert_eq!(origin_count(cluster.origin, "/account/1").await, 2);
     // The stored copy still serves everyone else.
     let r = get(proxy, "localhost", "/account/1", &[]).await.unwrap();
-    assert!(status(&r).contains("; hit"), "{}", status(&r));
+    assert!(from_cache(&r), "{}", status(&r));
+    assert_eq!(origin_count(cluster.origin, "/account/1").await, 2);
 
     // Its response to a request with Authorization is that client's
     // alone, and does not make the key pass to the origin for others.
@@ -540,7 +545,7 @@ async fn requests_with_authorization_get_only_what_the_origin_lets_them_share() 
         let r = get(proxy, "localhost", "/static/40", headers)
             .await
             .unwrap();
-        assert!(status(&r).contains("; hit"), "{}", status(&r));
+        assert!(from_cache(&r), "{}", status(&r));
     }
     assert_eq!(origin_count(cluster.origin, "/static/40").await, 1);
 }
