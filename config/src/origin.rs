@@ -46,6 +46,13 @@ pub struct LiveStream {
     /// Segments listed in each media playlist (the sliding window).
     #[serde(default = "default_window")]
     pub window: u32,
+    /// Low-latency HLS (RFC 8216bis): publish each segment as parts of
+    /// this duration, listed with `EXT-X-PART` and a preload hint for the
+    /// next, and hold blocking playlist reloads (`_HLS_msn`, `_HLS_part`)
+    /// and requests for the hinted part until they can be answered.
+    /// Must divide `segment_duration` evenly. Default: no parts.
+    #[serde(default)]
+    pub part_duration: Option<Span>,
     pub renditions: Vec<Rendition>,
 }
 
@@ -233,6 +240,20 @@ impl OriginConfig {
                     format!("{} is too short", s.segment_duration),
                     "at least 100ms (2s to 6s is usual)",
                 );
+            }
+            if let Some(part) = s.part_duration {
+                let (part_ns, segment_ns) =
+                    (part.get().as_nanos(), s.segment_duration.get().as_nanos());
+                if part_ns < 50_000_000 || part_ns >= segment_ns || segment_ns % part_ns != 0 {
+                    v.error(
+                        &v.join(&p, "part_duration"),
+                        format!(
+                            "{part} does not divide the {} segments into parts",
+                            s.segment_duration
+                        ),
+                        "at least 50ms, shorter than segment_duration and dividing it evenly (such as 500ms for 2s segments)",
+                    );
+                }
             }
             if s.window == 0 || s.window > 1000 {
                 v.error(

@@ -103,7 +103,9 @@ pub enum ViewerModel {
     /// A live HLS player: master playlist, a rendition, the media playlist
     /// every target duration, every new segment; down-switches when a
     /// segment takes more than `abr_down` of its duration, up-switches
-    /// when it takes less than `abr_up`.
+    /// when it takes less than `abr_up`. On a low-latency stream (the
+    /// playlist says `CAN-BLOCK-RELOAD=YES` and lists parts) it plays part
+    /// by part, asking for each playlist with a blocking reload.
     Live {
         #[serde(default = "default_weight")]
         weight: u32,
@@ -116,6 +118,10 @@ pub enum ViewerModel {
         /// §6.3.3 asks for at least three target durations).
         #[serde(default = "default_live_offset")]
         start_behind: u32,
+        /// Name the next segment or part in each request's CMCD
+        /// (`CMCD=nor="…"`, CTA-5004), as players that send CMCD do.
+        #[serde(default)]
+        cmcd: bool,
     },
     /// A VOD player: a title by Zipf popularity, segments in order with a
     /// small read-ahead, sometimes a seek, leaving after `watch_segments`.

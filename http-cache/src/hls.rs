@@ -154,8 +154,27 @@ impl Point {
 pub struct MediaPlaylist<'a> {
     pub target_duration: Duration,
     pub media_sequence: u64,
+    /// Segments a delta update left out after the media sequence
+    /// (`EXT-X-SKIP`, RFC 8216bis §4.4.5.2): the first one listed is
+    /// `media_sequence + skipped`.
+    pub skipped: u64,
     /// Each segment's URI and its `#EXTINF` duration.
     pub segments: Vec<(&'a str, Duration)>,
+    /// LL-HLS parts (`EXT-X-PART`), in order.
+    pub parts: Vec<Part<'a>>,
+    /// `EXT-X-PRELOAD-HINT` of `TYPE=PART`: the part to come next.
+    pub preload_hint: Option<&'a str>,
+}
+
+/// One LL-HLS part of a media playlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part<'a> {
+    /// The media sequence number of the segment it belongs to.
+    pub msn: u64,
+    /// Its index within that segment, from 0.
+    pub index: u64,
+    pub uri: &'a str,
+    pub duration: Duration,
 }
 
 impl<'a> MediaPlaylist<'a> {
@@ -167,10 +186,39 @@ impl<'a> MediaPlaylist<'a> {
         };
         let target_duration =
             Duration::from_secs(tag("#EXT-X-TARGETDURATION:").unwrap_or(2).max(1));
+        let media_sequence = tag("#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0);
+        let skipped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-SKIP:"))
+            .and_then(|a| attribute(a, "SKIPPED-SEGMENTS"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let first = media_sequence.saturating_add(skipped);
         let mut segments = Vec::new();
+        let mut parts = Vec::new();
+        let mut preload_hint = None;
+        let mut index = 0;
         let mut extinf = None;
         for line in text.lines().map(str::trim) {
-            if let Some(v) = line.strip_prefix("#EXTINF:") {
+            if let Some(attrs) = line.strip_prefix("#EXT-X-PART:") {
+                let duration = attribute(attrs, "DURATION")
+                    .and_then(|d| d.trim().parse::<f64>().ok())
+                    .filter(|d| *d > 0.0)
+                    .and_then(|d| Duration::try_from_secs_f64(d).ok());
+                if let (Some(uri), Some(duration)) = (attribute(attrs, "URI"), duration) {
+                    parts.push(Part {
+                        msn: first.saturating_add(segments.len() as u64),
+                        index,
+                        uri,
+                        duration,
+                    });
+                    index += 1;
+                }
+            } else if let Some(attrs) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
+                if attribute(attrs, "TYPE") == Some("PART") {
+                    preload_hint = attribute(attrs, "URI");
+                }
+            } else if let Some(v) = line.strip_prefix("#EXTINF:") {
                 extinf = v
                     .split(',')
                     .next()
@@ -180,26 +228,67 @@ impl<'a> MediaPlaylist<'a> {
                     .and_then(|d| Duration::try_from_secs_f64(d).ok());
             } else if !line.is_empty() && !line.starts_with('#') {
                 segments.push((line, extinf.take().unwrap_or(target_duration)));
+                index = 0;
             }
         }
         MediaPlaylist {
             target_duration,
-            media_sequence: tag("#EXT-X-MEDIA-SEQUENCE:").unwrap_or(0),
+            media_sequence,
+            skipped,
             segments,
+            parts,
+            preload_hint,
+        }
+    }
+
+    /// Whether the server answers blocking reloads
+    /// (`EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES`).
+    pub fn can_block_reload(text: &str) -> bool {
+        text.lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-SERVER-CONTROL:"))
+            .and_then(|a| attribute(a, "CAN-BLOCK-RELOAD"))
+            == Some("YES")
+    }
+
+    /// The point after the newest one listed: what a blocking reload asks
+    /// for next (`_HLS_msn`, `_HLS_part`). After a complete segment with
+    /// no part of the next listed, that is the next segment's first part
+    /// when the playlist has parts, or the next segment.
+    pub fn next_point(&self) -> Option<Point> {
+        let after_segments = self
+            .last_seq()
+            .map_or(self.media_sequence.saturating_add(self.skipped), |l| {
+                l.saturating_add(1)
+            });
+        match self.parts.last() {
+            Some(p) if p.msn == after_segments => Some(Point {
+                msn: p.msn,
+                part: Some(p.index + 1),
+            }),
+            Some(_) => Some(Point {
+                msn: after_segments,
+                part: Some(0),
+            }),
+            None if self.segments.is_empty() => None,
+            None => Some(Point {
+                msn: after_segments,
+                part: None,
+            }),
         }
     }
 
     /// Segments with their media sequence numbers.
     pub fn numbered(&self) -> impl Iterator<Item = (u64, &'a str, Duration)> + '_ {
-        self.segments
-            .iter()
-            .enumerate()
-            .map(|(i, (u, d))| (self.media_sequence.saturating_add(i as u64), *u, *d))
+        self.segments.iter().enumerate().map(|(i, (u, d))| {
+            let first = self.media_sequence.saturating_add(self.skipped);
+            (first.saturating_add(i as u64), *u, *d)
+        })
     }
 
     pub fn last_seq(&self) -> Option<u64> {
         (!self.segments.is_empty()).then(|| {
             self.media_sequence
+                .saturating_add(self.skipped)
                 .saturating_add(self.segments.len() as u64 - 1)
         })
     }
@@ -220,6 +309,46 @@ mod tests {
         assert_eq!(p.segments[0].1, p.target_duration, "1e30 s is no duration");
         assert_eq!(p.last_seq(), Some(u64::MAX));
         assert!(p.numbered().all(|(seq, _, _)| seq == u64::MAX));
+    }
+
+    #[test]
+    fn ll_hls_parts_belong_to_the_segment_after_the_last_listed_and_say_what_comes_next() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES\n\
+                    #EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n\
+                    #EXT-X-PART:DURATION=1.0,URI=\"12.0.ts\",INDEPENDENT=YES\n\
+                    #EXT-X-PART:DURATION=1.0,URI=\"12.1.ts\"\n#EXTINF:2.0,\n12.ts\n\
+                    #EXT-X-PART:DURATION=1.0,URI=\"13.0.ts\"\n\
+                    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"13.1.ts\"\n";
+        let p = MediaPlaylist::parse(text);
+        assert!(MediaPlaylist::can_block_reload(text));
+        assert_eq!(p.last_seq(), Some(12), "10 and 11 skipped");
+        let parts: Vec<_> = p.parts.iter().map(|p| (p.msn, p.index, p.uri)).collect();
+        assert_eq!(
+            parts,
+            [(12, 0, "12.0.ts"), (12, 1, "12.1.ts"), (13, 0, "13.0.ts")]
+        );
+        assert_eq!(p.preload_hint, Some("13.1.ts"));
+        assert_eq!(
+            p.next_point(),
+            Some(Point {
+                msn: 13,
+                part: Some(1)
+            })
+        );
+        let complete = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-PART:DURATION=1,URI=\"3.0.ts\"\n#EXTINF:2,\n3.ts\n";
+        assert_eq!(
+            MediaPlaylist::parse(complete).next_point(),
+            Some(Point {
+                msn: 4,
+                part: Some(0)
+            })
+        );
+        let no_parts = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:2,\n3.ts\n";
+        assert_eq!(
+            MediaPlaylist::parse(no_parts).next_point(),
+            Some(Point { msn: 4, part: None })
+        );
+        assert!(!MediaPlaylist::can_block_reload(no_parts));
     }
 
     #[test]

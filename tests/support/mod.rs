@@ -111,6 +111,14 @@ origin:
       renditions:
         - {{ name: hi, bandwidth: 800000 }}
         - {{ name: lo, bandwidth: 200000 }}
+    # Low-latency HLS: four parts a segment, a window long enough for
+    # delta updates to skip some.
+    - name: ll
+      segment_duration: 1s
+      part_duration: 250ms
+      window: 10
+      renditions:
+        - {{ name: hi, bandwidth: 800000 }}
   objects:
     - {{ prefix: /static/, count: 1000, size: 16KiB }}
     - {{ prefix: /nostore/, count: 10, size: 1KiB, cache_control: no-store }}

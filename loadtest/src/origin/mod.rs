@@ -3,7 +3,9 @@
 //!
 //! Paths:
 //! - `/live/{stream}/master.m3u8`, `/live/{stream}/{rendition}/index.m3u8`,
-//!   `/live/{stream}/{rendition}/{seq}.ts`
+//!   `/live/{stream}/{rendition}/{seq}.ts`, and with `part_duration` the
+//!   parts `/live/{stream}/{rendition}/{seq}.{part}.ts` and the LL-HLS
+//!   delivery directives on the media playlist ([`ll_hls`])
 //! - `/vod/{title}/master.m3u8`, `/vod/{title}/{rendition}/index.m3u8`,
 //!   `/vod/{title}/{rendition}/{n}.ts`
 //! - `{prefix}{n}` for each object group
@@ -15,12 +17,13 @@
 mod content;
 mod faults;
 mod hls;
+mod ll_hls;
 mod stats;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use fanout_config::{OriginConfig, Rendition};
+use fanout_config::{LiveStream, OriginConfig, Rendition};
 use fanout_server::RequestBody;
 use fanout_server::{bind, full, serve, text, ResponseBody, ServeOptions};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -44,6 +47,8 @@ struct Origin {
     /// Whole seconds, so Last-Modified round-trips through HTTP dates.
     started: SystemTime,
     clocks: Vec<LiveClock>,
+    /// Each live stream's LL-HLS parts, for those that have them.
+    parts: Vec<Option<ll_hls::Parts>>,
     noise: Noise,
     stats: Stats,
 }
@@ -66,6 +71,14 @@ pub async fn run(config: OriginConfig, shutdown: CancellationToken) -> std::io::
             .live
             .iter()
             .map(|s| LiveClock::new(s, started))
+            .collect(),
+        parts: config
+            .live
+            .iter()
+            .map(|s| {
+                let clock = LiveClock::new(s, started);
+                s.part_duration.map(|p| ll_hls::Parts::new(clock, p.get()))
+            })
             .collect(),
         config,
         started,
@@ -98,9 +111,16 @@ impl Origin {
             }
             _ => {}
         }
+        let query = req.uri().query();
+        // A blocking reload is counted per point asked for: "one origin
+        // request per playlist version" is measured by it.
+        let counted = match query {
+            Some(q) if q.contains("_HLS_") => std::borrow::Cow::Owned(format!("{path}?{q}")),
+            _ => std::borrow::Cow::Borrowed(path),
+        };
         let nth = self
             .stats
-            .count(path, req.version() == http::Version::HTTP_2);
+            .count(&counted, req.version() == http::Version::HTTP_2);
         if let Some(tp) = req
             .headers()
             .get("traceparent")
@@ -132,7 +152,7 @@ impl Origin {
             // enough for a cache to see a successful unsafe request.
             let writable =
                 [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(req.method());
-            if writable && self.object(path).is_some() {
+            if writable && self.object(path, None).is_some() {
                 // An upload endpoint takes the whole body before it answers.
                 // Answering first makes hyper close the connection with the
                 // body unread, and the reset can reach the client before the
@@ -154,7 +174,23 @@ impl Origin {
             );
             return r;
         }
-        let mut resp = match self.object(path) {
+        // LL-HLS: a blocking reload, or the hinted part, waits until it
+        // can be answered (RFC 8216bis §6.2.5.2, §6.2.6).
+        match self.blocking(path, query) {
+            Ok(Some(at)) => {
+                if let Ok(wait) = at.duration_since(SystemTime::now()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            Ok(None) => {}
+            Err(why) => {
+                let mut r = text(StatusCode::BAD_REQUEST, why);
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return r;
+            }
+        }
+        let mut resp = match self.object(path, query) {
             Some(obj) => respond(&self.noise, req.method(), req.headers(), obj),
             None => {
                 let mut r = text(StatusCode::NOT_FOUND, "not found\n");
@@ -203,20 +239,61 @@ impl Origin {
         r
     }
 
-    fn object<'a>(&'a self, path: &'a str) -> Option<Object<'a>> {
+    /// When an LL-HLS request may be answered: `Some(at)` for a blocking
+    /// reload of a point, or the hinted part, not out yet; `Err` for
+    /// directives that do not parse or ask too far ahead.
+    fn blocking(
+        &self,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Option<SystemTime>, &'static str> {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let ["live", stream, _rendition, file] = segments.as_slice() else {
+            return Ok(None);
+        };
+        let Some(Some(parts)) = self
+            .config
+            .live
+            .iter()
+            .position(|s| s.name == *stream)
+            .map(|i| self.parts[i].as_ref())
+        else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        if *file == "index.m3u8" {
+            let directives = ll_hls::Directives::of_query(query)?;
+            return match directives.point {
+                Some(point) => parts.ready_at(point, now),
+                None => Ok(None),
+            };
+        }
+        Ok(part_of(file).and_then(|(msn, part)| parts.hinted_ready_at(msn, part, now)))
+    }
+
+    fn object<'a>(&'a self, path: &'a str, query: Option<&str>) -> Option<Object<'a>> {
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
-            ["live", stream, rest @ ..] => self.live(path, stream, rest),
+            ["live", stream, rest @ ..] => self.live(path, query, stream, rest),
             ["vod", title, rest @ ..] => self.vod(path, title, rest),
             _ => self.static_object(path),
         }
     }
 
-    fn live<'a>(&'a self, path: &'a str, stream: &str, rest: &[&str]) -> Option<Object<'a>> {
+    fn live<'a>(
+        &'a self,
+        path: &'a str,
+        query: Option<&str>,
+        stream: &str,
+        rest: &[&str],
+    ) -> Option<Object<'a>> {
         let i = self.config.live.iter().position(|s| s.name == stream)?;
         let (s, clock) = (&self.config.live[i], &self.clocks[i]);
         let now = SystemTime::now();
         let latest = clock.latest(now);
+        if let Some(parts) = &self.parts[i] {
+            return self.low_latency(path, query, s, parts, rest, now);
+        }
         match rest {
             ["master.m3u8"] => Some(playlist(
                 path,
@@ -249,6 +326,68 @@ impl Origin {
                         r.segment_bytes(s.segment_duration),
                         clock.available_at(seq),
                     )
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// A live stream with parts: its media playlist as the directives ask,
+    /// its segments and its parts.
+    fn low_latency<'a>(
+        &'a self,
+        path: &'a str,
+        query: Option<&str>,
+        s: &LiveStream,
+        parts: &ll_hls::Parts,
+        rest: &[&str],
+        now: SystemTime,
+    ) -> Option<Object<'a>> {
+        match rest {
+            ["master.m3u8"] => Some(playlist(
+                path,
+                hls::master(&s.renditions),
+                60,
+                self.started,
+                0,
+            )),
+            [rendition, "index.m3u8"] => {
+                find(&s.renditions, rendition)?;
+                let directives = ll_hls::Directives::of_query(query).ok()?;
+                // The answer to a blocking reload is that point's for good
+                // (Apple's LL-HLS guidance: six target durations); the
+                // plain playlist changes with every part.
+                let target = parts.clock.segment.as_secs_f64().ceil().max(1.0) as u64;
+                let max_age = if directives.point.is_some() {
+                    6 * target
+                } else {
+                    1
+                };
+                Some(playlist(
+                    path,
+                    parts.media_playlist(now, directives.skip),
+                    max_age,
+                    parts.modified(now),
+                    parts.version(now) * 2 + u64::from(directives.skip),
+                ))
+            }
+            [rendition, file] => {
+                let r = find(&s.renditions, rendition)?;
+                let clock = &parts.clock;
+                let bytes = r.segment_bytes(s.segment_duration);
+                if let Some((msn, part)) = part_of(file) {
+                    return parts.published(msn, part, now).then(|| {
+                        let at = parts.available_at(parts.global(msn, part));
+                        Object {
+                            published: Some(at),
+                            ..segment_object(path, bytes / parts.per_segment, at)
+                        }
+                    });
+                }
+                let seq: u64 = file.strip_suffix(".ts")?.parse().ok()?;
+                (seq <= clock.latest(now)).then(|| Object {
+                    published: Some(clock.available_at(seq)),
+                    ..segment_object(path, bytes, clock.available_at(seq))
                 })
             }
             _ => None,
@@ -308,6 +447,12 @@ impl Origin {
             published: None,
         })
     }
+}
+
+/// `{msn}.{part}.ts`: a part's segment and index.
+fn part_of(file: &str) -> Option<(u64, u64)> {
+    let (msn, part) = file.strip_suffix(".ts")?.split_once('.')?;
+    Some((msn.parse().ok()?, part.parse().ok()?))
 }
 
 fn find<'r>(renditions: &'r [Rendition], name: &str) -> Option<&'r Rendition> {

@@ -93,12 +93,14 @@ fn models(scenario: &ScenarioConfig) -> Vec<Model> {
                 abr_down,
                 abr_up,
                 start_behind,
+                cmcd,
                 ..
             } => Model::Player(Arc::new(Player::Live(LiveModel {
                 stream: stream.clone(),
                 abr_down: *abr_down,
                 abr_up: *abr_up,
                 start_behind: *start_behind,
+                cmcd: *cmcd,
             }))),
             ViewerModel::Vod {
                 titles,

@@ -214,6 +214,71 @@ pub struct LiveModel {
     pub abr_down: f64,
     pub abr_up: f64,
     pub start_behind: u32,
+    /// Say the next object in CMCD (`CMCD=nor="…"` on each media request).
+    pub cmcd: bool,
+}
+
+/// Where the playhead stands, and what a new piece of media does to it.
+#[derive(Default)]
+struct Playback {
+    /// When the playhead reaches the end of what is buffered.
+    buffered_until: Option<Instant>,
+}
+
+impl Playback {
+    /// A piece of `duration` arrived at `done`: playback starts with the
+    /// first; a later one that arrives after the playhead needed it is a
+    /// stall.
+    fn arrived(&mut self, v: &Viewer, joined: Instant, done: Instant, duration: Duration) {
+        match self.buffered_until {
+            None => {
+                v.ctx.recorder.startup(done - joined);
+                v.ctx.recorder.played(duration, Duration::ZERO);
+                self.buffered_until = Some(done + duration);
+            }
+            Some(until) => {
+                let stalled = done.saturating_duration_since(until);
+                v.ctx.recorder.played(duration, stalled);
+                self.buffered_until = Some(until.max(done) + duration);
+            }
+        }
+    }
+}
+
+impl Viewer {
+    /// One live segment or part, recorded as a first request when it is
+    /// one, and its distance from the live edge; `None` when the viewer
+    /// left.
+    async fn live_media(&mut self, path: &str) -> Option<Result<Response, ()>> {
+        let asked = Instant::now();
+        let first = self
+            .ctx
+            .recorder
+            .first_ask(path.split('?').next().unwrap_or(path));
+        let got = self.get(Class::LiveSegment, path, asked, false).await?;
+        if first {
+            let stored = got.as_ref().is_ok_and(|r| r.stored == Some(true));
+            self.ctx.recorder.first_answer(stored);
+        }
+        if let Some(ms) = got.as_ref().ok().and_then(|r| r.published_ms) {
+            let published = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+            if let Ok(behind) = std::time::SystemTime::now().duration_since(published) {
+                self.ctx.recorder.live_edge(behind);
+            }
+        }
+        Some(got)
+    }
+}
+
+/// `path` with the CMCD query argument naming `next` (relative to it).
+fn with_cmcd(path: &str, next: Option<&str>) -> String {
+    match next {
+        Some(next) => format!(
+            "{path}?CMCD=nor%3D%22{}%22",
+            next.replace('%', "%25").replace('"', "%22")
+        ),
+        None => path.to_string(),
+    }
 }
 
 /// A live HLS player from join to leave: master playlist, a rendition,
@@ -240,8 +305,7 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
     let mut rung = v.rng.usize(..ladder.len());
     let mut next_poll = Instant::now();
     let mut next_seq: Option<u64> = None;
-    // When the playhead reaches the end of what is buffered.
-    let mut buffered_until: Option<Instant> = None;
+    let mut playback = Playback::default();
     loop {
         if !v.wait_until(next_poll).await {
             return;
@@ -256,6 +320,10 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
         if let Ok(p) = reply {
             let text = String::from_utf8_lossy(&p.body).into_owned();
             let playlist = MediaPlaylist::parse(&text);
+            if MediaPlaylist::can_block_reload(&text) && !playlist.parts.is_empty() {
+                // An LL-HLS stream: play it part by part (RFC 8216bis).
+                return low_latency(v, m, joined, &media, &dir, &text).await;
+            }
             target_duration = playlist.target_duration;
             let from = match next_seq {
                 Some(s) => s,
@@ -264,43 +332,23 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
                     .unwrap_or(0)
                     .saturating_sub(u64::from(m.start_behind.max(1) - 1)),
             };
-            for (seq, uri, duration) in playlist.numbered() {
+            let listed: Vec<_> = playlist.numbered().collect();
+            for (i, &(seq, uri, duration)) in listed.iter().enumerate() {
                 if seq < from {
                     continue;
                 }
                 let asked = Instant::now();
-                let path = format!("{dir}/{uri}");
-                let first = v.ctx.recorder.first_ask(&path);
-                let Some(got) = v.get(Class::LiveSegment, &path, asked, false).await else {
+                let next = listed.get(i + 1).map(|(_, u, _)| *u).filter(|_| m.cmcd);
+                let path = with_cmcd(&format!("{dir}/{uri}"), next);
+                let Some(got) = v.live_media(&path).await else {
                     return;
                 };
-                if first {
-                    let stored = got.as_ref().is_ok_and(|r| r.stored == Some(true));
-                    v.ctx.recorder.first_answer(stored);
-                }
-                if let Some(ms) = got.as_ref().ok().and_then(|r| r.published_ms) {
-                    let published = std::time::UNIX_EPOCH + Duration::from_millis(ms);
-                    if let Ok(behind) = std::time::SystemTime::now().duration_since(published) {
-                        v.ctx.recorder.live_edge(behind);
-                    }
-                }
                 next_seq = Some(seq + 1);
                 if got.is_err() {
                     continue;
                 }
                 let done = Instant::now();
-                match buffered_until {
-                    None => {
-                        v.ctx.recorder.startup(done - joined);
-                        v.ctx.recorder.played(duration, Duration::ZERO);
-                        buffered_until = Some(done + duration);
-                    }
-                    Some(until) => {
-                        let stalled = done.saturating_duration_since(until);
-                        v.ctx.recorder.played(duration, stalled);
-                        buffered_until = Some(until.max(done) + duration);
-                    }
-                }
+                playback.arrived(&v, joined, done, duration);
                 let load = (done - asked).as_secs_f64() / duration.as_secs_f64().max(0.001);
                 if load > m.abr_down && rung > 0 {
                     rung -= 1;
@@ -312,6 +360,79 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
             }
         }
         next_poll = polled + target_duration;
+    }
+}
+
+/// Parts from the live edge a low-latency player starts at: three part
+/// durations, the `PART-HOLD-BACK` the origin advertises.
+const PART_HOLD_BACK: usize = 3;
+
+/// A low-latency HLS player (RFC 8216bis §6.3): every part in order, each
+/// new playlist asked for with a blocking reload of the point after the
+/// last one it lists (`_HLS_msn`, `_HLS_part`), as a delta update
+/// (`_HLS_skip=YES`) once it has the whole playlist. Parts play as
+/// segments do: one that arrives after the playhead needed it is a stall.
+async fn low_latency(
+    mut v: Viewer,
+    m: &LiveModel,
+    joined: Instant,
+    media: &str,
+    dir: &str,
+    first: &str,
+) {
+    let mut text = first.to_string();
+    // The last part fetched, as (segment, index).
+    let mut last: Option<(u64, u64)> = None;
+    let mut playback = Playback::default();
+    loop {
+        let playlist = MediaPlaylist::parse(&text);
+        let parts = &playlist.parts;
+        let start = parts.len().saturating_sub(PART_HOLD_BACK);
+        for (i, part) in parts.iter().enumerate() {
+            let newer = match last {
+                Some(l) => (part.msn, part.index) > l,
+                None => i >= start,
+            };
+            if !newer {
+                continue;
+            }
+            let next = match parts.get(i + 1) {
+                Some(p) => Some(p.uri),
+                None => playlist.preload_hint,
+            };
+            let path = with_cmcd(&format!("{dir}/{}", part.uri), next.filter(|_| m.cmcd));
+            let Some(got) = v.live_media(&path).await else {
+                return;
+            };
+            last = Some((part.msn, part.index));
+            if got.is_ok() {
+                playback.arrived(&v, joined, Instant::now(), part.duration);
+            }
+        }
+        let Some(point) = playlist.next_point() else {
+            return;
+        };
+        let mut reload = format!("{media}?_HLS_msn={}", point.msn);
+        if let Some(part) = point.part {
+            reload.push_str(&format!("&_HLS_part={part}"));
+        }
+        reload.push_str("&_HLS_skip=YES");
+        let polled = Instant::now();
+        let Some(reply) = v.get(Class::LivePlaylist, &reload, polled, true).await else {
+            return;
+        };
+        match reply {
+            Ok(r) => text = String::from_utf8_lossy(&r.body).into_owned(),
+            // Asked again after a part's time, as a player backs off.
+            Err(()) => {
+                let part = parts
+                    .last()
+                    .map_or(Duration::from_millis(500), |p| p.duration);
+                if !v.wait_until(Instant::now() + part).await {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -1,0 +1,232 @@
+//! Low-latency HLS end to end, through the real binary in front of the
+//! synthetic origin's LL-HLS stream: a blocking playlist reload waits for
+//! its part and costs the origin one request however many viewers ask for
+//! that point, the hinted part is held until it is out, delta updates are
+//! cached under their own key, directives that do not parse or ask too
+//! far ahead get 400, and LL-HLS players in a scenario get every part
+//! from one origin request.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use fanout_http_cache::hls::{MediaPlaylist, Point};
+use support::*;
+
+const PLAYLIST: &str = "/live/ll/hi/index.m3u8";
+
+fn text(r: &Reply) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+fn query_of(point: Point) -> String {
+    match point.part {
+        Some(p) => format!("_HLS_msn={}&_HLS_part={p}", point.msn),
+        None => format!("_HLS_msn={}", point.msn),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_reload_waits_for_its_part_and_costs_the_origin_one_request() {
+    let (_dir, cluster, _process) = start_up(3, 1, "").await;
+    let proxy = cluster.proxies[0];
+    let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    let body = text(&r);
+    assert!(MediaPlaylist::can_block_reload(&body), "{body}");
+    // Two parts past what this version lists: not out yet at the origin.
+    let next = MediaPlaylist::parse(&body)
+        .next_point()
+        .expect("a next point");
+    let point = Point {
+        msn: next.msn,
+        part: next.part.map(|p| p + 1),
+    };
+    // Spawned requests outlive this frame; the test's one path may too.
+    let path: &'static str = format!("{PLAYLIST}?{}", query_of(point)).leak();
+    let asked = Instant::now();
+    let viewers: Vec<_> = (0..20)
+        .map(|_| tokio::spawn(get(proxy, "localhost", path, &[])))
+        .collect();
+    for viewer in viewers {
+        let r = viewer.await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert!(
+            point.reached_by(&text(&r)),
+            "{point:?} not in\n{}",
+            text(&r)
+        );
+    }
+    // The origin held it until the part was out: at least one part's time.
+    assert!(
+        asked.elapsed() >= Duration::from_millis(200),
+        "answered after {:?}: not held",
+        asked.elapsed()
+    );
+    assert_eq!(
+        origin_count(cluster.origin, path).await,
+        1,
+        "one origin request for the point"
+    );
+    // A point the stored answer reaches is answered without the origin.
+    let r = get(proxy, "localhost", path, &[]).await.unwrap();
+    assert!(
+        r.header("cache-status").contains("; hit"),
+        "{}",
+        r.header("cache-status")
+    );
+    assert_eq!(origin_count(cluster.origin, path).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hinted_part_is_held_until_it_is_out_and_delta_updates_have_their_own_key() {
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
+    let proxy = cluster.proxies[0];
+    let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    let body = text(&r);
+    let hint = MediaPlaylist::parse(&body)
+        .preload_hint
+        .expect("a preload hint")
+        .to_string();
+    let part = format!("/live/ll/hi/{hint}");
+    let r = get(proxy, "localhost", &part, &[]).await.unwrap();
+    assert_eq!(r.status, 200, "the hinted part {part}");
+    // 800 kbit/s × 1 s / 8, in four parts.
+    assert_eq!(r.body.len(), 25_000);
+    let published: u64 = r
+        .header("x-origin-published-ms")
+        .parse()
+        .expect("published");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(published <= now, "served before it was out");
+    assert_eq!(origin_count(cluster.origin, &part).await, 1);
+
+    // A part two past the hint does not exist yet.
+    let (msn, index) = hint.strip_suffix(".ts").unwrap().split_once('.').unwrap();
+    let (msn, index): (u64, u64) = (msn.parse().unwrap(), index.parse().unwrap());
+    let later = format!("/live/ll/hi/{}.{}.ts", msn + 2, index);
+    assert_eq!(
+        get(proxy, "localhost", &later, &[]).await.unwrap().status,
+        404
+    );
+
+    // A delta update skips the old segments, and is cached as itself.
+    let delta = format!("{PLAYLIST}?_HLS_skip=YES");
+    let r = get(proxy, "localhost", &delta, &[]).await.unwrap();
+    assert!(
+        text(&r).contains("#EXT-X-SKIP:SKIPPED-SEGMENTS="),
+        "{}",
+        text(&r)
+    );
+    let r = get(proxy, "localhost", &delta, &[]).await.unwrap();
+    assert!(
+        r.header("cache-status").contains("; hit"),
+        "{}",
+        r.header("cache-status")
+    );
+    assert_eq!(origin_count(cluster.origin, &delta).await, 1);
+    let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    assert!(
+        !text(&r).contains("#EXT-X-SKIP"),
+        "the full playlist is not the delta"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directives_that_do_not_parse_or_ask_too_far_ahead_get_400() {
+    let (_dir, cluster, _process) = start_up(1, 1, "").await;
+    let proxy = cluster.proxies[0];
+    let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    let last = MediaPlaylist::parse(&text(&r)).last_seq().unwrap();
+    for bad in [
+        format!("_HLS_msn={}", last + 10),
+        "_HLS_part=1".to_string(),
+        "_HLS_msn=x".to_string(),
+        "_HLS_skip=maybe".to_string(),
+    ] {
+        let started = Instant::now();
+        let r = get(proxy, "localhost", &format!("{PLAYLIST}?{bad}"), &[])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 400, "{bad}: {}", text(&r));
+        assert!(started.elapsed() < Duration::from_secs(1), "{bad} was held");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ll_hls_players_get_every_part_from_one_origin_request() {
+    let (dir, cluster, _up) = start_up(3, 1, "").await;
+    let scenario = format!(
+        "kind: scenario
+name: ll
+seed: 3
+target:
+  addresses: ['{}']
+  host: localhost
+  origin: '{}'
+phases:
+  - {{ name: join, duration: 1s, arrival_rate: 20, population: 20 }}
+  - {{ name: watch, duration: 4s, arrival_rate: 0, population: 20 }}
+mix:
+  - {{ viewer: live, stream: ll, cmcd: true }}
+",
+        cluster.proxies[0], cluster.origin
+    );
+    let file = dir.path().join("ll.yaml");
+    std::fs::write(&file, scenario).unwrap();
+    let json = dir.path().join("r.json");
+    let args: Vec<String> = [
+        "loadtest",
+        "run",
+        file.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--quiet",
+    ]
+    .map(String::from)
+    .to_vec();
+    let out = tokio::task::spawn_blocking(move || {
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["totals"]["errors"], 0, "{stdout}");
+
+    let stats = get(cluster.origin, "origin", "/_origin/stats", &[])
+        .await
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
+    let paths = stats["paths"].as_object().unwrap();
+    let parts: Vec<_> = paths
+        .iter()
+        .filter(|(p, _)| p.starts_with("/live/ll/hi/") && p.matches('.').count() == 2)
+        .collect();
+    let reloads: Vec<_> = paths
+        .iter()
+        .filter(|(p, _)| p.starts_with(PLAYLIST) && p.contains("_HLS_msn="))
+        .collect();
+    // Four parts a second for five seconds, each fetched by 20 players.
+    assert!(parts.len() >= 8, "parts the origin served: {parts:?}");
+    assert!(
+        reloads.len() >= 8,
+        "blocking reloads the origin served: {reloads:?}"
+    );
+    for (path, n) in parts.iter().chain(&reloads) {
+        assert_eq!(n.as_u64(), Some(1), "{path} cost the origin {n} requests");
+    }
+    // The players were on the live edge: every part within two seconds
+    // of its publication, on a loaded two-core machine.
+    let edge = r["viewers"]["live_edge_ms"]["p50"].as_f64().unwrap();
+    assert!(edge > 0.0 && edge < 2000.0, "live edge p50 {edge} ms");
+}
