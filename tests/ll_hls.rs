@@ -156,9 +156,15 @@ async fn directives_that_do_not_parse_or_ask_too_far_ahead_get_400() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ll_hls_players_get_every_part_from_one_origin_request() {
-    let (dir, cluster, _up) = start_up(3, 1, "").await;
+/// Plays 20 LL-HLS viewers for five seconds against `cluster`; returns
+/// the report and what the origin counted per path.
+async fn play(
+    dir: &std::path::Path,
+    cluster: &Cluster,
+) -> (
+    serde_json::Value,
+    serde_json::Map<String, serde_json::Value>,
+) {
     let scenario = format!(
         "kind: scenario
 name: ll
@@ -175,9 +181,9 @@ mix:
 ",
         cluster.proxies[0], cluster.origin
     );
-    let file = dir.path().join("ll.yaml");
+    let file = dir.join("ll.yaml");
     std::fs::write(&file, scenario).unwrap();
-    let json = dir.path().join("r.json");
+    let json = dir.join("r.json");
     let args: Vec<String> = [
         "loadtest",
         "run",
@@ -202,12 +208,15 @@ mix:
     let r: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r["totals"]["errors"], 0, "{stdout}");
-
     let stats = get(cluster.origin, "origin", "/_origin/stats", &[])
         .await
         .unwrap();
     let stats: serde_json::Value = serde_json::from_slice(&stats.body).unwrap();
-    let paths = stats["paths"].as_object().unwrap();
+    (r, stats["paths"].as_object().unwrap().clone())
+}
+
+/// Every part and blocking reload the origin served cost it one request.
+fn one_request_each(paths: &serde_json::Map<String, serde_json::Value>) {
     let parts: Vec<_> = paths
         .iter()
         .filter(|(p, _)| p.starts_with("/live/ll/hi/") && p.matches('.').count() == 2)
@@ -225,8 +234,43 @@ mix:
     for (path, n) in parts.iter().chain(&reloads) {
         assert_eq!(n.as_u64(), Some(1), "{path} cost the origin {n} requests");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ll_hls_players_get_every_part_from_one_origin_request() {
+    let (dir, cluster, _up) = start_up(3, 1, "").await;
+    let (r, paths) = play(dir.path(), &cluster).await;
+    one_request_each(&paths);
     // The players were on the live edge: every part within two seconds
     // of its publication, on a loaded two-core machine.
     let edge = r["viewers"]["live_edge_ms"]["p50"].as_f64().unwrap();
     assert!(edge > 0.0 && edge < 2000.0, "live edge p50 {edge} ms");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_prefetch_new_parts_are_stored_before_their_first_player_asks() {
+    let dir = temp_dir();
+    let (file, cluster) = up_file_with(dir.path(), 3, 1, "", NO_HOT_TIER);
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let site = "    - name: live\n      hosts: [localhost]\n";
+    assert!(yaml.contains(site), "the up file's live site moved");
+    let with = format!("{site}      prefetch: {{ playlists: true, cmcd: true }}\n");
+    std::fs::write(&file, yaml.replacen(site, &with, 1)).unwrap();
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_cluster_ready(&cluster, &mut process).await;
+
+    let (r, paths) = play(dir.path(), &cluster).await;
+    one_request_each(&paths);
+    let v = &r["viewers"];
+    let (new, stored) = (
+        v["new_segments"].as_u64().unwrap(),
+        v["new_segments_stored"].as_u64().unwrap(),
+    );
+    // Without prefetch every new part's first request is a miss (the
+    // blocking reload that lists it comes back before any viewer asked).
+    assert!(new >= 8, "{v}");
+    assert!(
+        stored * 2 >= new,
+        "{stored} of {new} new parts stored at their first request"
+    );
 }

@@ -469,9 +469,20 @@ impl CacheNode {
             new.drain(..new.len() - max);
         }
         tracing::debug!(site = %site.name, playlist = %path_and_query, new = new.len(), first_sight, "prefetching what the playlist added");
+        // The preload hint names a part that is not out yet: its fill
+        // waits at the origin until it is, so the version is not held for
+        // it (that would hold LL-HLS players back by a part), but the
+        // fill is started, for viewers' requests to join.
+        let hint = hls::MediaPlaylist::parse(text)
+            .preload_hint
+            .and_then(|h| same_host(&base, h));
         let ask = ask_headers(headers);
         for target in new {
-            round.extend(self.prefetch_at_owner(site, host, target, &ask));
+            let hinted = hint.as_deref() == Some(target.as_str());
+            let fill = self.prefetch_at_owner(site, host, target, &ask);
+            if !hinted {
+                round.extend(fill);
+            }
         }
         round
     }

@@ -250,6 +250,7 @@ listen: 127.0.0.1:9000
 live:
   - name: main
     renditions: []
+  - { name: ll, part_duration: 300ms, renditions: [{ name: hi, bandwidth: 1000000 }] }
 objects:
   - { prefix: /live/x/, count: 0, size: 1KiB }
 faults:
@@ -259,9 +260,10 @@ faults:
         errors(yaml),
         [
             "site.yaml:5:17: live[0].renditions: no renditions; allowed: at least one rendition with name and bandwidth",
-            "site.yaml:7:15: objects[0].prefix: prefix \"/live/x/\" overlaps the reserved /live/; allowed: a prefix outside /live/, /vod/ and /_origin/",
-            "site.yaml:7:32: objects[0].count: count 0; allowed: at least 1 object",
-            "site.yaml:9:37: faults[0].error_rate: 1.5 is out of range; allowed: a share from 0.0 to 1.0",
+            "site.yaml:6:32: live[1].part_duration: 300ms does not divide the 2s segments into parts; allowed: at least 50ms, shorter than segment_duration and dividing it evenly (such as 500ms for 2s segments)",
+            "site.yaml:8:15: objects[0].prefix: prefix \"/live/x/\" overlaps the reserved /live/; allowed: a prefix outside /live/, /vod/ and /_origin/",
+            "site.yaml:8:32: objects[0].count: count 0; allowed: at least 1 object",
+            "site.yaml:10:37: faults[0].error_rate: 1.5 is out of range; allowed: a share from 0.0 to 1.0",
         ]
     );
 }
@@ -347,7 +349,7 @@ fn scenario_errors_point_at_the_field() {
     );
     assert_eq!(
         one_error(&SCENARIO.replace("stream: main", "stream: main, abr: 2")),
-        "site.yaml:7:35: mix[0].abr: unknown field `abr` (did you mean `abr_up`?); allowed: weight, stream, abr_down, abr_up, start_behind"
+        "site.yaml:7:35: mix[0].abr: unknown field `abr` (did you mean `abr_up`?); allowed: weight, stream, abr_down, abr_up, start_behind, cmcd"
     );
     let e = errors(&SCENARIO.replace("arrival_rate: 100", "arrival_rate: -5, start_rate: .nan"));
     assert_eq!(

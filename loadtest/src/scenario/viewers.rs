@@ -247,9 +247,9 @@ impl Playback {
 
 impl Viewer {
     /// One live segment or part, recorded as a first request when it is
-    /// one, and its distance from the live edge; `None` when the viewer
-    /// left.
-    async fn live_media(&mut self, path: &str) -> Option<Result<Response, ()>> {
+    /// one, and with `edge` its distance from the live edge; `None` when
+    /// the viewer left.
+    async fn live_media(&mut self, path: &str, edge: bool) -> Option<Result<Response, ()>> {
         let asked = Instant::now();
         let first = self
             .ctx
@@ -260,7 +260,12 @@ impl Viewer {
             let stored = got.as_ref().is_ok_and(|r| r.stored == Some(true));
             self.ctx.recorder.first_answer(stored);
         }
-        if let Some(ms) = got.as_ref().ok().and_then(|r| r.published_ms) {
+        if let Some(ms) = got
+            .as_ref()
+            .ok()
+            .and_then(|r| r.published_ms)
+            .filter(|_| edge)
+        {
             let published = std::time::UNIX_EPOCH + Duration::from_millis(ms);
             if let Ok(behind) = std::time::SystemTime::now().duration_since(published) {
                 self.ctx.recorder.live_edge(behind);
@@ -340,7 +345,7 @@ pub async fn live(mut v: Viewer, m: &LiveModel, joined: Instant) {
                 let asked = Instant::now();
                 let next = listed.get(i + 1).map(|(_, u, _)| *u).filter(|_| m.cmcd);
                 let path = with_cmcd(&format!("{dir}/{uri}"), next);
-                let Some(got) = v.live_media(&path).await else {
+                let Some(got) = v.live_media(&path, true).await else {
                     return;
                 };
                 next_seq = Some(seq + 1);
@@ -384,6 +389,9 @@ async fn low_latency(
     // The last part fetched, as (segment, index).
     let mut last: Option<(u64, u64)> = None;
     let mut playback = Playback::default();
+    // The parts a player starts with were out before it came: the live
+    // edge is measured on those it waited for.
+    let mut joining = true;
     loop {
         let playlist = MediaPlaylist::parse(&text);
         let parts = &playlist.parts;
@@ -401,7 +409,7 @@ async fn low_latency(
                 None => playlist.preload_hint,
             };
             let path = with_cmcd(&format!("{dir}/{}", part.uri), next.filter(|_| m.cmcd));
-            let Some(got) = v.live_media(&path).await else {
+            let Some(got) = v.live_media(&path, !joining).await else {
                 return;
             };
             last = Some((part.msn, part.index));
@@ -409,6 +417,7 @@ async fn low_latency(
                 playback.arrived(&v, joined, Instant::now(), part.duration);
             }
         }
+        joining = false;
         let Some(point) = playlist.next_point() else {
             return;
         };
