@@ -473,11 +473,20 @@ impl CacheNode {
         // waits at the origin until it is, so the version is not held for
         // it (that would hold LL-HLS players back by a part), but the
         // fill is started, for viewers' requests to join.
-        let hint = hls::MediaPlaylist::parse(text)
-            .preload_hint
-            .and_then(|h| same_host(&base, h));
+        let media = hls::MediaPlaylist::parse(text);
+        let hint = media.preload_hint.and_then(|h| same_host(&base, h));
+        // In an LL-HLS playlist, a segment whose parts are listed is what
+        // LL-HLS players fetch as parts: prefetching it too would be
+        // wasted on them (22 % of prefetches in the ll-hls-final
+        // scenario) and holding the version for it would hold them back.
+        // A player that fetches whole segments collapses on one fill.
+        let in_parts: HashSet<String> = media
+            .numbered()
+            .filter(|(seq, _, _)| media.parts.iter().any(|p| p.msn == *seq))
+            .filter_map(|(_, uri, _)| same_host(&base, uri))
+            .collect();
         let ask = ask_headers(headers);
-        for target in new {
+        for target in new.into_iter().filter(|t| !in_parts.contains(t)) {
             let hinted = hint.as_deref() == Some(target.as_str());
             let fill = self.prefetch_at_owner(site, host, target, &ask);
             if !hinted {
