@@ -136,6 +136,46 @@ async fn the_hinted_part_is_held_until_it_is_out_and_delta_updates_have_their_ow
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origins_hold_of_a_blocking_reload_is_not_a_slow_origin() {
+    // An origin given 300 ms to answer: a blocking reload two segments
+    // ahead is held longer than that, and up to three target durations
+    // is its right (RFC 8216bis §6.2.5.2).
+    let dir = temp_dir();
+    let (file, cluster) = up_file_with(dir.path(), 1, 1, "", "");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let timeouts = "response_timeout: 2s, total_timeout: 3s";
+    assert!(yaml.contains(timeouts), "the up file's timeouts moved");
+    let yaml = yaml.replacen(timeouts, "response_timeout: 300ms, total_timeout: 1s", 1);
+    std::fs::write(&file, yaml).unwrap();
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_cluster_ready(&cluster, &mut process).await;
+    let proxy = cluster.proxies[0];
+
+    let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    let last = MediaPlaylist::parse(&text(&r)).last_seq().unwrap();
+    let point = Point {
+        msn: last + 2,
+        part: None,
+    };
+    let asked = Instant::now();
+    let r = get(
+        proxy,
+        "localhost",
+        &format!("{PLAYLIST}?{}", query_of(point)),
+        &[],
+    )
+    .await
+    .unwrap();
+    let held = asked.elapsed();
+    assert_eq!(r.status, 200, "after {held:?}: {}", text(&r));
+    assert!(point.reached_by(&text(&r)), "{}", text(&r));
+    assert!(
+        held > Duration::from_millis(600),
+        "held {held:?}: not longer than the response timeout, the test shows nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directives_that_do_not_parse_or_ask_too_far_ahead_get_400() {
     let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];

@@ -74,7 +74,9 @@ impl CacheNode {
     ) -> Option<(Response<ResponseBody>, Option<OwnedSemaphorePermit>)> {
         let id = fill_from.filter(|id| *id != self.id)?;
         let address = self.peers.address(id)?;
-        let timeout = site.origin.connect_timeout.get() + site.origin.response_timeout.get();
+        let timeout = site.origin.connect_timeout.get()
+            + site.origin.response_timeout.get()
+            + self.blocking_hold(site, path_and_query);
         match self
             .peers
             .fetch(id, &address, path_and_query, headers, timeout)
@@ -132,6 +134,7 @@ impl CacheNode {
             span.inject(&mut request_headers);
         }
         let started = Instant::now();
+        let hold = self.blocking_hold(&site, &path_and_query);
         let mut from_origin = false;
         let fetched = match self
             .fetch_from_peer(
@@ -149,16 +152,15 @@ impl CacheNode {
                 // The origin's 103s go to the requests waiting on the fill.
                 let waiting = fill.clone();
                 let hints: HintSink = Arc::new(move |fields| waiting.push_hints(fields));
+                let request = (
+                    Method::GET,
+                    path_and_query.as_str(),
+                    &request_headers,
+                    empty(),
+                );
                 self.origins
                     .load_full()
-                    .fetch(
-                        &site,
-                        Method::GET,
-                        &path_and_query,
-                        &request_headers,
-                        empty(),
-                        Some(hints),
-                    )
+                    .fetch_held(&site, request, Some(hints), hold)
                     .await
                     .map(|r| {
                         let (p, b) = r.response.into_parts();
@@ -168,7 +170,9 @@ impl CacheNode {
             }
         };
         let received_at = Instant::now();
-        if fetched.is_ok() {
+        // A blocking reload's wait is the origin keeping its word, not a
+        // slow origin: it stays out of the origin's latency.
+        if fetched.is_ok() && hold.is_zero() {
             self.metrics.origin_answered(received_at - started);
         }
         if let Some(span) = &span {
@@ -288,7 +292,8 @@ impl CacheNode {
                 return;
             }
         };
-        let deadline = tokio::time::Instant::from_std(started) + site.origin.total_timeout.get();
+        let deadline =
+            tokio::time::Instant::from_std(started) + site.origin.total_timeout.get() + hold;
         let playlist = crate::prefetch::Candidate {
             site: &site,
             from_origin,

@@ -8,12 +8,15 @@
 //! the same point collapse into one origin request, which the origin
 //! holds until it can answer.
 //!
-//! Not built yet: collapsing requests for earlier points into a later
-//! one, a timeout that follows the playlist's part and target durations
-//! (the site's `response_timeout` bounds the origin's hold today), and
+//! The origin may hold a blocking reload for up to three target durations
+//! (§6.2.5.2): that hold is added to the site's response timeouts for it
+//! ([`CacheNode::blocking_hold`]) and kept out of the origin's latency.
+//!
+//! Not built yet: collapsing requests for earlier points into a fill for
+//! a later one (requests for the same point collapse as any others), and
 //! `_HLS_skip` delta updates beyond caching them under their own key.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fanout_config::{CacheKey, Site};
 use fanout_http_cache::hls::Point;
@@ -23,7 +26,35 @@ use http::{header, Request, Response, StatusCode};
 use crate::handler::{forbidden_with_authorization, CacheNode};
 use crate::metrics::Outcome;
 
+/// The hold allowed a blocking reload of a playlist this node has not
+/// stored yet, whose target duration it cannot know: three of the
+/// longest target duration Apple's authoring guide recommends (6 s).
+const UNKNOWN_HOLD: Duration = Duration::from_secs(18);
+
 impl CacheNode {
+    /// How long the origin may hold this request before it answers: three
+    /// target durations of the playlist (from the stored copy) for an
+    /// LL-HLS blocking reload, zero for anything else.
+    pub(crate) fn blocking_hold(&self, site: &Site, path_and_query: &str) -> Duration {
+        let Some((path, query)) = path_and_query.split_once('?') else {
+            return Duration::ZERO;
+        };
+        if !query.split('&').any(|p| p.starts_with("_HLS_msn=")) {
+            return Duration::ZERO;
+        }
+        let base = Point::base_query(query)
+            .split('&')
+            .filter(|p| !p.starts_with("_HLS_skip="))
+            .collect::<Vec<_>>()
+            .join("&");
+        let primary = CacheKey::new(site, path, (!base.is_empty()).then_some(base.as_str()));
+        let target = self.tier.store.get(primary.as_str()).and_then(|stored| {
+            let text = std::str::from_utf8(&stored.body).ok()?;
+            Some(fanout_http_cache::hls::MediaPlaylist::parse(text).target_duration)
+        });
+        target.map_or(UNKNOWN_HOLD, |t| 3 * t)
+    }
+
     /// The stored playlist, when a blocking reload asks for a point it
     /// already reaches; `None` sends the request on its usual way.
     pub(crate) fn reached_already<B>(

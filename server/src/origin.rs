@@ -189,6 +189,25 @@ impl Origins {
         body: ResponseBody,
         hints: Option<crate::interim::HintSink>,
     ) -> Result<OriginResponse, FetchError> {
+        let request = (method, path_and_query, client_headers, body);
+        self.fetch_held(site, request, hints, Duration::ZERO).await
+    }
+
+    /// [`Origins::fetch`] of a request the origin may hold for up to
+    /// `hold` before it answers, on top of the site's response timeout:
+    /// an LL-HLS blocking playlist reload (RFC 8216bis §6.2.5.2).
+    pub async fn fetch_held(
+        &self,
+        site: &Site,
+        (method, path_and_query, client_headers, body): (
+            http::Method,
+            &str,
+            &HeaderMap,
+            ResponseBody,
+        ),
+        hints: Option<crate::interim::HintSink>,
+        hold: Duration,
+    ) -> Result<OriginResponse, FetchError> {
         let Some(pool) = self.pools.get(&site.name) else {
             return Err(FetchError::UnknownSite {
                 site: site.name.clone(),
@@ -238,10 +257,11 @@ impl Origins {
         if let Some(h) = &pool.host_header {
             headers.insert(header::HOST, h.clone());
         }
-        match tokio::time::timeout(pool.response_timeout, pool.client.request(req)).await {
+        let timeout = pool.response_timeout + hold;
+        match tokio::time::timeout(timeout, pool.client.request(req)).await {
             Err(_) => Err(FetchError::Timeout {
                 address: address.to_string(),
-                timeout: pool.response_timeout,
+                timeout,
             }),
             Ok(Err(source)) => Err(FetchError::Failed {
                 address: address.to_string(),
