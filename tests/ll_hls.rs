@@ -79,6 +79,57 @@ async fn a_blocking_reload_waits_for_its_part_and_costs_the_origin_one_request()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_reloads_held_at_the_owner_do_not_count_as_its_load() {
+    // Three nodes, no hot tier: every request reaches a node, which names
+    // itself first in Cache-Status.
+    let dir = temp_dir();
+    let (file, cluster) = up_file_with(dir.path(), 3, 1, "", NO_HOT_TIER);
+    let mut process = spawn(&["up", file.to_str().unwrap()]);
+    wait_cluster_ready(&cluster, &mut process).await;
+    let proxy = cluster.proxies[0];
+    let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+    let owner = r
+        .header("cache-status")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let next = MediaPlaylist::parse(&text(&r)).next_point().unwrap();
+    let point = Point {
+        msn: next.msn,
+        part: next.part.map(|p| p + 1),
+    };
+    let path: &'static str = format!("{PLAYLIST}?{}", query_of(point)).leak();
+    // A live audience's reloads, held at the playlist's owner: with them
+    // counted, its load would be 30 of 31 and its keys would spill.
+    let reloads: Vec<_> = (0..30)
+        .map(|_| tokio::spawn(get(proxy, "localhost", path, &[])))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin_count(cluster.origin, path).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the reload never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut checked = 0;
+    while reloads.iter().any(|r| !r.is_finished()) {
+        let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
+        assert!(
+            r.header("cache-status").starts_with(&owner),
+            "spilled from {owner} while the reloads waited: {}",
+            r.header("cache-status")
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "the reloads ended before anything was checked");
+    for r in reloads {
+        assert_eq!(r.await.unwrap().unwrap().status, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hinted_part_is_held_until_it_is_out_and_delta_updates_have_their_own_key() {
     let (_dir, cluster, _process) = start_up(1, 1, "").await;
     let proxy = cluster.proxies[0];

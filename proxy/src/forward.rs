@@ -516,12 +516,27 @@ impl Proxy {
         // replayed. Unsafe methods still go through the owning cache node,
         // which passes them on and invalidates what they change (RFC 9111 §4.4).
         let retryable = parts.method == Method::GET || parts.method == Method::HEAD;
+        // An LL-HLS blocking reload (RFC 8216bis §6.2.5.2) is a long poll:
+        // it waits at the playlist's owner without working it. Counted as
+        // load, a live audience's reloads would push the owner past its
+        // bound and spill everything else it owns (its parts, measured in
+        // the LL prefetch bench) to nodes that fill them from it; spilled
+        // itself, it would only wait at another node for the same answer.
+        let long_poll = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("_HLS_msn=")));
+        let load_factor = if long_poll {
+            f64::INFINITY
+        } else {
+            snapshot.config.cluster.hashing.load_factor
+        };
         let choice = balance::choose(
             &snapshot.ring,
             hash,
             &snapshot.health,
             &snapshot.loads,
-            snapshot.config.cluster.hashing.load_factor,
+            load_factor,
             Instant::now(),
             if retryable { 2 } else { 1 },
         );
@@ -564,7 +579,7 @@ impl Proxy {
             }
             let node = &snapshot.ring.nodes()[index];
             let last = attempt + 1 == candidates.len();
-            let load = snapshot.loads.start(index);
+            let load = (!long_poll).then(|| snapshot.loads.start(index));
             match self.attempt(snapshot, &node.address, &mut out, last).await {
                 Attempted::Answered(resp) => {
                     snapshot.health.succeeded(index);
@@ -573,7 +588,7 @@ impl Proxy {
                     return Upstreamed {
                         response: Response::from_parts(p, body),
                         upstream: Upstream::Node(index),
-                        hold: Some(Hold::Load(load)),
+                        hold: load.map(Hold::Load),
                     };
                 }
                 Attempted::BadTarget => {
