@@ -161,14 +161,15 @@ stored = on["viewers"].get("new_segments_stored_ratio") or 0
 per = (on.get("origin") or {}).get("live_segment_requests", 0) / max(1, (on.get("origin") or {}).get("live_segments", 0))
 if on["totals"]["errors"] == 0 and off["totals"]["errors"] == 0:
     with open(os.environ["HEADLINE_FILE"], "a") as out:
+        unit = "part" if os.environ.get("PARTS") else "segment"
         what = ("New LL-HLS parts in the cache before their first viewer (prefetch, "
                 f"{os.environ['PARTS']} parts)" if os.environ.get("PARTS")
                 else "New live segments in the cache before their first viewer (prefetch)")
         out.write(f"{what}\t"
                   f"{100 * stored:.1f}% of first requests stored (off: "
                   f"{100 * (off['viewers'].get('new_segments_stored_ratio') or 0):.1f}%), "
-                  f"{per:.2f} origin requests per segment, {unused:.1%} prefetched unused, "
-                  f"segment p999 {seg(on, 'p999') / max(seg(off, 'p999'), 0.001):.2f}x, "
+                  f"{per:.2f} origin requests per {unit}, {unused:.1%} prefetched unused, "
+                  f"{unit} p999 {seg(on, 'p999') / max(seg(off, 'p999'), 0.001):.2f}x, "
                   f"live edge p99 {on['viewers']['live_edge_ms']['p99']:.0f} ms "
                   f"({on['viewers']['live_edge_ms']['p99'] / max(off['viewers']['live_edge_ms']['p99'], 0.001):.2f}x off)\n")
 PY
