@@ -135,6 +135,10 @@ pub enum LoadtestTool {
         /// The synthetic origin to read counters from, instead of target.origin.
         #[arg(long, value_name = "IP:PORT")]
         origin: Option<std::net::SocketAddr>,
+        /// A cache node's admin listener to read prefetch counters from,
+        /// instead of target.metrics (repeat for each node).
+        #[arg(long, value_name = "IP:PORT")]
+        metrics: Vec<std::net::SocketAddr>,
         /// Play only arrivals i, i+n, i+2n...; merge the shards' JSON reports
         /// with `fanout loadtest merge`.
         #[arg(long, value_name = "I/N", default_value = "0/1")]

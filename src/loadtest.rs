@@ -18,6 +18,7 @@ pub async fn run(tool: LoadtestTool, shutdown: CancellationToken) -> ExitCode {
             target,
             host,
             origin,
+            metrics,
             shard,
             json,
             html,
@@ -36,6 +37,7 @@ pub async fn run(tool: LoadtestTool, shutdown: CancellationToken) -> ExitCode {
                 addresses: (!target.is_empty()).then_some(target),
                 host,
                 origin,
+                metrics: (!metrics.is_empty()).then_some(metrics),
                 progress: !quiet,
                 own_process: true,
             };

@@ -420,6 +420,13 @@ fn plan_demo(config: &UpConfig) -> Result<DemoPlan, ExitCode> {
             addresses: Some(config.proxies.iter().map(|p| reachable(p.listen)).collect()),
             host: Some(host),
             origin: config.origin.as_ref().map(|o| reachable(o.listen)),
+            metrics: Some(
+                config
+                    .cache_nodes
+                    .iter()
+                    .filter_map(|n| n.admin_listen.map(reachable))
+                    .collect(),
+            ),
             progress: true,
             own_process: false,
             ..RunOptions::default()

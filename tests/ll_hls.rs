@@ -264,13 +264,14 @@ target:
   addresses: ['{}']
   host: localhost
   origin: '{}'
+  metrics: ['{}']
 phases:
   - {{ name: join, duration: 1s, arrival_rate: 20, population: 20 }}
   - {{ name: watch, duration: 4s, arrival_rate: 0, population: 20 }}
 mix:
   - {{ viewer: live, stream: ll, cmcd: true }}
 ",
-        cluster.proxies[0], cluster.origin
+        cluster.proxies[0], cluster.origin, cluster.cache_admins[0]
     );
     let file = dir.join("ll.yaml");
     std::fs::write(&file, scenario).unwrap();
@@ -364,4 +365,8 @@ async fn with_prefetch_new_parts_are_stored_before_their_first_player_asks() {
         stored * 2 >= new,
         "{stored} of {new} new parts stored at their first request"
     );
+    // The report read what the nodes prefetched from their metrics.
+    let p = &r["prefetch"];
+    let (started, used) = (p["started"].as_u64().unwrap(), p["used"].as_u64().unwrap());
+    assert!(started >= 8 && used > 0 && used <= started, "{p}");
 }

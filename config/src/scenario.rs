@@ -46,6 +46,10 @@ pub struct Target {
     /// and origin requests over time); leave out for a real origin.
     #[serde(default)]
     pub origin: Option<SocketAddr>,
+    /// Admin listeners of Fanout cache nodes, whose `/metrics` the report
+    /// reads prefetch counters from (started, used, wasted, dropped).
+    #[serde(default)]
+    pub metrics: Vec<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

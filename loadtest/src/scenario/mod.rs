@@ -9,6 +9,7 @@
 
 mod alarm;
 pub mod arrivals;
+pub mod cache_metrics;
 mod faults;
 pub mod html;
 mod progress;
@@ -50,6 +51,9 @@ pub struct RunOptions {
     pub addresses: Option<Vec<SocketAddr>>,
     pub host: Option<String>,
     pub origin: Option<SocketAddr>,
+    /// Replaces the scenario's `target.metrics` (cache nodes' admin
+    /// listeners).
+    pub metrics: Option<Vec<SocketAddr>>,
     /// Show progress: a bar on a terminal, a line every few seconds
     /// otherwise; nothing when false.
     pub progress: bool,
@@ -65,6 +69,7 @@ impl Default for RunOptions {
             addresses: None,
             host: None,
             origin: None,
+            metrics: None,
             progress: false,
             own_process: true,
         }
@@ -211,6 +216,11 @@ pub async fn run(
         Some(o) => crate::origin::fetch_stats(o).await.ok(),
         None => None,
     };
+    let metrics = options
+        .metrics
+        .clone()
+        .unwrap_or_else(|| scenario.target.metrics.clone());
+    let caches_before = cache_metrics::scrape(&metrics).await;
 
     let faults = faults::schedule(scenario, started, options.shard, end.clone());
     let sampler = tokio::spawn(sample(
@@ -266,6 +276,7 @@ pub async fn run(
         Some(o) => crate::origin::fetch_stats(o).await.ok(),
         None => None,
     };
+    let prefetch = cache_metrics::scrape(&metrics).await.since(&caches_before);
     let origin_figures = match (origin_before, origin_after) {
         (Some(b), Some(a)) => {
             // Live segments the run made the origin serve, and how often.
@@ -305,6 +316,7 @@ pub async fn run(
             report::MemoryFigures::default()
         },
         origin: origin_figures,
+        prefetch,
         faults: fault_log,
         arrival_lateness: &lateness,
         cpu_busy,

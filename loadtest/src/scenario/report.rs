@@ -36,6 +36,10 @@ pub struct Report {
     pub classes: BTreeMap<String, ClassReport>,
     pub viewers: ViewerReport,
     pub origin: Option<OriginFigures>,
+    /// What the cache nodes named in `target.metrics` prefetched during
+    /// the run (absent without them, and from reports before 2026-12-08).
+    #[serde(default)]
+    pub prefetch: Option<super::cache_metrics::PrefetchFigures>,
     pub memory: MemoryFigures,
     /// How the generator kept to its schedule (absent from reports made
     /// before 2026-12).
@@ -247,6 +251,7 @@ pub(crate) struct Inputs<'a> {
     pub turned_away: u64,
     pub memory: MemoryFigures,
     pub origin: Option<OriginFigures>,
+    pub prefetch: Option<super::cache_metrics::PrefetchFigures>,
     pub faults: Vec<FaultRecord>,
     /// Microseconds from each arrival's time to its start.
     pub arrival_lateness: &'a Histogram<u64>,
@@ -363,6 +368,7 @@ impl Report {
                 ..ViewerReport::default()
             },
             origin: i.origin,
+            prefetch: i.prefetch,
             memory: i.memory,
             generator: GeneratorFigures {
                 arrival_lateness_hist: encode(i.arrival_lateness),
@@ -516,6 +522,12 @@ impl Report {
                 }),
                 (a, b) => a.or(b),
             };
+            // Every shard read the same nodes over the same time: keep
+            // the largest, as for the origin.
+            out.prefetch = match (out.prefetch.take(), r.prefetch.clone()) {
+                (Some(a), Some(b)) if b.started > a.started => Some(b),
+                (a, b) => a.or(b),
+            };
             out.memory.peak_viewers += r.memory.peak_viewers;
             out.memory.peak_rss_bytes = out.memory.peak_rss_bytes.max(r.memory.peak_rss_bytes);
             out.memory.bytes_per_viewer =
@@ -645,6 +657,20 @@ impl Report {
                 self.viewers.new_segments_stored,
                 self.viewers.new_segments,
                 100.0 * r
+            );
+        }
+        if let Some(p) = &self.prefetch {
+            let dropped: u64 = p.dropped.values().sum();
+            let reasons: Vec<String> = p.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let _ = writeln!(
+                out,
+                "  prefetch     {} started, {} used by a viewer, {} wasted, {} not yet asked for, {} dropped{}",
+                p.started,
+                p.used,
+                p.wasted,
+                p.unclaimed(),
+                dropped,
+                if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
             );
         }
         if t.failovers > 0 {
@@ -924,6 +950,7 @@ mod tests {
                 bytes: 9,
                 ..OriginFigures::default()
             }),
+            prefetch: None,
             faults: Vec::new(),
             arrival_lateness: &lateness,
             cpu_busy: Some(0.25),
