@@ -309,6 +309,12 @@ async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_wi
             "#EXTM3U\n#EXTINF:2,\nhttp://other.example/p/stolen.ts\n#EXTINF:2,\n//other.example/p/stolen2.ts\n#EXTINF:2,\nlocal/1.ts\n"
                 .to_string(),
         ),
+        // A VOD title: complete, nothing new in it to prefetch.
+        (
+            "/p/vod.m3u8",
+            "#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:2,\nvod/0.ts\n#EXTINF:2,\nvod/1.ts\n#EXTINF:2,\nvod/2.ts\n#EXT-X-ENDLIST\n"
+                .to_string(),
+        ),
         (
             "/p/loop.m3u8",
             "#EXTM3U\n#EXTINF:2,\nloop.m3u8\n#EXTINF:2,\n../p/loop.m3u8?again\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"loop/1.ts\"\n"
@@ -370,6 +376,11 @@ async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_wi
         origin.count("/p/loop.m3u8"),
         1,
         "a playlist listing itself was prefetched"
+    );
+    assert_eq!(
+        origin.count_prefix("/p/vod/"),
+        0,
+        "a VOD title's segments were prefetched"
     );
     // The preload hint is a part, and prefetched.
     let start = Instant::now();

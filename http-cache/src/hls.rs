@@ -67,6 +67,15 @@ pub fn media_uris(text: &str) -> Option<Vec<&str>> {
     Some(out)
 }
 
+/// Whether a media playlist will never change: `EXT-X-ENDLIST`, or a
+/// `VOD` playlist type (RFC 8216 §4.3.3.4, §4.3.3.5). An `EVENT` playlist
+/// still grows.
+pub fn ended(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .any(|l| l == "#EXT-X-ENDLIST" || l == "#EXT-X-PLAYLIST-TYPE:VOD")
+}
+
 /// The value of `name` in an attribute list (§4.2), without the quotes of
 /// a quoted string. Quoted strings may hold commas.
 pub fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
