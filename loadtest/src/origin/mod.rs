@@ -291,17 +291,19 @@ impl Origin {
         let (s, clock) = (&self.config.live[i], &self.clocks[i]);
         let now = SystemTime::now();
         let latest = clock.latest(now);
-        if let Some(parts) = &self.parts[i] {
-            return self.low_latency(path, query, s, parts, rest, now);
-        }
-        match rest {
-            ["master.m3u8"] => Some(playlist(
+        if rest == ["master.m3u8"] {
+            return Some(playlist(
                 path,
                 hls::master(&s.renditions),
                 60,
                 self.started,
                 0,
-            )),
+            ));
+        }
+        if let Some(parts) = &self.parts[i] {
+            return self.low_latency(path, query, s, parts, rest, now);
+        }
+        match rest {
             [rendition, "index.m3u8"] => {
                 find(&s.renditions, rendition)?;
                 // Half a segment: players poll every target duration, and a
@@ -332,8 +334,8 @@ impl Origin {
         }
     }
 
-    /// A live stream with parts: its media playlist as the directives ask,
-    /// its segments and its parts.
+    /// A live stream with parts: its media playlists as the directives
+    /// ask, its segments and its parts.
     fn low_latency<'a>(
         &'a self,
         path: &'a str,
@@ -344,13 +346,6 @@ impl Origin {
         now: SystemTime,
     ) -> Option<Object<'a>> {
         match rest {
-            ["master.m3u8"] => Some(playlist(
-                path,
-                hls::master(&s.renditions),
-                60,
-                self.started,
-                0,
-            )),
             [rendition, "index.m3u8"] => {
                 find(&s.renditions, rendition)?;
                 let directives = ll_hls::Directives::of_query(query).ok()?;
