@@ -113,17 +113,25 @@ async fn blocking_reloads_held_at_the_owner_do_not_count_as_its_load() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mut checked = 0;
+    // Counted, the reloads would put the owner far past its bound, and
+    // every request for its keys would spill. Not counted, one may still
+    // spill now and then on a loaded machine, when the guards of the
+    // requests just answered have not been dropped yet (with one request
+    // at a time, the bound is two).
+    let (mut checked, mut spilled) = (0, Vec::new());
     while reloads.iter().any(|r| !r.is_finished()) {
         let r = get(proxy, "localhost", PLAYLIST, &[]).await.unwrap();
-        assert!(
-            r.header("cache-status").starts_with(&owner),
-            "spilled from {owner} while the reloads waited: {}",
-            r.header("cache-status")
-        );
+        if !r.header("cache-status").starts_with(&owner) {
+            spilled.push(r.header("cache-status").to_string());
+        }
         checked += 1;
     }
-    assert!(checked > 0, "the reloads ended before anything was checked");
+    assert!(checked >= 4, "the reloads ended after {checked} checks");
+    assert!(
+        spilled.len() * 4 <= checked,
+        "{} of {checked} spilled from {owner} while the reloads waited: {spilled:?}",
+        spilled.len()
+    );
     for r in reloads {
         assert_eq!(r.await.unwrap().unwrap().status, 200);
     }

@@ -19,17 +19,12 @@
 use std::time::{Duration, Instant};
 
 use fanout_config::{CacheKey, Site};
-use fanout_http_cache::hls::Point;
+use fanout_http_cache::hls::{self, Point};
 use fanout_server::ResponseBody;
 use http::{header, Request, Response, StatusCode};
 
 use crate::handler::{forbidden_with_authorization, CacheNode};
 use crate::metrics::Outcome;
-
-/// The hold allowed a blocking reload of a playlist this node has not
-/// stored yet, whose target duration it cannot know: three of the
-/// longest target duration Apple's authoring guide recommends (6 s).
-const UNKNOWN_HOLD: Duration = Duration::from_secs(18);
 
 impl CacheNode {
     /// How long the origin may hold this request before it answers: three
@@ -39,7 +34,7 @@ impl CacheNode {
         let Some((path, query)) = path_and_query.split_once('?') else {
             return Duration::ZERO;
         };
-        if !query.split('&').any(|p| p.starts_with("_HLS_msn=")) {
+        if !hls::is_blocking_reload(Some(query)) {
             return Duration::ZERO;
         }
         let base = Point::base_query(query)
@@ -52,7 +47,7 @@ impl CacheNode {
             let text = std::str::from_utf8(&stored.body).ok()?;
             Some(fanout_http_cache::hls::MediaPlaylist::parse(text).target_duration)
         });
-        target.map_or(UNKNOWN_HOLD, |t| 3 * t)
+        target.map_or(hls::MAX_BLOCKING_HOLD, |t| 3 * t)
     }
 
     /// The stored playlist, when a blocking reload asks for a point it

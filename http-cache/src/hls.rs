@@ -101,6 +101,18 @@ pub fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// The longest an origin may hold a blocking playlist reload when the
+/// playlist's target duration is not known: three target durations
+/// (RFC 8216bis §6.2.5.2) of the longest Apple's authoring guide
+/// recommends (6 s).
+pub const MAX_BLOCKING_HOLD: Duration = Duration::from_secs(18);
+
+/// Whether a request's query makes it an LL-HLS blocking playlist reload
+/// (`_HLS_msn`), which the origin holds until it can answer: a long poll.
+pub fn is_blocking_reload(query: Option<&str>) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p.starts_with("_HLS_msn=")))
+}
+
 /// A point of a live stream an LL-HLS client asks a playlist to reach
 /// (RFC 8216bis §6.2.5.2): `_HLS_msn`, and `_HLS_part` when given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use fanout_config::{CacheKey, HostPort, Site};
@@ -522,10 +522,7 @@ impl Proxy {
         // bound and spill everything else it owns (its parts, measured in
         // the LL prefetch bench) to nodes that fill them from it; spilled
         // itself, it would only wait at another node for the same answer.
-        let long_poll = parts
-            .uri
-            .query()
-            .is_some_and(|q| q.split('&').any(|p| p.starts_with("_HLS_msn=")));
+        let long_poll = fanout_http_cache::hls::is_blocking_reload(parts.uri.query());
         let load_factor = if long_poll {
             f64::INFINITY
         } else {
@@ -557,6 +554,13 @@ impl Proxy {
             body: Some(body),
             bodiless,
             retryable,
+            // The node waits as long as the origin holds it.
+            timeout: snapshot.upstream_timeout
+                + if long_poll {
+                    fanout_http_cache::hls::MAX_BLOCKING_HOLD
+                } else {
+                    Duration::ZERO
+                },
         };
         snapshot.retries.deposit();
         for (attempt, &index) in candidates.iter().enumerate() {
@@ -580,7 +584,7 @@ impl Proxy {
             let node = &snapshot.ring.nodes()[index];
             let last = attempt + 1 == candidates.len();
             let load = (!long_poll).then(|| snapshot.loads.start(index));
-            match self.attempt(snapshot, &node.address, &mut out, last).await {
+            match self.attempt(&node.address, &mut out, last).await {
                 Attempted::Answered(resp) => {
                     snapshot.health.succeeded(index);
                     let (mut p, body) = resp.into_parts();
@@ -614,7 +618,7 @@ impl Proxy {
                 // Not retried: the node may be waiting on a slow origin, and a
                 // second node would only wait for it too.
                 Attempted::TimedOut => {
-                    tracing::warn!(node = %node.id, timeout = ?snapshot.upstream_timeout, "cache node did not answer in time");
+                    tracing::warn!(node = %node.id, timeout = ?out.timeout, "cache node did not answer in time");
                     let resp = text(StatusCode::GATEWAY_TIMEOUT, "gateway timeout\n");
                     return Upstreamed::by(resp, Upstream::Node(index));
                 }
@@ -652,13 +656,7 @@ impl Proxy {
     /// the node's handler when it runs in this process, the light client
     /// for a request without a body, and hyper's client (streaming the
     /// body) for the rest.
-    async fn attempt(
-        &self,
-        snapshot: &Snapshot,
-        address: &HostPort,
-        out: &mut Outgoing,
-        last: bool,
-    ) -> Attempted {
+    async fn attempt(&self, address: &HostPort, out: &mut Outgoing, last: bool) -> Attempted {
         let parts = &mut out.parts;
         let local = if out.bodiless {
             self.in_process.as_ref().and_then(|l| l.find(address))
@@ -675,14 +673,14 @@ impl Proxy {
             // Moved, not cloned: an in-process answer is never retried
             // (the handler always answers; a timeout is a 504).
             *upstream.headers_mut() = std::mem::take(&mut parts.headers);
-            tokio::time::timeout(snapshot.upstream_timeout, handler(upstream))
+            tokio::time::timeout(out.timeout, handler(upstream))
                 .await
                 .map(Ok)
         } else if out.bodiless {
             let send = self
                 .nodes
                 .send(address, &parts.method, &out.path_and_query, &parts.headers);
-            tokio::time::timeout(snapshot.upstream_timeout, send)
+            tokio::time::timeout(out.timeout, send)
                 .await
                 .map(|r| r.map(|r| r.map(BodyExt::boxed_unsync)).map_err(Box::from))
         } else {
@@ -697,7 +695,7 @@ impl Proxy {
             } else {
                 parts.headers.clone()
             };
-            tokio::time::timeout(snapshot.upstream_timeout, self.client.request(upstream))
+            tokio::time::timeout(out.timeout, self.client.request(upstream))
                 .await
                 .map(|r| {
                     r.map(|r| r.map(|b| b.map_err(Into::into).boxed_unsync()))
@@ -775,6 +773,8 @@ struct Outgoing {
     bodiless: bool,
     /// A GET or HEAD, which may be sent again.
     retryable: bool,
+    /// How long the node has to answer.
+    timeout: Duration,
 }
 
 /// How one attempt at a cache node ended.

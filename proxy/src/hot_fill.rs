@@ -188,6 +188,12 @@ impl Proxy {
         } = job;
         let _guard = FinishGuard(fill.clone());
         let request = parts.headers.clone();
+        // A blocking playlist reload's wait at the origin is not its fill.
+        let origin_hold = if fanout_http_cache::hls::is_blocking_reload(parts.uri.query()) {
+            fanout_http_cache::hls::MAX_BLOCKING_HOLD
+        } else {
+            std::time::Duration::ZERO
+        };
         parts.headers.insert(internal::EDGE, hot.edge());
         let sent_at = Instant::now();
         let Upstreamed {
@@ -287,7 +293,8 @@ impl Proxy {
         let max = hot
             .max_object_size()
             .min(site.cache.max_object_size.bytes());
-        let deadline = tokio::time::Instant::from_std(sent_at) + site.origin.total_timeout.get();
+        let deadline =
+            tokio::time::Instant::from_std(sent_at) + site.origin.total_timeout.get() + origin_hold;
         let fed = fill
             .feed(
                 &mut body,
