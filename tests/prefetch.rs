@@ -5,7 +5,8 @@
 //! should be (unparsable, thousands of URIs, other hosts, loops) are
 //! served as they are and prefetched no further than the budget. Also
 //! the prefetch's neighbours: CMCD and origin hints, and LL-HLS blocking
-//! reloads answered from the stored playlist.
+//! reloads answered from the stored playlist. DASH MPDs prefetch the
+//! same way, for every representation they list.
 
 mod support;
 
@@ -166,6 +167,63 @@ async fn without_prefetch_a_new_segment_waits_for_its_first_viewer() {
     assert_eq!(r.status, 504, "{segment} was stored before anyone asked");
     assert_eq!(origin_count(cluster.origin, &segment).await, 0);
     assert_eq!(prefetches(&cluster, "started").await, 0.0);
+}
+
+const MPD: &str = "/live/main/manifest.mpd";
+
+/// Each representation's newest segment in an MPD, as a path.
+fn newest_in_mpd(r: &Reply) -> Vec<String> {
+    let text = String::from_utf8_lossy(&r.body);
+    let url = url::Url::parse(&format!("http://localhost{MPD}")).unwrap();
+    let mpd =
+        fanout_http_cache::dash::parse(&text, &url).unwrap_or_else(|| panic!("not an MPD: {text}"));
+    mpd.representations
+        .iter()
+        .map(|rep| rep.last().expect("a segment").path().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_mpds_new_segments_are_stored_for_every_representation_before_viewers_ask() {
+    let (_dir, cluster, _process) = start(3, "{ playlists: true, hold: 5s }").await;
+    let proxy = cluster.proxies[0];
+    let first = get(proxy, "localhost", MPD, &[]).await.unwrap();
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-type"), "application/dash+xml");
+    let mut last = newest_in_mpd(&first);
+    assert_eq!(last.len(), 2, "the stream's two representations");
+    let mut prefetched = Vec::new();
+    for _ in 0..2 {
+        let replies = poll_until(proxy, MPD, &[], |r| {
+            r.status == 200 && newest_in_mpd(r) != last
+        })
+        .await;
+        last = newest_in_mpd(replies.last().unwrap());
+        for segment in &last {
+            let r = get(proxy, "localhost", segment, &[ONLY_IF_CACHED])
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status,
+                200,
+                "{segment} listed before it was stored: {}",
+                r.header("cache-status")
+            );
+            prefetched.push(segment.clone());
+        }
+    }
+    for segment in &prefetched {
+        let r = get(proxy, "localhost", segment, &[]).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), "video/iso.segment");
+        assert!(
+            r.header("cache-status").contains("hit"),
+            "{segment}: {}",
+            r.header("cache-status")
+        );
+        assert_eq!(origin_count(cluster.origin, segment).await, 1, "{segment}");
+    }
+    assert!(prefetches(&cluster, "used").await >= prefetched.len() as f64);
 }
 
 /// `fanout up` with `caches` cache nodes and one proxy (no hot tier) in

@@ -1,10 +1,11 @@
 //! Playlist-aware prefetch: a new live segment is in the cache before its
 //! first viewer asks for it.
 //!
-//! When this node fills a live HLS media playlist from the origin (its
-//! owner on the ring, so once per version cluster-wide: viewers' refreshes
-//! collapse into that one fill), it compares what the new version lists
-//! (segments, `EXT-X-MAP`, LL-HLS parts and preload hints) with what the
+//! When this node fills a live HLS media playlist or DASH MPD from the
+//! origin (its owner on the ring, so once per version cluster-wide:
+//! viewers' refreshes collapse into that one fill), it compares what the
+//! new version lists (segments, `EXT-X-MAP`, LL-HLS parts and preload
+//! hints; each representation's segments of an MPD, [`dash`]) with what the
 //! previous version listed, and has each new URI filled by the cache node
 //! that owns it on the proxies' ring ([`fanout_config::ring`]): here, or
 //! by a request to the owner carrying [`internal::PREFETCH`]. The owner
@@ -21,8 +22,10 @@
 //! node (fills at once, bytes a second), none starts while fewer than a
 //! quarter of the node's origin slots are free, and whatever the budget
 //! cannot take is dropped and counted, never queued. A playlist seen for
-//! the first time has only its last [`FIRST_SIGHT`] URIs prefetched, where
-//! players that join start.
+//! the first time has only its last [`FIRST_SIGHT`] URIs (of each
+//! representation, for an MPD) prefetched, where players that join start.
+//! An MPD lists every representation, watched or not: all of them are
+//! prefetched, newest first when `max_per_playlist` cuts.
 //!
 //! Owns the budgets, the memory of what each playlist listed, and the
 //! accounting of prefetched objects (used by a viewer, or wasted: expired
@@ -39,7 +42,7 @@ use arc_swap::ArcSwap;
 use fanout_config::ring::{key_hash, Ring};
 use fanout_config::{CacheKey, CacheNodeRef, Site};
 use fanout_http_cache::collapse::{Fill, Role};
-use fanout_http_cache::{cmcd, hls, internal, preload};
+use fanout_http_cache::{cmcd, dash, hls, internal, preload};
 use fanout_server::{empty, ResponseBody};
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -259,44 +262,87 @@ impl Prefetcher {
             && self.unclaimed.remove(key).is_some()
     }
 
-    /// The new URIs of a playlist version, as paths with queries on the
-    /// playlist's host, newest last; remembers this version's for the next.
-    fn new_uris(
-        &self,
-        playlist_key: &str,
-        base: &url::Url,
-        text: &str,
-    ) -> Option<(Vec<String>, bool)> {
-        let uris = hls::media_uris(text)?;
-        let mut resolved: Vec<String> = Vec::new();
+    /// The new URIs of a manifest version, as paths with queries on the
+    /// manifest's host, newest last, and whether this node had not seen
+    /// the manifest before; remembers this version's for the next.
+    fn new_uris(&self, playlist_key: &str, base: &url::Url, listed: Listed) -> (Vec<String>, bool) {
         let mut seen = HashSet::new();
-        for uri in uris {
-            let Some(target) = same_host(base, uri) else {
-                continue;
-            };
-            if seen.insert(target.clone()) {
-                resolved.push(target);
-            }
-        }
+        // Per rendition (one for an HLS media playlist, one per
+        // representation of an MPD), oldest first.
+        let groups: Vec<Vec<String>> = listed
+            .groups
+            .iter()
+            .map(|uris| {
+                uris.iter()
+                    .filter_map(|u| same_host(base, u))
+                    .filter(|t| seen.insert(t.clone()))
+                    .collect()
+            })
+            .collect();
         let previous = self.listed.get(playlist_key);
-        let skip = resolved.len().saturating_sub(MAX_REMEMBERED);
+        let mut remembered: Vec<&String> = groups.iter().flatten().collect();
+        remembered.drain(..remembered.len().saturating_sub(MAX_REMEMBERED));
         self.listed.insert(
             playlist_key.to_string(),
-            Arc::new(resolved[skip..].iter().cloned().collect()),
+            Arc::new(remembered.into_iter().cloned().collect()),
         );
         let first_sight = previous.is_none();
-        let new: Vec<String> = match previous {
-            Some(before) => resolved
-                .into_iter()
-                .filter(|u| !before.contains(u))
-                .collect(),
-            None => {
-                let from = resolved.len().saturating_sub(FIRST_SIGHT);
-                resolved.split_off(from)
-            }
-        };
-        Some((new, first_sight))
+        let new: Vec<Vec<String>> = groups
+            .into_iter()
+            .map(|mut group| match &previous {
+                Some(before) => group.into_iter().filter(|u| !before.contains(u)).collect(),
+                None => group.split_off(group.len().saturating_sub(FIRST_SIGHT)),
+            })
+            .collect();
+        (newest_last(new), first_sight)
     }
+}
+
+/// What one manifest version lists, per rendition, oldest first.
+struct Listed {
+    groups: Vec<Vec<String>>,
+    /// Whether the presentation gains no more segments (`EXT-X-ENDLIST`,
+    /// a VOD playlist, a static MPD).
+    ended: bool,
+}
+
+impl Listed {
+    fn of(base: &url::Url, text: &str) -> Option<Listed> {
+        if dash::looks_like_mpd(text) {
+            let mpd = dash::parse(text, base)?;
+            return Some(Listed {
+                groups: mpd
+                    .representations
+                    .into_iter()
+                    .map(|uris| uris.into_iter().map(String::from).collect())
+                    .collect(),
+                ended: !mpd.dynamic,
+            });
+        }
+        let uris = hls::media_uris(text)?;
+        Some(Listed {
+            groups: vec![uris.into_iter().map(str::to_string).collect()],
+            ended: hls::ended(text),
+        })
+    }
+}
+
+/// The renditions' new URIs in one list, newest last across renditions:
+/// whatever `max_per_playlist` cuts from the front is each rendition's
+/// oldest, not whole renditions.
+fn newest_last(mut groups: Vec<Vec<String>>) -> Vec<String> {
+    let mut out = Vec::with_capacity(groups.iter().map(Vec::len).sum());
+    loop {
+        let before = out.len();
+        for group in groups.iter_mut().rev() {
+            out.extend(group.pop());
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    out.reverse();
+    out
 }
 
 /// `uri` resolved against the playlist's URL, as the path and query a
@@ -332,8 +378,9 @@ fn ask_headers(from: &HeaderMap) -> HeaderMap {
     ask
 }
 
-/// Whether a stored response is an HLS playlist (by its media type, or
-/// by its extension when the origin sent none it recognises).
+/// Whether a stored response is a manifest, an HLS playlist or a DASH
+/// MPD (by its media type, or by its extension when the origin sent none
+/// it recognises).
 pub fn is_playlist(path: &str, headers: &HeaderMap) -> bool {
     let media_type = headers
         .get(header::CONTENT_TYPE)
@@ -346,10 +393,15 @@ pub fn is_playlist(path: &str, headers: &HeaderMap) -> bool {
                 .to_ascii_lowercase()
         });
     match media_type.as_deref() {
-        Some("application/vnd.apple.mpegurl" | "application/x-mpegurl" | "audio/mpegurl") => true,
-        Some("text/plain" | "application/octet-stream") | None => {
+        Some(
+            "application/vnd.apple.mpegurl"
+            | "application/x-mpegurl"
+            | "audio/mpegurl"
+            | "application/dash+xml",
+        ) => true,
+        Some("text/plain" | "application/octet-stream" | "application/xml" | "text/xml") | None => {
             let path = path.split('?').next().unwrap_or(path);
-            path.ends_with(".m3u8") || path.ends_with(".m3u")
+            path.ends_with(".m3u8") || path.ends_with(".m3u") || path.ends_with(".mpd")
         }
         Some(_) => false,
     }
@@ -459,13 +511,11 @@ impl CacheNode {
         // last segments (what a first sight of a live playlist prefetches)
         // are where its viewers end, not where they start. Found by the
         // demo's prefetch line: 34 of 74 prefetches were VOD titles' ends.
-        if hls::ended(text) {
-            return round;
-        }
-        let Some((mut new, first_sight)) = self.prefetch.new_uris(playlist_key, &base, text) else {
-            tracing::debug!(site = %site.name, playlist = %path_and_query, "not a media playlist; nothing prefetched");
+        let Some(listed) = Listed::of(&base, text).filter(|l| !l.ended) else {
+            tracing::debug!(site = %site.name, playlist = %path_and_query, "not a live media playlist or MPD; nothing prefetched");
             return round;
         };
+        let (mut new, first_sight) = self.prefetch.new_uris(playlist_key, &base, listed);
         let max = site.prefetch.max_per_playlist as usize;
         if new.len() > max {
             // The newest are the ones viewers will ask for next.
@@ -739,11 +789,17 @@ mod tests {
         assert_eq!(same_host(&b, "../../other/index.m3u8?a"), None);
     }
 
+    impl Prefetcher {
+        fn new_in(&self, key: &str, text: &str) -> Option<(Vec<String>, bool)> {
+            Some(self.new_uris(key, &base(), Listed::of(&base(), text)?))
+        }
+    }
+
     #[test]
     fn the_first_version_prefetches_its_last_uris_and_later_ones_only_what_is_new() {
         let p = Prefetcher::new(Arc::new(|_| {}));
         let v1 = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2,\n1.ts\n#EXTINF:2,\n2.ts\n#EXTINF:2,\n3.ts\n#EXTINF:2,\n4.ts\n";
-        let (new, first) = p.new_uris("k", &base(), v1).unwrap();
+        let (new, first) = p.new_in("k", v1).unwrap();
         assert!(first);
         assert_eq!(
             new,
@@ -754,12 +810,12 @@ mod tests {
             ]
         );
         let v2 = "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:2\n#EXTINF:2,\n2.ts\n#EXTINF:2,\n3.ts\n#EXTINF:2,\n4.ts\n#EXTINF:2,\n5.ts\n";
-        let (new, first) = p.new_uris("k", &base(), v2).unwrap();
+        let (new, first) = p.new_in("k", v2).unwrap();
         assert!(!first);
         assert_eq!(new, ["/live/main/720p/5.ts"]);
-        let (new, _) = p.new_uris("k", &base(), v2).unwrap();
+        let (new, _) = p.new_in("k", v2).unwrap();
         assert!(new.is_empty(), "the same version again adds nothing");
-        assert!(p.new_uris("k", &base(), "not a playlist").is_none());
+        assert!(p.new_in("k", "not a playlist").is_none());
     }
 
     #[test]
@@ -769,9 +825,48 @@ mod tests {
         for i in 0..20_000 {
             text.push_str(&format!("#EXTINF:2,\n{i}.ts\n"));
         }
-        let (new, _) = p.new_uris("k", &base(), &text).unwrap();
+        let (new, _) = p.new_in("k", &text).unwrap();
         assert_eq!(new.len(), FIRST_SIGHT);
         assert_eq!(p.listed.get("k").unwrap().len(), MAX_REMEMBERED);
+    }
+
+    fn mpd(first: u64, count: u64) -> String {
+        let t = first * 2000;
+        format!(
+            r#"<MPD type="dynamic"><Period><AdaptationSet>
+              <SegmentTemplate timescale="1000" startNumber="{first}"
+                media="$RepresentationID$/$Number$.m4s" initialization="$RepresentationID$/init.mp4">
+                <SegmentTimeline><S t="{t}" d="2000" r="{}"/></SegmentTimeline></SegmentTemplate>
+              <Representation id="hi"/><Representation id="lo"/></AdaptationSet></Period></MPD>"#,
+            count - 1
+        )
+    }
+
+    #[test]
+    fn an_mpd_prefetches_each_representations_new_segments_newest_last() {
+        let p = Prefetcher::new(Arc::new(|_| {}));
+        let (new, first) = p.new_in("k", &mpd(10, 5)).unwrap();
+        assert!(first);
+        // Each representation's last three, interleaved by age.
+        assert_eq!(
+            new,
+            [
+                "/live/main/720p/hi/12.m4s",
+                "/live/main/720p/lo/12.m4s",
+                "/live/main/720p/hi/13.m4s",
+                "/live/main/720p/lo/13.m4s",
+                "/live/main/720p/hi/14.m4s",
+                "/live/main/720p/lo/14.m4s"
+            ]
+        );
+        let (new, first) = p.new_in("k", &mpd(11, 5)).unwrap();
+        assert!(!first);
+        assert_eq!(
+            new,
+            ["/live/main/720p/hi/15.m4s", "/live/main/720p/lo/15.m4s"]
+        );
+        let static_mpd = mpd(11, 6).replace(r#"type="dynamic""#, "");
+        assert!(Listed::of(&base(), &static_mpd).unwrap().ended);
     }
 
     #[test]
@@ -787,6 +882,12 @@ mod tests {
         h.remove(header::CONTENT_TYPE);
         assert!(is_playlist("/a/index.m3u8?x=1", &h));
         assert!(!is_playlist("/a/1.ts", &h));
+        assert!(is_playlist("/a/manifest.mpd", &h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/dash+xml"),
+        );
+        assert!(is_playlist("/a/b", &h));
     }
 
     #[test]

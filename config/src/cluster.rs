@@ -57,7 +57,9 @@ pub struct Site {
 #[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Prefetch {
-    /// Prefetch what new versions of live HLS media playlists list.
+    /// Prefetch what new versions of live HLS media playlists and DASH
+    /// MPDs (`SegmentTemplate` with a `SegmentTimeline`, `SegmentList`)
+    /// list.
     #[serde(default)]
     pub playlists: bool,
     /// Prefetch the object a player says it will ask for next: CMCD

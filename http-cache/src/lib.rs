@@ -9,8 +9,8 @@
 //! gets from a stored or filling representation, with conditionals, ranges
 //! and HEAD applied ([`respond`]), partial content and slices ([`slice`]),
 //! and purges by URL, prefix or surrogate
-//! key ([`purge`]), and the HLS playlists a cache node prefetches by
-//! ([`hls`]). Also the state a tier keeps ([`Tier`]): the byte-weighted
+//! key ([`purge`]), and the HLS playlists and DASH MPDs a cache node prefetches by
+//! ([`hls`], [`dash`]). Also the state a tier keeps ([`Tier`]): the byte-weighted
 //! moka store ([`store`]) and the fills in flight, whose bodies stream to
 //! every request that joined them ([`collapse`]).
 //!
@@ -19,6 +19,7 @@
 
 pub mod cmcd;
 pub mod collapse;
+pub mod dash;
 pub mod freshness;
 pub mod hls;
 pub mod preload;

@@ -6,6 +6,9 @@
 //!   `/live/{stream}/{rendition}/{seq}.ts`, and with `part_duration` the
 //!   parts `/live/{stream}/{rendition}/{seq}.{part}.ts` and the LL-HLS
 //!   delivery directives on the media playlist ([`ll_hls`])
+//! - the same live streams as MPEG-DASH: `/live/{stream}/manifest.mpd`,
+//!   `/live/{stream}/{rendition}/init.mp4`, `/live/{stream}/{rendition}/{seq}.m4s`
+//!   ([`dash`])
 //! - `/vod/{title}/master.m3u8`, `/vod/{title}/{rendition}/index.m3u8`,
 //!   `/vod/{title}/{rendition}/{n}.ts`
 //! - `{prefix}{n}` for each object group
@@ -15,6 +18,7 @@
 //! nothing, so a cache in front sees successful unsafe requests.
 
 mod content;
+mod dash;
 mod faults;
 mod hls;
 mod ll_hls;
@@ -300,6 +304,9 @@ impl Origin {
                 0,
             ));
         }
+        if let Some(dash) = self.dash(path, s, clock, rest, now) {
+            return Some(dash);
+        }
         if let Some(parts) = &self.parts[i] {
             return self.low_latency(path, query, s, parts, rest, now);
         }
@@ -320,14 +327,49 @@ impl Origin {
             [rendition, segment] => {
                 let r = find(&s.renditions, rendition)?;
                 let seq: u64 = segment.strip_suffix(".ts")?.parse().ok()?;
-                // Segments from the future do not exist yet.
-                (seq <= latest).then(|| Object {
-                    published: Some(clock.available_at(seq)),
-                    ..segment_object(
-                        path,
-                        r.segment_bytes(s.segment_duration),
-                        clock.available_at(seq),
-                    )
+                live_segment(path, r.segment_bytes(s.segment_duration), clock, seq, now)
+            }
+            _ => None,
+        }
+    }
+
+    /// A live stream as MPEG-DASH: its MPD, initialization segments and
+    /// media segments; `None` for any other path.
+    fn dash<'a>(
+        &'a self,
+        path: &'a str,
+        s: &LiveStream,
+        clock: &LiveClock,
+        rest: &[&str],
+        now: SystemTime,
+    ) -> Option<Object<'a>> {
+        let latest = clock.latest(now);
+        match rest {
+            ["manifest.mpd"] => Some(Object {
+                content_type: dash::MPD,
+                // As the media playlists: half a segment.
+                ..playlist(
+                    path,
+                    dash::mpd(clock, &s.renditions, latest),
+                    (clock.segment.as_secs() / 2).max(1),
+                    clock.available_at(latest),
+                    latest,
+                )
+            }),
+            [rendition, "init.mp4"] => {
+                find(&s.renditions, rendition)?;
+                Some(Object {
+                    content_type: dash::INIT_SEGMENT,
+                    ..segment_object(path, dash::INIT_BYTES, self.started)
+                })
+            }
+            [rendition, file] if file.ends_with(".m4s") => {
+                let r = find(&s.renditions, rendition)?;
+                let seq: u64 = file.strip_suffix(".m4s")?.parse().ok()?;
+                let bytes = r.segment_bytes(s.segment_duration);
+                live_segment(path, bytes, clock, seq, now).map(|o| Object {
+                    content_type: dash::MEDIA_SEGMENT,
+                    ..o
                 })
             }
             _ => None,
@@ -380,10 +422,7 @@ impl Origin {
                     });
                 }
                 let seq: u64 = file.strip_suffix(".ts")?.parse().ok()?;
-                (seq <= clock.latest(now)).then(|| Object {
-                    published: Some(clock.available_at(seq)),
-                    ..segment_object(path, bytes, clock.available_at(seq))
-                })
+                live_segment(path, bytes, clock, seq, now)
             }
             _ => None,
         }
@@ -473,6 +512,21 @@ fn playlist(
         extra: &content::NO_EXTRA,
         published: None,
     }
+}
+
+/// Live segment `seq` of `len` bytes, once it is published: segments
+/// from the future do not exist yet.
+fn live_segment<'a>(
+    path: &'a str,
+    len: u64,
+    clock: &LiveClock,
+    seq: u64,
+    now: SystemTime,
+) -> Option<Object<'a>> {
+    (seq <= clock.latest(now)).then(|| Object {
+        published: Some(clock.available_at(seq)),
+        ..segment_object(path, len, clock.available_at(seq))
+    })
 }
 
 fn segment_object(path: &str, len: u64, last_modified: SystemTime) -> Object<'_> {
