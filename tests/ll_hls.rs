@@ -378,3 +378,72 @@ async fn with_prefetch_new_parts_are_stored_before_their_first_player_asks() {
     let (started, used) = (p["started"].as_u64().unwrap(), p["used"].as_u64().unwrap());
     assert!(started >= 8 && used > 0 && used <= started, "{p}");
 }
+
+/// Waits (up to 10 s) until the origin has counted a request for `path`.
+async fn until_origin_asked(origin: std::net::SocketAddr, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while origin_count(origin, path).await == 0 {
+        assert!(Instant::now() < deadline, "{path} never reached the origin");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_point_waits_for_the_earlier_fill_and_an_earlier_one_never_waits_for_a_later() {
+    let (_dir, cluster, _process) = start_up(3, 1, "").await;
+    let (proxy, origin) = (cluster.proxies[0], cluster.origin);
+    // From the origin: a stored copy may be a second old.
+    let r = get(
+        proxy,
+        "localhost",
+        PLAYLIST,
+        &[("cache-control", "no-cache")],
+    )
+    .await
+    .unwrap();
+    let body = text(&r);
+    let media = MediaPlaylist::parse(&body);
+    let last = media.last_seq().unwrap();
+    let per_segment = media.parts.iter().filter(|p| p.msn == last).count() as u64;
+    assert!(per_segment > 1, "the ll stream has parts:\n{}", text(&r));
+    // The last part of the segment two ahead (about two segments away),
+    // and the whole of that segment: the same moment, another point and
+    // another key. The whole segment is the later point of the two.
+    let part = Point {
+        msn: last + 2,
+        part: Some(per_segment - 1),
+    };
+    let whole = Point {
+        msn: last + 2,
+        part: None,
+    };
+    let part_path: &'static str = format!("{PLAYLIST}?{}", query_of(part)).leak();
+    let whole_path: &'static str = format!("{PLAYLIST}?{}", query_of(whole)).leak();
+    let first = tokio::spawn(get(proxy, "localhost", part_path, &[]));
+    until_origin_asked(origin, part_path).await;
+    let later = tokio::spawn(get(proxy, "localhost", whole_path, &[]));
+    // A player at the live edge asks for the next point meanwhile: it is
+    // answered when that point is out, not held behind the far one.
+    let next = media.next_point().unwrap();
+    let next_path = format!("{PLAYLIST}?{}", query_of(next));
+    let r = get(proxy, "localhost", &next_path, &[]).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        !first.is_finished(),
+        "the next point was answered after the point two segments ahead"
+    );
+
+    let first = first.await.unwrap().unwrap();
+    assert!(part.reached_by(&text(&first)), "{}", text(&first));
+    let later = later.await.unwrap().unwrap();
+    assert_eq!(later.status, 200, "{}", text(&later));
+    assert!(whole.reached_by(&text(&later)), "{}", text(&later));
+    // Answered by the earlier point's fill: no request of its own.
+    assert!(
+        later.header("cache-status").contains("hit"),
+        "{}",
+        later.header("cache-status")
+    );
+    assert_eq!(origin_count(origin, whole_path).await, 0);
+    assert_eq!(origin_count(origin, part_path).await, 1);
+}

@@ -135,6 +135,9 @@ impl CacheNode {
         }
         let started = Instant::now();
         let hold = self.blocking_hold(&site, &path_and_query);
+        let _reload = (!hold.is_zero())
+            .then(|| self.reload_fill(&site, &path_and_query))
+            .flatten();
         let mut from_origin = false;
         let fetched = match self
             .fetch_from_peer(
@@ -337,6 +340,8 @@ impl CacheNode {
                 self.tier.sliced.insert(primary.clone(), ());
             }
         }
+        // A blocking reload's answer is also its playlist's newest version.
+        let reload_vary = (!hold.is_zero()).then(|| names.clone());
         let vary = (!names.is_empty()).then(|| VaryCheck {
             secondary: secondary_key(&names, &headers),
             names,
@@ -391,9 +396,14 @@ impl CacheNode {
                 freshness,
                 stale_on_error: site.cache.stale_on_error.get(),
             };
+            let stored = Arc::new(stored);
+            if let Some(vary) = &reload_vary {
+                let keys = (store_key.as_str(), primary.as_str(), vary.as_slice());
+                self.reload_stored(&site, &path_and_query, keys, &stored);
+            }
             // Stored before the fill is retired, so no request finds neither;
             // not at all if a purge matched the fill meanwhile.
-            self.tier.store_fill(&fill, store_key, Arc::new(stored));
+            self.tier.store_fill(&fill, store_key, stored);
         }
         if let Some(data) = last_chunk {
             fill.push(data);

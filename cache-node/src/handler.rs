@@ -59,6 +59,9 @@ pub struct CacheNode {
     pub peers: Arc<crate::peer::Peers>,
     /// Prefetch budgets, the ring, what playlists listed.
     pub prefetch: Arc<crate::prefetch::Prefetcher>,
+    /// LL-HLS blocking reloads per playlist: its newest stored answer, and
+    /// the points at the origin.
+    pub reloads: crate::ll_hls::Reloads,
     /// Sites whose origin sent nonsensical caching metadata in the last
     /// minute, so that it is logged once a minute rather than per fill.
     pub anomalies_logged: moka::sync::Cache<String, ()>,
@@ -298,8 +301,17 @@ impl CacheNode {
         if site.prefetch.cmcd {
             self.cmcd_hint(&site, &req);
         }
-        if let Some(resp) = self.reached_already(&site, &req) {
-            return resp;
+        // Held until the answer's head is out; the fill takes the point
+        // off the board sooner, when it stores the playlist.
+        let mut _fetching = None;
+        if fanout_http_cache::hls::is_blocking_reload(req.uri().query()) {
+            // The body stays out of the wait: only what is shared is borrowed.
+            let (parts, body) = req.into_parts();
+            match Box::pin(self.blocking_reload(&site, &parts)).await {
+                crate::ll_hls::Reload::Answered(resp) => return resp,
+                crate::ll_hls::Reload::Forward(fetching) => _fetching = fetching,
+            }
+            req = Request::from_parts(parts, body);
         }
         let (key, wants) = self.request_phase(&site, &mut req);
         let (parts, miss) = match self.lookup_phase(&site, &key, wants, req, &asked) {

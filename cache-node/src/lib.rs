@@ -158,6 +158,7 @@ pub async fn run(
         purge_seq: Arc::new(AtomicU64::new(0)),
         peers: peer::Peers::new(&config.peers, in_process.clone()),
         prefetch,
+        reloads: Default::default(),
         anomalies_logged: handler::anomaly_log_marks(),
     });
     let state_for_follower = state.clone();

@@ -122,8 +122,10 @@ pub struct Point {
 }
 
 impl Point {
-    /// The point a request's query asks for, when it names one. A query
-    /// with `_HLS_skip` asks for a delta update, which is not this.
+    /// The point a request's query asks for, when it names one. With
+    /// `_HLS_skip` it asks for a delta update reaching that point; the
+    /// skip stays in [`base_query`](Self::base_query), so the delta and
+    /// the full playlist are different playlists.
     pub fn of_query(query: &str) -> Option<Point> {
         let mut msn = None;
         let mut part = None;
@@ -131,11 +133,16 @@ impl Point {
             match pair.split_once('=') {
                 Some(("_HLS_msn", v)) => msn = Some(v.parse().ok()?),
                 Some(("_HLS_part", v)) => part = Some(v.parse().ok()?),
-                Some(("_HLS_skip", _)) => return None,
                 _ => {}
             }
         }
         Some(Point { msn: msn?, part })
+    }
+
+    /// Where the point falls in the stream, for ordering: a whole
+    /// segment (no `part`) comes after every part of it.
+    pub fn position(&self) -> (u64, u64) {
+        (self.msn, self.part.unwrap_or(u64::MAX))
     }
 
     /// Whether the media playlist `text` already reaches this point: the
@@ -438,7 +445,19 @@ mod tests {
                 part: Some(1)
             })
         );
-        assert_eq!(Point::of_query("_HLS_msn=12&_HLS_skip=YES"), None);
+        assert_eq!(
+            Point::of_query("_HLS_msn=12&_HLS_skip=YES"),
+            Some(Point {
+                msn: 12,
+                part: None
+            })
+        );
+        assert_eq!(
+            Point::base_query("_HLS_msn=12&_HLS_part=1&_HLS_skip=YES"),
+            "_HLS_skip=YES"
+        );
+        let at = |msn, part| Point { msn, part }.position();
+        assert!(at(12, Some(3)) < at(12, None) && at(12, None) < at(13, Some(0)));
         assert_eq!(Point::of_query("_HLS_part=1"), None);
         assert_eq!(Point::of_query("_HLS_msn=x"), None);
         assert_eq!(Point::base_query("a=1&_HLS_msn=12&_HLS_part=1"), "a=1");
