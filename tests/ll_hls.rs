@@ -345,6 +345,12 @@ async fn ll_hls_players_get_every_part_from_one_origin_request() {
     // of its publication, on a loaded two-core machine.
     let edge = r["viewers"]["live_edge_ms"]["p50"].as_f64().unwrap();
     assert!(edge > 0.0 && edge < 2000.0, "live edge p50 {edge} ms");
+    // Without prefetch a new part's first players wait on its fill: the
+    // report shows forwarded part requests beside the stored ones.
+    let v = &r["viewers"];
+    for split in ["segment_stored_ms", "segment_forwarded_ms"] {
+        assert!(v[split]["max"].as_f64().unwrap() > 0.0, "{split}: {v}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,6 +139,8 @@ rows = [
     ("segment p50 ms", lambda r: seg(r, "p50")),
     ("segment p99 ms", lambda r: seg(r, "p99")),
     ("segment p999 ms", lambda r: seg(r, "p999")),
+    ("  from store p99 ms", lambda r: r["viewers"].get("segment_stored_ms", {}).get("p99", 0)),
+    ("  forwarded p99 ms", lambda r: r["viewers"].get("segment_forwarded_ms", {}).get("p99", 0)),
     ("playlist p99 ms", lambda r: r["classes"].get("live_playlist", {}).get("total_ms", {}).get("p99", 0)),
     ("live edge p50 ms", lambda r: r["viewers"].get("live_edge_ms", {}).get("p50", 0)),
     ("live edge p99 ms", lambda r: r["viewers"].get("live_edge_ms", {}).get("p99", 0)),

@@ -180,6 +180,11 @@ pub struct Inner {
     /// From the origin publishing a live segment to a viewer having all of
     /// it, in microseconds: the viewer's distance from the live edge.
     pub live_edge: Histogram<u64>,
+    /// Every live segment or part request, from asking to having it whole,
+    /// in microseconds: those a cache answered from its store, and those
+    /// it forwarded (a miss, or a request that joined a fill).
+    pub media_stored: Histogram<u64>,
+    pub media_forwarded: Histogram<u64>,
 }
 
 pub struct Recorder {
@@ -224,6 +229,8 @@ impl Recorder {
                 first_segment_requests: 0,
                 first_segment_stored: 0,
                 live_edge: latency_histogram(3),
+                media_stored: latency_histogram(3),
+                media_forwarded: latency_histogram(3),
             }),
         }
     }
@@ -319,6 +326,18 @@ impl Recorder {
         let mut g = self.lock();
         g.first_segment_requests += 1;
         g.first_segment_stored += u64::from(stored);
+    }
+
+    /// A live segment or part took `took`, answered from a cache's store
+    /// or not.
+    pub fn live_media(&self, stored: bool, took: Duration) {
+        let mut g = self.lock();
+        let h = if stored {
+            &mut g.media_stored
+        } else {
+            &mut g.media_forwarded
+        };
+        let _ = h.record(micros(took));
     }
 
     /// A viewer has a live segment, `behind` after its origin published it.

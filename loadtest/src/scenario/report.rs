@@ -157,6 +157,19 @@ pub struct ViewerReport {
     pub live_edge_ms: Quantiles,
     #[serde(default)]
     pub live_edge_hist: String,
+    /// Live segment (or part) requests, asking to having it whole, in
+    /// milliseconds: those a cache answered from its store, and those it
+    /// forwarded (a miss, or joined a fill in flight). A boundary crowd
+    /// served at the speed of a hit has both tails alike, or no forwarded
+    /// requests at all.
+    #[serde(default)]
+    pub segment_stored_ms: Quantiles,
+    #[serde(default)]
+    pub segment_stored_hist: String,
+    #[serde(default)]
+    pub segment_forwarded_ms: Quantiles,
+    #[serde(default)]
+    pub segment_forwarded_hist: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -365,6 +378,8 @@ impl Report {
                 new_segments: r.first_segment_requests,
                 new_segments_stored: r.first_segment_stored,
                 live_edge_hist: encode(&r.live_edge),
+                segment_stored_hist: encode(&r.media_stored),
+                segment_forwarded_hist: encode(&r.media_forwarded),
                 ..ViewerReport::default()
             },
             origin: i.origin,
@@ -410,6 +425,12 @@ impl Report {
         };
         v.new_segments_stored_ratio = ratio(v.new_segments_stored, v.new_segments);
         v.live_edge_ms = decode(&v.live_edge_hist)
+            .map(|h| Quantiles::of(&h))
+            .unwrap_or_default();
+        v.segment_stored_ms = decode(&v.segment_stored_hist)
+            .map(|h| Quantiles::of(&h))
+            .unwrap_or_default();
+        v.segment_forwarded_ms = decode(&v.segment_forwarded_hist)
             .map(|h| Quantiles::of(&h))
             .unwrap_or_default();
         for c in self.classes.values_mut() {
@@ -509,8 +530,18 @@ impl Report {
             a.play_s += b.play_s;
             a.rendition_switches += b.rendition_switches;
             a.new_segments += b.new_segments;
-            if !b.live_edge_hist.is_empty() {
-                a.live_edge_hist = add_encoded(&a.live_edge_hist, &b.live_edge_hist)?;
+            for (into, from) in [
+                (&mut a.live_edge_hist, &b.live_edge_hist),
+                (&mut a.segment_stored_hist, &b.segment_stored_hist),
+                (&mut a.segment_forwarded_hist, &b.segment_forwarded_hist),
+            ] {
+                if !from.is_empty() {
+                    *into = if into.is_empty() {
+                        from.clone()
+                    } else {
+                        add_encoded(into, from)?
+                    };
+                }
             }
             a.new_segments_stored += b.new_segments_stored;
             out.origin = match (out.origin, r.origin) {
@@ -659,6 +690,25 @@ impl Report {
                 100.0 * r
             );
         }
+        let (stored, forwarded) = (
+            &self.viewers.segment_stored_ms,
+            &self.viewers.segment_forwarded_ms,
+        );
+        if stored.max > 0.0 || forwarded.max > 0.0 {
+            let forwarded = if forwarded.max > 0.0 {
+                format!(
+                    "{:.1} ms forwarded (a miss, or joined a fill)",
+                    forwarded.p99
+                )
+            } else {
+                "none forwarded".to_string()
+            };
+            let _ = writeln!(
+                out,
+                "  segment p99  {:.1} ms answered from a cache's store, {forwarded}",
+                stored.p99
+            );
+        }
         if let Some(p) = &self.prefetch {
             let dropped: u64 = p.dropped.values().sum();
             let reasons: Vec<String> = p.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
@@ -791,6 +841,8 @@ impl Report {
             "new_segments_stored_ratio" => self.viewers.new_segments_stored_ratio?,
             "live_edge_p50_ms" => self.viewers.live_edge_ms.p50,
             "live_edge_p99_ms" => self.viewers.live_edge_ms.p99,
+            "segment_stored_p99_ms" => self.viewers.segment_stored_ms.p99,
+            "segment_forwarded_p99_ms" => self.viewers.segment_forwarded_ms.p99,
             "origin_requests_per_segment" => self.origin?.requests_per_live_segment()?,
             "offload" => self.offload()?,
             _ => return None,
@@ -812,7 +864,8 @@ fn add_encoded(a: &str, b: &str) -> Result<String, String> {
 pub const METRICS: &str = "requests, rps, errors, error_ratio, hit_ratio, p50_ms, p90_ms, p99_ms, \
      p999_ms, max_ms, startup_p50_ms, startup_p99_ms, stalls, stall_ratio, origin_requests, offload, \
      lateness_p99_ms, generator_cpu_busy, refused, refusal_p99_ms, new_segments_stored_ratio, \
-     origin_requests_per_segment, live_edge_p50_ms, live_edge_p99_ms";
+     origin_requests_per_segment, live_edge_p50_ms, live_edge_p99_ms, segment_stored_p99_ms, \
+     segment_forwarded_p99_ms";
 
 /// `--fail-if p99_ms>200`: a figure, a comparison, a number.
 #[derive(Debug, Clone, PartialEq)]

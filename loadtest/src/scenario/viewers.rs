@@ -256,9 +256,12 @@ impl Viewer {
             .recorder
             .first_ask(path.split('?').next().unwrap_or(path));
         let got = self.get(Class::LiveSegment, path, asked, false).await?;
+        let stored = got.as_ref().is_ok_and(|r| r.stored == Some(true));
         if first {
-            let stored = got.as_ref().is_ok_and(|r| r.stored == Some(true));
             self.ctx.recorder.first_answer(stored);
+        }
+        if got.is_ok() {
+            self.ctx.recorder.live_media(stored, asked.elapsed());
         }
         if let Some(ms) = got
             .as_ref()
