@@ -373,6 +373,28 @@ async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_wi
             "#EXTM3U\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:2,\nvod/0.ts\n#EXTINF:2,\nvod/1.ts\n#EXTINF:2,\nvod/2.ts\n#EXT-X-ENDLIST\n"
                 .to_string(),
         ),
+        // DASH: cut off mid-document, a timeline of a billion segments,
+        // a BaseURL on another host, and a static MPD.
+        (
+            "/p/broken.mpd",
+            r#"<MPD type="dynamic"><Period><AdaptationSet><SegmentTemplate media="broken/$Number$.m4s"><SegmentTimeline><S d="2" r="3"/>"#
+                .to_string(),
+        ),
+        (
+            "/p/huge.mpd",
+            r#"<MPD type="dynamic"><Period><AdaptationSet><SegmentTemplate media="huge/$Number$.m4s"><SegmentTimeline><S t="0" d="2" r="999999999"/></SegmentTimeline></SegmentTemplate><Representation id="a"/></AdaptationSet></Period></MPD>"#
+                .to_string(),
+        ),
+        (
+            "/p/away.mpd",
+            r#"<MPD type="dynamic"><BaseURL>http://other.example/p/stolen-dash/</BaseURL><Period><AdaptationSet><SegmentTemplate media="$Number$.m4s"><SegmentTimeline><S d="2" r="3"/></SegmentTimeline></SegmentTemplate><Representation id="a"/></AdaptationSet></Period></MPD>"#
+                .to_string(),
+        ),
+        (
+            "/p/static.mpd",
+            r#"<MPD><Period><AdaptationSet><Representation id="a"><SegmentList><SegmentURL media="static/1.m4s"/><SegmentURL media="static/2.m4s"/></SegmentList></Representation></AdaptationSet></Period></MPD>"#
+                .to_string(),
+        ),
         (
             "/p/loop.m3u8",
             "#EXTM3U\n#EXTINF:2,\nloop.m3u8\n#EXTINF:2,\n../p/loop.m3u8?again\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"loop/1.ts\"\n"
@@ -424,6 +446,27 @@ async fn playlists_that_are_not_what_they_should_be_are_served_and_prefetched_wi
         origin.count_prefix("/p/garbage/"),
         0,
         "a page that is no playlist was read as one"
+    );
+    // An MPD's billion segments: the last few of its one representation.
+    let start = Instant::now();
+    while origin.count_prefix("/p/huge/") < 3 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "nothing of the huge MPD prefetched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(origin.count_prefix("/p/huge/"), 3);
+    assert_eq!(origin.count("/p/huge/1000000000.m4s"), 1);
+    assert_eq!(
+        origin.count_prefix("/p/broken/"),
+        0,
+        "a broken MPD was read"
+    );
+    assert_eq!(
+        origin.count_prefix("/p/static/"),
+        0,
+        "a static MPD was prefetched"
     );
     assert_eq!(
         origin.count_prefix("/p/stolen"),
