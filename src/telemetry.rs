@@ -71,7 +71,21 @@ pub fn init_metrics(settings: &fanout_config::Telemetry) -> anyhow::Result<SdkMe
     }
     let provider = provider.build();
     opentelemetry::global::set_meter_provider(provider.clone());
+    register_runtime_metrics();
     Ok(provider)
+}
+
+/// The process's async runtime, for the soak test and for operators: a
+/// task count that keeps growing under a steady load is a leak.
+fn register_runtime_metrics() {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    opentelemetry::global::meter("fanout")
+        .u64_observable_gauge("fanout_runtime_alive_tasks")
+        .with_description("Tasks alive in the process's async runtime")
+        .with_callback(move |o| o.observe(runtime.metrics().num_alive_tasks() as u64, &[]))
+        .build();
 }
 
 /// Installs a tracer provider that exports spans over OTLP/HTTP (protobuf)
